@@ -1,1 +1,231 @@
-fn main() {}
+//! `spike-trace`: runs every frame of a pcap or pcapng file through Spike's core with a
+//! given config and shows where each one would go.
+//!
+//! It prints one line per input frame (its flow, the verdict, the chosen backend and
+//! why), writes the frames Spike would send (encapsulated forwards, outer fragments and
+//! ICMP replies) to an output pcap, and can write the frames handed to the kernel to a
+//! second pcap. The decision is the dataplane's own code, so a trace answers "where
+//! would this packet go" for the running dataplane with the same config.
+
+mod capture;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use spike_core::encap::write_outer_fragments;
+use spike_core::flow::FlowKey;
+use spike_core::{Config, Counters, Output, Snapshot, Verdict, Worker};
+
+use crate::capture::{CaptureReader, CaptureWriter, TraceError};
+
+/// Runs a capture through Spike's forwarding decision.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Dataplane config file (TOML).
+    #[arg(short, long)]
+    config: PathBuf,
+
+    /// Capture to read: pcap or pcapng with Ethernet frames.
+    #[arg(short, long)]
+    input: PathBuf,
+
+    /// Pcap file for the frames Spike sends out: encapsulated packets and ICMP replies.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+
+    /// Pcap file for the frames Spike hands to the kernel.
+    #[arg(long)]
+    kernel_output: Option<PathBuf>,
+
+    /// Print the counters after the last frame.
+    #[arg(long)]
+    counters: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("spike-trace: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), TraceError> {
+    let config = Config::load(&args.config)?;
+    let snapshot = Snapshot::build(&config, 1)?;
+    let mut worker = Worker::new(&config)?;
+    let mut reader = CaptureReader::open(&args.input)?;
+    let mut output = args
+        .output
+        .as_deref()
+        .map(CaptureWriter::create)
+        .transpose()?;
+    let mut kernel_output = args
+        .kernel_output
+        .as_deref()
+        .map(CaptureWriter::create)
+        .transpose()?;
+
+    let mut out = Output::default();
+    let mut scratch = vec![0u8; usize::from(config.node.mtu) + 64];
+    let mut number = 0u64;
+    while let Some(frame) = reader.next_frame()? {
+        number += 1;
+        let now_ns = duration_ns(frame.timestamp);
+        let verdict = worker.process(&snapshot, &frame.data, now_ns, &mut out);
+        println!("{}", describe(number, &snapshot, verdict, &out));
+
+        match verdict {
+            Verdict::Forward => {
+                if let Some(writer) = output.as_mut() {
+                    write_forward(writer, &frame.data, frame.timestamp, &out, &mut scratch)?;
+                }
+            }
+            Verdict::Reply => {
+                if let Some(writer) = output.as_mut() {
+                    writer.write(frame.timestamp, out.reply())?;
+                }
+            }
+            Verdict::Kernel(_) => {
+                if let Some(writer) = kernel_output.as_mut() {
+                    writer.write(frame.timestamp, &frame.data)?;
+                }
+            }
+            Verdict::Drop(_) => {}
+        }
+    }
+
+    if let Some(writer) = output {
+        writer.finish()?;
+    }
+    if let Some(writer) = kernel_output {
+        writer.finish()?;
+    }
+    if args.counters {
+        print_counters(worker.counters());
+    }
+    Ok(())
+}
+
+fn write_forward(
+    writer: &mut CaptureWriter,
+    frame: &[u8],
+    timestamp: Duration,
+    out: &Output,
+    scratch: &mut [u8],
+) -> Result<(), TraceError> {
+    let inner = &frame[out.inner.clone()];
+    if !out.fragment {
+        let mut whole = Vec::with_capacity(out.header_len + inner.len());
+        whole.extend_from_slice(out.header());
+        whole.extend_from_slice(inner);
+        return writer.write(timestamp, &whole);
+    }
+    let mut result = Ok(());
+    write_outer_fragments(
+        out.header(),
+        inner,
+        out.outer_ipv6,
+        out.mtu,
+        out.fragment_ident,
+        scratch,
+        |fragment| {
+            if result.is_ok() {
+                result = writer.write(timestamp, fragment);
+            }
+        },
+    );
+    result
+}
+
+fn duration_ns(timestamp: Duration) -> u64 {
+    u64::try_from(timestamp.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn describe_flow(flow: &FlowKey) -> String {
+    let protocol = match flow.protocol {
+        1 => "icmp".to_owned(),
+        6 => "tcp".to_owned(),
+        17 => "udp".to_owned(),
+        58 => "icmpv6".to_owned(),
+        other => format!("proto-{other}"),
+    };
+    let address = |ip: std::net::IpAddr, port: u16| match ip {
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    };
+    format!(
+        "{protocol} {} -> {}",
+        address(flow.src_addr(), flow.src_port),
+        address(flow.dst_addr(), flow.dst_port)
+    )
+}
+
+/// One line per frame: number, verdict, flow, then service, backend and selection.
+fn describe(number: u64, snapshot: &Snapshot, verdict: Verdict, out: &Output) -> String {
+    let verdict_text = match verdict {
+        Verdict::Forward => "forward".to_owned(),
+        Verdict::Reply => "reply".to_owned(),
+        Verdict::Kernel(reason) => format!("kernel:{reason}"),
+        Verdict::Drop(reason) => format!("drop:{reason}"),
+    };
+    let mut line = format!("{number:>6} {verdict_text:<32}");
+    if let Some(flow) = &out.flow {
+        line.push(' ');
+        line.push_str(&describe_flow(flow));
+    }
+    if let (Some(service_index), Some(backend_index)) = (out.service, out.backend) {
+        if let Some(service) = snapshot.services.get(service_index as usize) {
+            if let Some(backend) = service.backends.get(backend_index as usize) {
+                line.push_str(&format!(
+                    " service={} backend={} ({}, vtep {})",
+                    service.name, backend.name, backend.address, backend.vtep_mac
+                ));
+            }
+        }
+    }
+    if let Some(selection) = out.selection {
+        line.push_str(&format!(" why={selection}"));
+    }
+    if out.fragment {
+        line.push_str(" outer-fragmented");
+    }
+    line
+}
+
+fn print_counters(counters: &Counters) {
+    println!("counters:");
+    println!("  rx_packets {}", counters.rx_packets);
+    println!("  forwarded {}", counters.forwarded);
+    println!("  replies {}", counters.replies);
+    for reason in spike_core::KernelReason::ALL {
+        let count = counters.kernel_count(*reason);
+        if count > 0 {
+            println!("  kernel.{reason} {count}");
+        }
+    }
+    for reason in spike_core::DropReason::ALL {
+        let count = counters.drop_count(*reason);
+        if count > 0 {
+            println!("  drop.{reason} {count}");
+        }
+    }
+    for selection in spike_core::Selection::ALL {
+        let count = counters.selection_count(*selection);
+        if count > 0 {
+            println!("  selection.{selection} {count}");
+        }
+    }
+    for service in &counters.services {
+        println!(
+            "  service.{} packets {} bytes {}",
+            service.name, service.traffic.packets, service.traffic.bytes
+        );
+    }
+}

@@ -1,0 +1,642 @@
+//! The dataplane's TOML configuration: parsing and validation.
+//!
+//! Parsing happens in two steps. Serde reads the file into plain structs that reject
+//! unknown keys, then [`Config::validate`] checks every value that serde cannot (MAC
+//! syntax, address families, port ranges, prime table sizes) and names the key, the
+//! bad value and what is expected. A `Config` that exists is valid.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::flow::HashFields;
+use crate::maglev;
+use crate::wire::MacAddr;
+
+/// IANA protocol numbers of the transport protocols a service can balance.
+const PROTOCOL_TCP: u8 = 6;
+const PROTOCOL_UDP: u8 = 17;
+
+/// Smallest egress MTU accepted: IPv6's minimum link MTU, which also leaves room for the
+/// VXLAN overhead above IPv4's 576-byte minimum datagram.
+const MIN_MTU: u16 = 1280;
+const MAX_MTU: u16 = 9216;
+
+/// A configuration error, naming the key, the value and what is expected.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("invalid value {value:?} for {key}: expected {expected}")]
+    Invalid {
+        key: String,
+        value: String,
+        expected: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, value: impl fmt::Display, expected: &str) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: value.to_string(),
+            expected: expected.to_owned(),
+        }
+    }
+}
+
+/// Transport protocol of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// IANA protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => PROTOCOL_TCP,
+            Protocol::Udp => PROTOCOL_UDP,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub vxlan: VxlanConfig,
+    pub hash_key: [u8; 16],
+    pub conntrack: ConntrackConfig,
+    pub icmp: IcmpConfig,
+    pub services: Vec<ServiceConfig>,
+}
+
+/// This Spike node's underlay identity.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// MAC address of the underlay port: the outer Ethernet source.
+    pub mac: MacAddr,
+    /// Outer IPv4 source, required when any backend has an IPv4 address.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Outer IPv6 source, required when any backend has an IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Outer Ethernet destination unless a backend names its own next hop.
+    pub gateway_mac: MacAddr,
+    /// Inner Ethernet source: the MAC of Spike's VXLAN endpoint.
+    pub vtep_mac: MacAddr,
+    /// Largest outer IP packet the underlay carries, in bytes.
+    pub mtu: u16,
+}
+
+/// VXLAN encapsulation settings; the defaults match flannel's VXLAN backend.
+#[derive(Clone, Debug)]
+pub struct VxlanConfig {
+    pub vni: u32,
+    pub port: u16,
+    pub source_port_min: u16,
+    pub source_port_max: u16,
+    pub ttl: u8,
+    /// Compute the outer UDP checksum over IPv4 (it is always computed over IPv6).
+    pub ipv4_udp_checksum: bool,
+}
+
+/// Per-core table sizes and timeouts.
+#[derive(Clone, Debug)]
+pub struct ConntrackConfig {
+    pub capacity: usize,
+    pub fragment_capacity: usize,
+    pub tcp_syn_timeout_ns: u64,
+    pub tcp_established_timeout_ns: u64,
+    pub tcp_closing_timeout_ns: u64,
+    pub udp_timeout_ns: u64,
+    pub other_timeout_ns: u64,
+    pub fragment_timeout_ns: u64,
+}
+
+/// Limits on the ICMP errors the dataplane generates itself.
+#[derive(Clone, Debug)]
+pub struct IcmpConfig {
+    pub too_big_per_second: u32,
+    pub too_big_burst: u32,
+}
+
+/// A VIP, protocol and port, with its backends.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub vip: IpAddr,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub hash: HashFields,
+    pub table_size: u32,
+    pub backends: Vec<BackendConfig>,
+}
+
+/// A backend node: flannel's public address and VtepMAC of a Kubernetes node.
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    pub name: String,
+    pub address: IpAddr,
+    pub vtep_mac: MacAddr,
+    pub weight: u32,
+    pub next_hop_mac: Option<MacAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    #[serde(default)]
+    vxlan: RawVxlan,
+    hash: RawHash,
+    #[serde(default)]
+    conntrack: RawConntrack,
+    #[serde(default)]
+    icmp: RawIcmp,
+    #[serde(default, rename = "service")]
+    services: Vec<RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    mac: String,
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+    gateway_mac: String,
+    vtep_mac: String,
+    #[serde(default = "default_mtu")]
+    mtu: u16,
+}
+
+fn default_mtu() -> u16 {
+    1500
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawVxlan {
+    vni: u32,
+    port: u16,
+    source_port_range: [u16; 2],
+    ttl: u8,
+    ipv4_udp_checksum: bool,
+}
+
+impl Default for RawVxlan {
+    fn default() -> Self {
+        RawVxlan {
+            vni: 1,
+            port: 8472,
+            source_port_range: [49152, 65535],
+            ttl: 64,
+            ipv4_udp_checksum: false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHash {
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConntrack {
+    capacity: usize,
+    fragment_capacity: usize,
+    timeouts: RawTimeouts,
+}
+
+impl Default for RawConntrack {
+    fn default() -> Self {
+        RawConntrack {
+            capacity: 1 << 20,
+            fragment_capacity: 8192,
+            timeouts: RawTimeouts::default(),
+        }
+    }
+}
+
+/// Timeouts in seconds. The defaults follow the Linux conntrack and IPVS values an
+/// operator already knows: a short SYN timeout limits SYN floods, established TCP lasts
+/// long because the balancer sees only the client's half of a quiet connection.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimeouts {
+    tcp_syn: f64,
+    tcp_established: f64,
+    tcp_closing: f64,
+    udp: f64,
+    other: f64,
+    fragment: f64,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            tcp_syn: 30.0,
+            tcp_established: 900.0,
+            tcp_closing: 10.0,
+            udp: 300.0,
+            other: 60.0,
+            fragment: 30.0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawIcmp {
+    too_big_per_second: u32,
+    too_big_burst: u32,
+}
+
+impl Default for RawIcmp {
+    fn default() -> Self {
+        RawIcmp {
+            too_big_per_second: 100,
+            too_big_burst: 50,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    vip: IpAddr,
+    protocol: Protocol,
+    port: u16,
+    #[serde(default)]
+    hash: HashFields,
+    #[serde(default = "default_table_size")]
+    table_size: u32,
+    #[serde(default, rename = "backend")]
+    backends: Vec<RawBackend>,
+}
+
+fn default_table_size() -> u32 {
+    maglev::DEFAULT_TABLE_SIZE
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    name: Option<String>,
+    address: IpAddr,
+    vtep_mac: String,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    next_hop_mac: Option<String>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl FromStr for Config {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)?;
+        validate(raw)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        text.parse()
+    }
+
+    /// The conntrack timeouts in the form the table takes.
+    pub fn timeouts(&self) -> crate::conntrack::Timeouts {
+        crate::conntrack::Timeouts {
+            tcp_syn_ns: self.conntrack.tcp_syn_timeout_ns,
+            tcp_established_ns: self.conntrack.tcp_established_timeout_ns,
+            tcp_closing_ns: self.conntrack.tcp_closing_timeout_ns,
+            udp_ns: self.conntrack.udp_timeout_ns,
+            other_ns: self.conntrack.other_timeout_ns,
+        }
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let node = validate_node(raw.node)?;
+    let vxlan = validate_vxlan(raw.vxlan)?;
+    let hash_key = parse_hash_key(&raw.hash.key)?;
+    let conntrack = validate_conntrack(raw.conntrack)?;
+    let icmp = validate_icmp(raw.icmp)?;
+
+    let mut services = Vec::with_capacity(raw.services.len());
+    let mut seen = HashSet::new();
+    for (index, raw_service) in raw.services.into_iter().enumerate() {
+        let service = validate_service(index, raw_service, &node)?;
+        let key = (service.vip, service.protocol, service.port);
+        if !seen.insert(key) {
+            return Err(ConfigError::invalid(
+                format!("service[{index}]"),
+                format!("{} {}:{}", service.protocol, service.vip, service.port),
+                "each VIP, protocol and port to appear in one service only",
+            ));
+        }
+        services.push(service);
+    }
+
+    Ok(Config {
+        node,
+        vxlan,
+        hash_key,
+        conntrack,
+        icmp,
+        services,
+    })
+}
+
+fn parse_mac(key: &str, text: &str) -> Result<MacAddr, ConfigError> {
+    let mac: MacAddr = text
+        .parse()
+        .map_err(|_| ConfigError::invalid(key, text, "a MAC address like 02:00:00:00:00:01"))?;
+    if mac.is_multicast() || mac.0 == [0; 6] {
+        return Err(ConfigError::invalid(
+            key,
+            text,
+            "a unicast MAC address (the low bit of the first byte clear, not all zero)",
+        ));
+    }
+    Ok(mac)
+}
+
+fn validate_node(raw: RawNode) -> Result<NodeConfig, ConfigError> {
+    if !(MIN_MTU..=MAX_MTU).contains(&raw.mtu) {
+        return Err(ConfigError::invalid(
+            "node.mtu",
+            raw.mtu,
+            &format!("an MTU from {MIN_MTU} to {MAX_MTU} bytes"),
+        ));
+    }
+    if raw.ipv4.is_none() && raw.ipv6.is_none() {
+        return Err(ConfigError::invalid(
+            "node",
+            "no underlay address",
+            "node.ipv4 or node.ipv6 (or both) as the outer source address",
+        ));
+    }
+    Ok(NodeConfig {
+        mac: parse_mac("node.mac", &raw.mac)?,
+        ipv4: raw.ipv4,
+        ipv6: raw.ipv6,
+        gateway_mac: parse_mac("node.gateway_mac", &raw.gateway_mac)?,
+        vtep_mac: parse_mac("node.vtep_mac", &raw.vtep_mac)?,
+        mtu: raw.mtu,
+    })
+}
+
+fn validate_vxlan(raw: RawVxlan) -> Result<VxlanConfig, ConfigError> {
+    if raw.vni >= 1 << 24 {
+        return Err(ConfigError::invalid(
+            "vxlan.vni",
+            raw.vni,
+            "a 24-bit VNI from 0 to 16777215",
+        ));
+    }
+    if raw.port == 0 {
+        return Err(ConfigError::invalid(
+            "vxlan.port",
+            0,
+            "a UDP port from 1 to 65535",
+        ));
+    }
+    let [min, max] = raw.source_port_range;
+    if min == 0 || min > max {
+        return Err(ConfigError::invalid(
+            "vxlan.source_port_range",
+            format!("[{min}, {max}]"),
+            "[low, high] with 1 <= low <= high <= 65535",
+        ));
+    }
+    if raw.ttl == 0 {
+        return Err(ConfigError::invalid("vxlan.ttl", 0, "a TTL from 1 to 255"));
+    }
+    Ok(VxlanConfig {
+        vni: raw.vni,
+        port: raw.port,
+        source_port_min: min,
+        source_port_max: max,
+        ttl: raw.ttl,
+        ipv4_udp_checksum: raw.ipv4_udp_checksum,
+    })
+}
+
+fn parse_hash_key(text: &str) -> Result<[u8; 16], ConfigError> {
+    const EXPECTED: &str = "32 hexadecimal digits (128 bits), the same on every Spike node";
+    let text = text.trim();
+    if text.len() != 32 || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Err(ConfigError::invalid("hash.key", "<redacted>", EXPECTED));
+    }
+    let mut key = [0u8; 16];
+    for (index, byte) in key.iter_mut().enumerate() {
+        let digits = &text[index * 2..index * 2 + 2];
+        *byte = u8::from_str_radix(digits, 16)
+            .map_err(|_| ConfigError::invalid("hash.key", "<redacted>", EXPECTED))?;
+    }
+    Ok(key)
+}
+
+fn seconds_to_ns(key: &str, seconds: f64) -> Result<u64, ConfigError> {
+    // One day bounds every timeout: longer ones only keep dead flows in a full table.
+    const MAX_SECONDS: f64 = 86_400.0;
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_SECONDS {
+        return Err(ConfigError::invalid(
+            key,
+            seconds,
+            "a timeout in seconds greater than 0 and at most 86400",
+        ));
+    }
+    Ok((seconds * 1e9) as u64)
+}
+
+fn validate_conntrack(raw: RawConntrack) -> Result<ConntrackConfig, ConfigError> {
+    // 2^26 flows at about 64 bytes each is 4 GiB per core: beyond that a typo is likelier
+    // than a plan.
+    const MAX_FLOWS: usize = 1 << 26;
+    if raw.capacity == 0 || raw.capacity > MAX_FLOWS {
+        return Err(ConfigError::invalid(
+            "conntrack.capacity",
+            raw.capacity,
+            &format!("a number of flows per core from 1 to {MAX_FLOWS}"),
+        ));
+    }
+    if raw.fragment_capacity == 0 || raw.fragment_capacity > MAX_FLOWS {
+        return Err(ConfigError::invalid(
+            "conntrack.fragment_capacity",
+            raw.fragment_capacity,
+            &format!("a number of datagrams per core from 1 to {MAX_FLOWS}"),
+        ));
+    }
+    let t = &raw.timeouts;
+    Ok(ConntrackConfig {
+        capacity: raw.capacity,
+        fragment_capacity: raw.fragment_capacity,
+        tcp_syn_timeout_ns: seconds_to_ns("conntrack.timeouts.tcp_syn", t.tcp_syn)?,
+        tcp_established_timeout_ns: seconds_to_ns(
+            "conntrack.timeouts.tcp_established",
+            t.tcp_established,
+        )?,
+        tcp_closing_timeout_ns: seconds_to_ns("conntrack.timeouts.tcp_closing", t.tcp_closing)?,
+        udp_timeout_ns: seconds_to_ns("conntrack.timeouts.udp", t.udp)?,
+        other_timeout_ns: seconds_to_ns("conntrack.timeouts.other", t.other)?,
+        fragment_timeout_ns: seconds_to_ns("conntrack.timeouts.fragment", t.fragment)?,
+    })
+}
+
+fn validate_icmp(raw: RawIcmp) -> Result<IcmpConfig, ConfigError> {
+    if raw.too_big_per_second > 0 && raw.too_big_burst == 0 {
+        return Err(ConfigError::invalid(
+            "icmp.too_big_burst",
+            0,
+            "at least 1 when icmp.too_big_per_second is above 0",
+        ));
+    }
+    Ok(IcmpConfig {
+        too_big_per_second: raw.too_big_per_second,
+        too_big_burst: raw.too_big_burst,
+    })
+}
+
+fn validate_service(
+    index: usize,
+    raw: RawService,
+    node: &NodeConfig,
+) -> Result<ServiceConfig, ConfigError> {
+    let key = format!("service[{index}] ({})", raw.name);
+    if raw.name.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("service[{index}].name"),
+            "\"\"",
+            "a non-empty name",
+        ));
+    }
+    if raw.port == 0 {
+        return Err(ConfigError::invalid(
+            format!("{key}.port"),
+            0,
+            "a port from 1 to 65535",
+        ));
+    }
+    if raw.vip.is_unspecified() || raw.vip.is_multicast() {
+        return Err(ConfigError::invalid(
+            format!("{key}.vip"),
+            raw.vip,
+            "a unicast address",
+        ));
+    }
+    if !maglev::is_prime(raw.table_size) || raw.table_size > maglev::MAX_TABLE_SIZE {
+        return Err(ConfigError::invalid(
+            format!("{key}.table_size"),
+            raw.table_size,
+            &format!(
+                "a prime number of Maglev slots up to {} (65537 is the default, 655373 suits \
+                 more than 650 backends)",
+                maglev::MAX_TABLE_SIZE
+            ),
+        ));
+    }
+    if raw.backends.len() > raw.table_size as usize {
+        return Err(ConfigError::invalid(
+            format!("{key}.backend"),
+            raw.backends.len(),
+            &format!("at most table_size = {} backends", raw.table_size),
+        ));
+    }
+
+    let mut backends = Vec::with_capacity(raw.backends.len());
+    let mut addresses = HashSet::new();
+    for (backend_index, raw_backend) in raw.backends.into_iter().enumerate() {
+        let backend_key = format!("{key}.backend[{backend_index}]");
+        let backend = validate_backend(&backend_key, raw_backend, node)?;
+        if !addresses.insert(backend.address) {
+            return Err(ConfigError::invalid(
+                format!("{backend_key}.address"),
+                backend.address,
+                "each backend address to appear once per service",
+            ));
+        }
+        backends.push(backend);
+    }
+
+    Ok(ServiceConfig {
+        name: raw.name,
+        vip: raw.vip,
+        protocol: raw.protocol,
+        port: raw.port,
+        hash: raw.hash,
+        table_size: raw.table_size,
+        backends,
+    })
+}
+
+fn validate_backend(
+    key: &str,
+    raw: RawBackend,
+    node: &NodeConfig,
+) -> Result<BackendConfig, ConfigError> {
+    let family_ok = match raw.address {
+        IpAddr::V4(_) => node.ipv4.is_some(),
+        IpAddr::V6(_) => node.ipv6.is_some(),
+    };
+    if !family_ok {
+        return Err(ConfigError::invalid(
+            format!("{key}.address"),
+            raw.address,
+            "an address of a family the node has an underlay address for (set node.ipv4 or \
+             node.ipv6)",
+        ));
+    }
+    if raw.address.is_unspecified() || raw.address.is_multicast() || raw.address.is_loopback() {
+        return Err(ConfigError::invalid(
+            format!("{key}.address"),
+            raw.address,
+            "the backend node's unicast underlay address",
+        ));
+    }
+    let next_hop_mac = match &raw.next_hop_mac {
+        Some(text) => Some(parse_mac(&format!("{key}.next_hop_mac"), text)?),
+        None => None,
+    };
+    Ok(BackendConfig {
+        name: raw.name.unwrap_or_else(|| raw.address.to_string()),
+        address: raw.address,
+        vtep_mac: parse_mac(&format!("{key}.vtep_mac"), &raw.vtep_mac)?,
+        weight: raw.weight,
+        next_hop_mac,
+    })
+}

@@ -1,0 +1,157 @@
+//! Per-core counters. A worker owns its counters and nothing else writes them, so they
+//! are plain integers; readers copy them between bursts.
+
+use crate::snapshot::Snapshot;
+use crate::verdict::{DropReason, KernelReason, Selection, Verdict};
+
+/// Packets and bytes (of the inner IP packet) sent to one service or backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Traffic {
+    #[inline]
+    fn add(&mut self, bytes: usize) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
+/// Counters of one service, with one entry per backend in snapshot order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    pub name: String,
+    pub traffic: Traffic,
+    pub backends: Vec<(u64, Traffic)>,
+}
+
+/// Everything one worker counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub forwarded: u64,
+    pub replies: u64,
+    pub kernel: [u64; KernelReason::COUNT],
+    pub drops: [u64; DropReason::COUNT],
+    pub selections: [u64; Selection::COUNT],
+    /// Forwarded packets split into outer fragments because they exceeded the MTU.
+    pub outer_fragmented: u64,
+    /// ICMP fragmentation-needed or packet-too-big replies sent.
+    pub too_big_sent: u64,
+    /// First fragments whose record could not be stored because the table was full.
+    pub fragment_table_full: u64,
+    pub services: Vec<ServiceCounters>,
+}
+
+impl Counters {
+    #[inline]
+    pub(crate) fn count_verdict(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Forward => self.forwarded += 1,
+            Verdict::Reply => self.replies += 1,
+            Verdict::Kernel(reason) => self.kernel[reason.index()] += 1,
+            Verdict::Drop(reason) => self.drops[reason.index()] += 1,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn count_forward(&mut self, service: u32, backend: u32, bytes: usize) {
+        if let Some(counters) = self.services.get_mut(service as usize) {
+            counters.traffic.add(bytes);
+            if let Some((_, traffic)) = counters.backends.get_mut(backend as usize) {
+                traffic.add(bytes);
+            }
+        }
+    }
+
+    pub fn kernel_count(&self, reason: KernelReason) -> u64 {
+        self.kernel[reason.index()]
+    }
+
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()]
+    }
+
+    pub fn selection_count(&self, selection: Selection) -> u64 {
+        self.selections[selection.index()]
+    }
+
+    /// Total frames dropped for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Total frames sent to the kernel for any reason.
+    pub fn to_kernel(&self) -> u64 {
+        self.kernel.iter().sum()
+    }
+
+    /// Reshapes the per-service counters for a new snapshot, keeping the counts of
+    /// services (by name) and backends (by id) that are still present. Runs once per
+    /// snapshot swap, not per packet.
+    pub(crate) fn adopt(&mut self, snapshot: &Snapshot) {
+        let old = std::mem::take(&mut self.services);
+        self.services = snapshot
+            .services
+            .iter()
+            .map(|service| {
+                let previous = old.iter().find(|counters| counters.name == service.name);
+                ServiceCounters {
+                    name: service.name.clone(),
+                    traffic: previous
+                        .map(|counters| counters.traffic)
+                        .unwrap_or_default(),
+                    backends: service
+                        .backends
+                        .iter()
+                        .map(|backend| {
+                            let traffic = previous
+                                .and_then(|counters| {
+                                    counters.backends.iter().find(|(id, _)| *id == backend.id)
+                                })
+                                .map(|(_, traffic)| *traffic)
+                                .unwrap_or_default();
+                            (backend.id, traffic)
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+    }
+
+    /// Adds another worker's counters into these, for totals across cores. Services
+    /// are matched by position, so both must have adopted the same snapshot.
+    pub fn merge(&mut self, other: &Counters) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.forwarded += other.forwarded;
+        self.replies += other.replies;
+        add_arrays(&mut self.kernel, &other.kernel);
+        add_arrays(&mut self.drops, &other.drops);
+        add_arrays(&mut self.selections, &other.selections);
+        self.outer_fragmented += other.outer_fragmented;
+        self.too_big_sent += other.too_big_sent;
+        self.fragment_table_full += other.fragment_table_full;
+        if self.services.is_empty() {
+            self.services = other.services.clone();
+            return;
+        }
+        for (mine, theirs) in self.services.iter_mut().zip(&other.services) {
+            mine.traffic.packets += theirs.traffic.packets;
+            mine.traffic.bytes += theirs.traffic.bytes;
+            for ((_, mine), (_, theirs)) in mine.backends.iter_mut().zip(&theirs.backends) {
+                mine.packets += theirs.packets;
+                mine.bytes += theirs.bytes;
+            }
+        }
+    }
+}
+
+fn add_arrays(into: &mut [u64], from: &[u64]) {
+    for (total, value) in into.iter_mut().zip(from) {
+        *total += value;
+    }
+}

@@ -1,0 +1,279 @@
+//! Immutable forwarding tables built from a [`Config`], off the packet path.
+//!
+//! A worker reads one `Snapshot` per burst. Building one runs Maglev population for every
+//! service and precomputes each backend's encapsulation template, so the per-packet work
+//! is a service lookup, a table read and a header copy.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+
+use siphasher::sip::SipHasher13;
+use thiserror::Error;
+
+use crate::config::{Config, Protocol};
+use crate::encap::{EncapSettings, EncapTemplate};
+use crate::flow::{FlowHasher, HashFields};
+use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
+use crate::wire::MacAddr;
+
+/// The key a packet is classified by: destination address, protocol and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub vip: [u8; 16],
+    pub protocol: u8,
+    pub port: u16,
+}
+
+impl ServiceKey {
+    pub fn new(vip: IpAddr, protocol: u8, port: u16) -> Self {
+        ServiceKey {
+            vip: mapped(vip),
+            protocol,
+            port,
+        }
+    }
+}
+
+/// IPv4 addresses as IPv4-mapped IPv6, the form flow keys use.
+pub(crate) fn mapped(address: IpAddr) -> [u8; 16] {
+    match address {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// FNV-1a: the service maps hold a few fixed-size keys that packets cannot choose
+/// freely (only configured VIPs hit), so a fast unkeyed hash is enough.
+#[derive(Default)]
+pub(crate) struct FnvHasher(u64);
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FnvHasher>>;
+
+/// A backend node as the packet path sees it.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    /// Stable identity, the same on every Spike node: a hash of the underlay address.
+    pub id: u64,
+    pub name: String,
+    pub address: IpAddr,
+    pub vtep_mac: MacAddr,
+    pub next_hop_mac: MacAddr,
+    /// Weight 0 means draining: tracked flows stay, new flows go elsewhere.
+    pub weight: u32,
+    pub(crate) template: EncapTemplate,
+}
+
+/// A VIP, protocol and port with its backends and Maglev table.
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub vip: IpAddr,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub hash: HashFields,
+    pub backends: Vec<Backend>,
+    /// `None` when no backend has a weight above zero: new flows are dropped.
+    pub table: Option<MaglevTable>,
+    backend_by_id: FastMap<u64, u32>,
+}
+
+impl Service {
+    /// Index of the backend with this stable id, if it is still configured.
+    #[inline]
+    pub fn backend_index(&self, id: u64) -> Option<u32> {
+        self.backend_by_id.get(&id).copied()
+    }
+}
+
+/// Failure to build a snapshot from a config that parsed.
+#[derive(Debug, Error)]
+pub enum SnapshotError {
+    #[error("cannot build the Maglev table of service {service:?}: {source}")]
+    Maglev {
+        service: String,
+        source: MaglevError,
+    },
+    #[error(
+        "backend {backend} needs an underlay address of its family: set node.ipv4 or node.ipv6"
+    )]
+    NoUnderlayAddress { backend: IpAddr },
+}
+
+/// Everything a worker needs to decide, immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Distinguishes snapshots so conntrack can tell when a stored backend index is stale.
+    pub generation: u32,
+    pub services: Vec<Service>,
+    pub(crate) hasher: FlowHasher,
+    pub(crate) encap: EncapSettings,
+    service_by_key: FastMap<ServiceKey, u32>,
+    /// For each VIP and protocol, the service that hashes without ports, if any: the only
+    /// kind a non-first fragment without a record can be balanced to.
+    portless_service: FastMap<([u8; 16], u8), u32>,
+    vips: FastMap<[u8; 16], ()>,
+    /// VIP and protocol pairs that have at least one service.
+    vip_protocols: FastMap<([u8; 16], u8), ()>,
+}
+
+impl Snapshot {
+    /// Builds the tables for `config`. `generation` must differ from the previous
+    /// snapshot's so that workers revalidate tracked flows.
+    pub fn build(config: &Config, generation: u32) -> Result<Snapshot, SnapshotError> {
+        let encap = EncapSettings::from_config(config);
+        let mut services = Vec::with_capacity(config.services.len());
+        let mut service_by_key = FastMap::default();
+        let mut portless_service = FastMap::default();
+        let mut vips = FastMap::default();
+        let mut vip_protocols = FastMap::default();
+
+        for (index, service_config) in config.services.iter().enumerate() {
+            let index = index as u32;
+            let vip = mapped(service_config.vip);
+            let protocol = service_config.protocol.number();
+
+            let mut backends = Vec::with_capacity(service_config.backends.len());
+            for backend in &service_config.backends {
+                let next_hop_mac = backend.next_hop_mac.unwrap_or(config.node.gateway_mac);
+                let template = EncapTemplate::new(
+                    &encap,
+                    service_config.vip,
+                    backend.address,
+                    next_hop_mac,
+                    backend.vtep_mac,
+                )
+                .ok_or_else(|| SnapshotError::NoUnderlayAddress {
+                    backend: backend.address,
+                })?;
+                backends.push(Backend {
+                    id: backend_id(backend.address),
+                    name: backend.name.clone(),
+                    address: backend.address,
+                    vtep_mac: backend.vtep_mac,
+                    next_hop_mac,
+                    weight: backend.weight,
+                    template,
+                });
+            }
+
+            let table = build_table(&service_config.name, &backends, service_config.table_size)?;
+            let backend_by_id = backends
+                .iter()
+                .enumerate()
+                .map(|(position, backend)| (backend.id, position as u32))
+                .collect();
+
+            service_by_key.insert(
+                ServiceKey::new(service_config.vip, protocol, service_config.port),
+                index,
+            );
+            if service_config.hash != HashFields::FiveTuple {
+                portless_service.entry((vip, protocol)).or_insert(index);
+            }
+            vips.insert(vip, ());
+            vip_protocols.insert((vip, protocol), ());
+
+            services.push(Service {
+                name: service_config.name.clone(),
+                vip: service_config.vip,
+                protocol: service_config.protocol,
+                port: service_config.port,
+                hash: service_config.hash,
+                backends,
+                table,
+                backend_by_id,
+            });
+        }
+
+        Ok(Snapshot {
+            generation,
+            services,
+            hasher: FlowHasher::new(config.hash_key),
+            encap,
+            service_by_key,
+            portless_service,
+            vips,
+            vip_protocols,
+        })
+    }
+
+    /// The service for a destination address, protocol and port.
+    #[inline]
+    pub fn service(&self, key: &ServiceKey) -> Option<u32> {
+        self.service_by_key.get(key).copied()
+    }
+
+    /// The service on `vip` and `protocol` that hashes without ports.
+    #[inline]
+    pub fn portless_service(&self, vip: &[u8; 16], protocol: u8) -> Option<u32> {
+        self.portless_service.get(&(*vip, protocol)).copied()
+    }
+
+    /// Whether `address` is the VIP of any service.
+    #[inline]
+    pub fn is_vip(&self, address: &[u8; 16]) -> bool {
+        self.vips.contains_key(address)
+    }
+
+    /// Whether any service listens on `vip` with `protocol`, on any port.
+    #[inline]
+    pub fn has_protocol(&self, vip: &[u8; 16], protocol: u8) -> bool {
+        self.vip_protocols.contains_key(&(*vip, protocol))
+    }
+
+    /// The flow hasher keyed from the config.
+    pub fn hasher(&self) -> &FlowHasher {
+        &self.hasher
+    }
+}
+
+fn build_table(
+    service: &str,
+    backends: &[Backend],
+    table_size: u32,
+) -> Result<Option<MaglevTable>, SnapshotError> {
+    if backends.iter().all(|backend| backend.weight == 0) {
+        return Ok(None);
+    }
+    let maglev_backends: Vec<MaglevBackend> = backends
+        .iter()
+        .map(|backend| MaglevBackend {
+            id: backend.id,
+            weight: backend.weight,
+        })
+        .collect();
+    MaglevTable::build(&maglev_backends, table_size)
+        .map(Some)
+        .map_err(|source| SnapshotError::Maglev {
+            service: service.to_owned(),
+            source,
+        })
+}
+
+/// A backend's stable identity: SipHash-1-3 with a fixed key over its underlay address,
+/// so every Spike node derives the same id and thus the same Maglev permutation.
+pub fn backend_id(address: IpAddr) -> u64 {
+    let mut hasher = SipHasher13::new_with_keys(0x5370_696b_6542_6b64, 0x4964_6e6f_6465_0001);
+    hasher.write(&mapped(address));
+    hasher.finish()
+}

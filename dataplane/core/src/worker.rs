@@ -1,0 +1,868 @@
+//! The per-core forwarding decision.
+//!
+//! A [`Worker`] owns one core's conntrack table, fragment table, ICMP rate limit and
+//! counters. [`Worker::process`] classifies one frame against a [`Snapshot`] and returns
+//! a [`Verdict`]; for a forward it writes the encapsulation header into [`Output`] and
+//! leaves the packet where it is, so a DPDK caller can prepend the header into the mbuf
+//! headroom without copying the packet. Nothing here allocates after
+//! [`Worker::new`], except when a new snapshot generation reshapes the per-service
+//! counters.
+
+use std::net::IpAddr;
+use std::ops::Range;
+
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::conntrack::{classify_tcp, Conntrack, ConntrackError, FlowClass};
+use crate::counters::Counters;
+use crate::encap::{EncapTemplate, MAX_HEADER_LEN};
+use crate::flow::{FlowKey, HashFields};
+use crate::fragments::{FragmentKey, FragmentTable, FragmentTableError};
+use crate::icmp::{self, MAX_REPLY_LEN};
+use crate::ratelimit::TokenBucket;
+use crate::snapshot::{mapped, ServiceKey, Snapshot};
+use crate::verdict::{DropReason, KernelReason, Selection, Verdict};
+use crate::wire::{
+    self, EtherType, EthernetFrame, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet,
+    TcpPacket, UdpPacket, VlanTag,
+};
+
+const ETHERNET_HEADER_LEN: usize = 14;
+const VLAN_TAG_LEN: usize = 4;
+const PROTOCOL_TCP: u8 = 6;
+const PROTOCOL_UDP: u8 = 17;
+
+/// A conntrack entry's value: the backend by stable id, plus its index in the snapshot
+/// that stored it, which stays valid while the generation matches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tracked {
+    backend_id: u64,
+    service: u32,
+    backend_index: u32,
+    generation: u32,
+}
+
+/// Error creating a worker's tables.
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error("cannot create the conntrack table: {0}")]
+    Conntrack(#[from] ConntrackError),
+    #[error("cannot create the fragment table: {0}")]
+    Fragments(#[from] FragmentTableError),
+}
+
+/// Where the details of a verdict are written. Reuse one per worker: it holds the
+/// header and reply buffers, so nothing is allocated per packet.
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// The encapsulation header of a `Forward`, in `header[..header_len]`.
+    pub header: [u8; MAX_HEADER_LEN],
+    pub header_len: usize,
+    /// Where the original IP packet lies in the input frame (Ethernet padding excluded).
+    pub inner: Range<usize>,
+    /// The encapsulated packet exceeds the MTU and goes out as outer IP fragments: use
+    /// [`crate::encap::write_outer_fragments`] instead of sending header and packet as one frame.
+    pub fragment: bool,
+    pub outer_ipv6: bool,
+    /// Identification for the outer fragments.
+    pub fragment_ident: u32,
+    pub mtu: usize,
+    /// The frame of a `Reply`, in `reply[..reply_len]`.
+    pub reply: [u8; MAX_REPLY_LEN],
+    pub reply_len: usize,
+    /// Service and backend positions in the snapshot, for a forward.
+    pub service: Option<u32>,
+    pub backend: Option<u32>,
+    pub selection: Option<Selection>,
+    /// The flow the packet was classified as, when it got that far.
+    pub flow: Option<FlowKey>,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output {
+            header: [0; MAX_HEADER_LEN],
+            header_len: 0,
+            inner: 0..0,
+            fragment: false,
+            outer_ipv6: false,
+            fragment_ident: 0,
+            mtu: 0,
+            reply: [0; MAX_REPLY_LEN],
+            reply_len: 0,
+            service: None,
+            backend: None,
+            selection: None,
+            flow: None,
+        }
+    }
+}
+
+impl Output {
+    fn reset(&mut self) {
+        self.header_len = 0;
+        self.inner = 0..0;
+        self.fragment = false;
+        self.reply_len = 0;
+        self.service = None;
+        self.backend = None;
+        self.selection = None;
+        self.flow = None;
+    }
+
+    /// The header of a forward.
+    pub fn header(&self) -> &[u8] {
+        &self.header[..self.header_len]
+    }
+
+    /// The frame of a reply.
+    pub fn reply(&self) -> &[u8] {
+        &self.reply[..self.reply_len]
+    }
+}
+
+/// The parts of a received frame every later step needs.
+struct Frame<'a> {
+    bytes: &'a [u8],
+    l3_start: usize,
+    vlan: Option<[u8; 2]>,
+}
+
+/// A transport flow whose service is known, ready for backend selection.
+struct Classified {
+    service: u32,
+    key: FlowKey,
+    class: FlowClass,
+    syn: bool,
+}
+
+/// One core's forwarding state.
+#[derive(Debug)]
+pub struct Worker {
+    conntrack: Conntrack<Tracked>,
+    fragments: FragmentTable<Tracked>,
+    too_big_limit: TokenBucket,
+    counters: Counters,
+    generation: Option<u32>,
+    next_ident: u32,
+}
+
+impl Worker {
+    /// Creates the tables with the capacities from `config`; they never grow.
+    pub fn new(config: &Config) -> Result<Worker, WorkerError> {
+        Ok(Worker {
+            conntrack: Conntrack::new(config.conntrack.capacity, config.timeouts())?,
+            fragments: FragmentTable::new(
+                config.conntrack.fragment_capacity,
+                config.conntrack.fragment_timeout_ns,
+            )?,
+            too_big_limit: TokenBucket::new(
+                config.icmp.too_big_per_second,
+                config.icmp.too_big_burst,
+            ),
+            counters: Counters::default(),
+            generation: None,
+            next_ident: 0,
+        })
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Number of flows in the conntrack table, expired ones not yet reaped included.
+    pub fn tracked_flows(&self) -> usize {
+        self.conntrack.len()
+    }
+
+    /// Removes expired conntrack entries, visiting at most `max_slots` slots. Call once
+    /// per burst so expiry work is spread out.
+    pub fn reap(&mut self, now_ns: u64, max_slots: usize) -> usize {
+        self.conntrack.reap(now_ns, max_slots)
+    }
+
+    /// Decides what to do with `frame`, received at `now_ns`.
+    pub fn process(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &[u8],
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        if self.generation != Some(snapshot.generation) {
+            self.counters.adopt(snapshot);
+            self.generation = Some(snapshot.generation);
+        }
+        out.reset();
+        self.counters.rx_packets += 1;
+        self.counters.rx_bytes += frame.len() as u64;
+
+        let verdict = self.decide(snapshot, frame, now_ns, out);
+        self.counters.count_verdict(verdict);
+        if verdict == Verdict::Forward {
+            if let (Some(service), Some(backend)) = (out.service, out.backend) {
+                self.counters
+                    .count_forward(service, backend, out.inner.len());
+            }
+            if let Some(selection) = out.selection {
+                self.counters.selections[selection as usize] += 1;
+            }
+            if out.fragment {
+                self.counters.outer_fragmented += 1;
+            }
+        }
+        verdict
+    }
+
+    fn decide(
+        &mut self,
+        snapshot: &Snapshot,
+        bytes: &[u8],
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        let ethernet = match EthernetFrame::new_checked(bytes) {
+            Ok(ethernet) => ethernet,
+            Err(_) => return Verdict::Drop(DropReason::EthernetTruncated),
+        };
+        let mut ethertype = ethernet.ethertype();
+        let mut frame = Frame {
+            bytes,
+            l3_start: ETHERNET_HEADER_LEN,
+            vlan: None,
+        };
+        if ethertype == EtherType::Vlan {
+            let tag = match VlanTag::new_checked(&bytes[ETHERNET_HEADER_LEN..]) {
+                Ok(tag) => tag,
+                Err(_) => return Verdict::Drop(DropReason::VlanTruncated),
+            };
+            ethertype = tag.ethertype();
+            frame.vlan = Some([bytes[ETHERNET_HEADER_LEN], bytes[ETHERNET_HEADER_LEN + 1]]);
+            frame.l3_start += VLAN_TAG_LEN;
+        }
+        match ethertype {
+            EtherType::Ipv4 => self.decide_ipv4(snapshot, &frame, now_ns, out),
+            EtherType::Ipv6 => self.decide_ipv6(snapshot, &frame, now_ns, out),
+            EtherType::Arp => Verdict::Kernel(KernelReason::Arp),
+            EtherType::Vlan | EtherType::QinQ => Verdict::Kernel(KernelReason::DoubleVlanTag),
+            _ => Verdict::Kernel(KernelReason::OtherEthertype),
+        }
+    }
+
+    fn decide_ipv4(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &Frame<'_>,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        let packet = match Ipv4Packet::new_checked(&frame.bytes[frame.l3_start..]) {
+            Ok(packet) => packet,
+            Err(error) => return Verdict::Drop(ipv4_drop_reason(error)),
+        };
+        let dst = mapped(IpAddr::V4(packet.dst_addr()));
+        if !snapshot.is_vip(&dst) {
+            return Verdict::Kernel(KernelReason::NotService);
+        }
+        let src = mapped(IpAddr::V4(packet.src_addr()));
+        let protocol = u8::from(packet.protocol());
+        let payload = packet.payload();
+        out.inner = frame.l3_start..frame.l3_start + usize::from(packet.total_len());
+
+        let fragment = FragmentKey {
+            src,
+            dst,
+            protocol,
+            ident: u32::from(packet.ident()),
+        };
+        if packet.frag_offset() != 0 {
+            return self.forward_fragment(
+                snapshot,
+                frame,
+                &fragment,
+                packet.dont_frag(),
+                now_ns,
+                out,
+            );
+        }
+        let first_fragment = packet.more_frags();
+
+        let classified = if protocol == u8::from(IpProtocol::Icmp) {
+            match classify_icmpv4(snapshot, payload) {
+                Ok(classified) => classified,
+                Err(verdict) => return verdict,
+            }
+        } else {
+            match classify_transport(snapshot, src, dst, protocol, payload, first_fragment) {
+                Ok(classified) => classified,
+                Err(verdict) => return verdict,
+            }
+        };
+        let is_icmp_error = protocol == u8::from(IpProtocol::Icmp);
+        let verdict = self.select_and_forward(
+            snapshot,
+            frame,
+            classified,
+            is_icmp_error,
+            packet.dont_frag(),
+            now_ns,
+            out,
+        );
+        if first_fragment && verdict == Verdict::Forward {
+            self.record_fragment(snapshot, &fragment, out, now_ns);
+        }
+        verdict
+    }
+
+    fn decide_ipv6(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &Frame<'_>,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        let packet = match Ipv6Packet::new_checked(&frame.bytes[frame.l3_start..]) {
+            Ok(packet) => packet,
+            Err(error) => return Verdict::Drop(ipv6_drop_reason(error)),
+        };
+        let dst = packet.dst_addr().octets();
+        let first_header = packet.next_header();
+        let is_vip = snapshot.is_vip(&dst);
+        if !is_vip && first_header != IpProtocol::Icmpv6 && first_header != IpProtocol::HopByHop {
+            return Verdict::Kernel(KernelReason::NotService);
+        }
+
+        let payload = packet.payload();
+        let upper = match wire::walk_extension_headers(first_header, payload) {
+            Ok(upper) => upper,
+            Err(_) if !is_vip => return Verdict::Kernel(KernelReason::NotService),
+            Err(error) => return Verdict::Drop(ipv6_drop_reason(error)),
+        };
+        if upper.protocol == IpProtocol::Icmpv6 && upper.fragment.is_none() {
+            let is_neighbor_discovery = payload
+                .get(upper.offset..)
+                .and_then(|icmp| Icmpv6Packet::new_checked(icmp).ok())
+                .is_some_and(|icmp| icmp.is_neighbor_discovery());
+            if is_neighbor_discovery {
+                return Verdict::Kernel(KernelReason::NeighborDiscovery);
+            }
+        }
+        if !is_vip {
+            return Verdict::Kernel(KernelReason::NotService);
+        }
+        if upper
+            .routing
+            .is_some_and(|routing| routing.segments_left != 0)
+        {
+            return Verdict::Kernel(KernelReason::Ipv6RoutingHeader);
+        }
+
+        let src = packet.src_addr().octets();
+        let protocol = u8::from(upper.protocol);
+        out.inner = frame.l3_start..frame.l3_start + 40 + usize::from(packet.payload_len());
+
+        let mut first_fragment = false;
+        let mut fragment_key = None;
+        if let Some(fragment) = upper.fragment {
+            let key = FragmentKey {
+                src,
+                dst,
+                protocol,
+                ident: fragment.ident,
+            };
+            if fragment.offset != 0 {
+                return self.forward_fragment(snapshot, frame, &key, true, now_ns, out);
+            }
+            first_fragment = fragment.more;
+            fragment_key = Some(key);
+        }
+
+        let transport = payload.get(upper.offset..).unwrap_or(&[]);
+        let classified = if upper.protocol == IpProtocol::Icmpv6 {
+            classify_icmpv6(snapshot, transport)
+        } else {
+            classify_transport(snapshot, src, dst, protocol, transport, first_fragment)
+        };
+        let classified = match classified {
+            Ok(classified) => classified,
+            Err(verdict) => return verdict,
+        };
+        let is_icmp_error = upper.protocol == IpProtocol::Icmpv6;
+        let verdict = self.select_and_forward(
+            snapshot,
+            frame,
+            classified,
+            is_icmp_error,
+            true,
+            now_ns,
+            out,
+        );
+        if let (true, Some(key), Verdict::Forward) = (first_fragment, fragment_key, verdict) {
+            self.record_fragment(snapshot, &key, out, now_ns);
+        }
+        verdict
+    }
+
+    /// Chooses the backend for a classified flow and writes the forward.
+    #[allow(clippy::too_many_arguments)]
+    fn select_and_forward(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &Frame<'_>,
+        classified: Classified,
+        is_icmp_error: bool,
+        dont_fragment: bool,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        out.flow = Some(classified.key);
+        let flow_hash = snapshot.hasher.hash(&classified.key, HashFields::FiveTuple);
+        let selected = if is_icmp_error {
+            self.select_for_icmp_error(snapshot, &classified, flow_hash, now_ns)
+        } else {
+            self.select(snapshot, &classified, flow_hash, now_ns)
+        };
+        let (backend, selection) = match selected {
+            Ok(selected) => selected,
+            Err(reason) => return Verdict::Drop(reason),
+        };
+        out.selection = Some(selection);
+        self.write_forward(
+            snapshot,
+            frame,
+            classified.service,
+            backend,
+            flow_hash,
+            dont_fragment,
+            now_ns,
+            out,
+        )
+    }
+
+    /// Conntrack first, Maglev for new flows; records the result in conntrack.
+    fn select(
+        &mut self,
+        snapshot: &Snapshot,
+        classified: &Classified,
+        flow_hash: u64,
+        now_ns: u64,
+    ) -> Result<(u32, Selection), DropReason> {
+        let service_index = classified.service;
+        let Some(service) = snapshot.services.get(service_index as usize) else {
+            return Err(DropReason::NoBackend);
+        };
+        let key = &classified.key;
+
+        let slot = self.conntrack.find(key, flow_hash, now_ns);
+        let mut selection = Selection::NewFlow;
+        if let Some(slot) = slot {
+            let tracked = self.conntrack.value(slot);
+            match resolve(snapshot, service_index, &tracked) {
+                Some(index) => {
+                    let draining = service
+                        .backends
+                        .get(index as usize)
+                        .is_none_or(|backend| backend.weight == 0);
+                    if !(classified.syn && draining) {
+                        let value =
+                            tracked_value(snapshot, service_index, index, tracked.backend_id);
+                        self.conntrack
+                            .refresh(slot, value, classified.class, now_ns);
+                        return Ok((index, Selection::Tracked));
+                    }
+                    selection = Selection::SynRebalanced;
+                }
+                None => selection = Selection::Reselected,
+            }
+        }
+
+        let index = maglev_lookup(snapshot, service_index, key, flow_hash)?;
+        let backend_id = service
+            .backends
+            .get(index as usize)
+            .map_or(0, |backend| backend.id);
+        let value = tracked_value(snapshot, service_index, index, backend_id);
+        match slot {
+            Some(slot) => self
+                .conntrack
+                .refresh(slot, value, classified.class, now_ns),
+            None => {
+                if self
+                    .conntrack
+                    .insert(key, flow_hash, value, classified.class, now_ns)
+                    .is_err()
+                {
+                    selection = Selection::Untracked;
+                }
+            }
+        }
+        Ok((index, selection))
+    }
+
+    /// The backend of the flow an ICMP error belongs to, without creating or refreshing
+    /// a conntrack entry: an error says nothing about the flow's liveness.
+    fn select_for_icmp_error(
+        &mut self,
+        snapshot: &Snapshot,
+        classified: &Classified,
+        flow_hash: u64,
+        now_ns: u64,
+    ) -> Result<(u32, Selection), DropReason> {
+        let key = &classified.key;
+        if let Some(slot) = self.conntrack.find(key, flow_hash, now_ns) {
+            if let Some(index) = resolve(snapshot, classified.service, &self.conntrack.value(slot))
+            {
+                return Ok((index, Selection::IcmpError));
+            }
+        }
+        let index = maglev_lookup(snapshot, classified.service, key, flow_hash)?;
+        Ok((index, Selection::IcmpError))
+    }
+
+    /// Sends a non-first fragment where its first fragment went, or hashes it without
+    /// ports when the VIP has a service that hashes that way.
+    fn forward_fragment(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &Frame<'_>,
+        key: &FragmentKey,
+        dont_fragment: bool,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        let flow = FlowKey {
+            src: key.src,
+            dst: key.dst,
+            src_port: 0,
+            dst_port: 0,
+            protocol: key.protocol,
+        };
+        out.flow = Some(flow);
+        let flow_hash = snapshot.hasher.hash(&flow, HashFields::FiveTuple);
+
+        if let Some(tracked) = self.fragments.get(key, now_ns) {
+            if let Some(index) = resolve(snapshot, tracked.service, &tracked) {
+                out.selection = Some(Selection::FragmentRecord);
+                return self.write_forward(
+                    snapshot,
+                    frame,
+                    tracked.service,
+                    index,
+                    flow_hash,
+                    dont_fragment,
+                    now_ns,
+                    out,
+                );
+            }
+        }
+        if !snapshot.has_protocol(&key.dst, key.protocol) {
+            return Verdict::Kernel(KernelReason::NotService);
+        }
+        let Some(service) = snapshot.portless_service(&key.dst, key.protocol) else {
+            return Verdict::Drop(DropReason::FragmentWithoutRecord);
+        };
+        let index = match maglev_lookup(snapshot, service, &flow, flow_hash) {
+            Ok(index) => index,
+            Err(reason) => return Verdict::Drop(reason),
+        };
+        out.selection = Some(Selection::FragmentPortless);
+        self.write_forward(
+            snapshot,
+            frame,
+            service,
+            index,
+            flow_hash,
+            dont_fragment,
+            now_ns,
+            out,
+        )
+    }
+
+    fn record_fragment(
+        &mut self,
+        snapshot: &Snapshot,
+        key: &FragmentKey,
+        out: &Output,
+        now_ns: u64,
+    ) {
+        let (Some(service), Some(backend)) = (out.service, out.backend) else {
+            return;
+        };
+        let backend_id = snapshot
+            .services
+            .get(service as usize)
+            .and_then(|service| service.backends.get(backend as usize))
+            .map_or(0, |backend| backend.id);
+        let value = tracked_value(snapshot, service, backend, backend_id);
+        if self.fragments.insert(key, value, now_ns).is_err() {
+            self.counters.fragment_table_full += 1;
+        }
+    }
+
+    /// Writes the encapsulation for a packet whose backend is chosen, or the ICMP
+    /// too-big reply when it cannot go out whole and must not be fragmented.
+    #[allow(clippy::too_many_arguments)]
+    fn write_forward(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &Frame<'_>,
+        service_index: u32,
+        backend_index: u32,
+        flow_hash: u64,
+        dont_fragment: bool,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        let Some(backend) = snapshot
+            .services
+            .get(service_index as usize)
+            .and_then(|service| service.backends.get(backend_index as usize))
+        else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let template: &EncapTemplate = &backend.template;
+        let inner = &frame.bytes[out.inner.clone()];
+        out.service = Some(service_index);
+        out.backend = Some(backend_index);
+
+        if inner.len() > template.max_inner_len() {
+            if dont_fragment {
+                return self.reply_too_big(frame, inner, template, now_ns, out);
+            }
+            out.fragment = true;
+        }
+
+        let ident = self.next_ident;
+        self.next_ident = self.next_ident.wrapping_add(1);
+        out.header_len = template.write(
+            &snapshot.encap,
+            inner,
+            flow_hash,
+            ident as u16,
+            &mut out.header,
+        );
+        out.outer_ipv6 = template.outer_ipv6();
+        out.fragment_ident = ident;
+        out.mtu = usize::from(snapshot.encap.mtu);
+        Verdict::Forward
+    }
+
+    fn reply_too_big(
+        &mut self,
+        frame: &Frame<'_>,
+        inner: &[u8],
+        template: &EncapTemplate,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        if !self.too_big_limit.try_take(now_ns) {
+            return Verdict::Drop(DropReason::TooBigRateLimited);
+        }
+        let mtu = template.max_inner_len();
+        let ident = self.next_ident as u16;
+        self.next_ident = self.next_ident.wrapping_add(1);
+        let Some(flow) = out.flow else {
+            return Verdict::Drop(DropReason::TooBigRateLimited);
+        };
+        out.reply_len = match (flow.src_addr(), flow.dst_addr()) {
+            (IpAddr::V4(client), IpAddr::V4(vip)) => icmp::write_frag_needed(
+                frame.bytes,
+                frame.vlan,
+                inner,
+                vip,
+                client,
+                mtu as u16,
+                ident,
+                &mut out.reply,
+            ),
+            (IpAddr::V6(client), IpAddr::V6(vip)) => icmp::write_packet_too_big(
+                frame.bytes,
+                frame.vlan,
+                inner,
+                &vip,
+                &client,
+                mtu as u32,
+                &mut out.reply,
+            ),
+            _ => return Verdict::Drop(DropReason::TooBigRateLimited),
+        };
+        out.service = None;
+        out.backend = None;
+        self.counters.too_big_sent += 1;
+        Verdict::Reply
+    }
+}
+
+fn tracked_value(
+    snapshot: &Snapshot,
+    service: u32,
+    backend_index: u32,
+    backend_id: u64,
+) -> Tracked {
+    Tracked {
+        backend_id,
+        service,
+        backend_index,
+        generation: snapshot.generation,
+    }
+}
+
+/// The backend index a tracked value points to in `snapshot`, or `None` if the backend
+/// is no longer configured for the service.
+#[inline]
+fn resolve(snapshot: &Snapshot, service_index: u32, tracked: &Tracked) -> Option<u32> {
+    if tracked.generation == snapshot.generation && tracked.service == service_index {
+        return Some(tracked.backend_index);
+    }
+    snapshot
+        .services
+        .get(service_index as usize)?
+        .backend_index(tracked.backend_id)
+}
+
+#[inline]
+fn maglev_lookup(
+    snapshot: &Snapshot,
+    service_index: u32,
+    key: &FlowKey,
+    five_tuple_hash: u64,
+) -> Result<u32, DropReason> {
+    let service = snapshot
+        .services
+        .get(service_index as usize)
+        .ok_or(DropReason::NoBackend)?;
+    let table = service.table.as_ref().ok_or(DropReason::NoBackend)?;
+    let hash = match service.hash {
+        HashFields::FiveTuple => five_tuple_hash,
+        fields => snapshot.hasher.hash(key, fields),
+    };
+    Ok(table.lookup(hash))
+}
+
+/// Finds the service of a TCP or UDP packet and its conntrack class. A first fragment
+/// may carry only the ports, so it is not required to hold a whole transport header.
+fn classify_transport(
+    snapshot: &Snapshot,
+    src: [u8; 16],
+    dst: [u8; 16],
+    protocol: u8,
+    transport: &[u8],
+    first_fragment: bool,
+) -> Result<Classified, Verdict> {
+    if protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP {
+        return Err(Verdict::Kernel(KernelReason::NotService));
+    }
+    if transport.len() < 4 {
+        return Err(Verdict::Drop(DropReason::TransportMalformed));
+    }
+    let src_port = u16::from_be_bytes([transport[0], transport[1]]);
+    let dst_port = u16::from_be_bytes([transport[2], transport[3]]);
+    let Some(service) = snapshot.service(&ServiceKey {
+        vip: dst,
+        protocol,
+        port: dst_port,
+    }) else {
+        return Err(Verdict::Kernel(KernelReason::NotService));
+    };
+
+    let (class, syn) = if protocol == PROTOCOL_TCP {
+        match TcpPacket::new_checked(transport) {
+            Ok(tcp) => (
+                classify_tcp(tcp.syn(), tcp.ack(), tcp.fin(), tcp.rst()),
+                tcp.syn() && !tcp.ack(),
+            ),
+            Err(_) if first_fragment => (FlowClass::TcpEstablished, false),
+            Err(_) => return Err(Verdict::Drop(DropReason::TransportMalformed)),
+        }
+    } else {
+        if !first_fragment && UdpPacket::new_checked(transport).is_err() {
+            return Err(Verdict::Drop(DropReason::TransportMalformed));
+        }
+        (FlowClass::Udp, false)
+    };
+
+    Ok(Classified {
+        service,
+        key: FlowKey {
+            src,
+            dst,
+            src_port,
+            dst_port,
+            protocol,
+        },
+        class,
+        syn,
+    })
+}
+
+/// Maps an ICMP error's quoted packet (sent from a VIP by a backend, directly to the
+/// client) back to the client's flow.
+fn classify_quoted(
+    snapshot: &Snapshot,
+    quoted: Option<icmp::QuotedFlow>,
+) -> Result<Classified, Verdict> {
+    let Some(quoted) = quoted else {
+        return Err(Verdict::Drop(DropReason::IcmpQuoteMalformed));
+    };
+    let Some(service) = snapshot.service(&ServiceKey {
+        vip: quoted.src,
+        protocol: quoted.protocol,
+        port: quoted.src_port,
+    }) else {
+        return Err(Verdict::Kernel(KernelReason::IcmpErrorNotService));
+    };
+    Ok(Classified {
+        service,
+        key: FlowKey {
+            src: quoted.dst,
+            dst: quoted.src,
+            src_port: quoted.dst_port,
+            dst_port: quoted.src_port,
+            protocol: quoted.protocol,
+        },
+        class: FlowClass::Other,
+        syn: false,
+    })
+}
+
+fn classify_icmpv4(snapshot: &Snapshot, payload: &[u8]) -> Result<Classified, Verdict> {
+    let icmp = match Icmpv4Packet::new_checked(payload) {
+        Ok(icmp) => icmp,
+        Err(_) => return Err(Verdict::Drop(DropReason::TransportMalformed)),
+    };
+    if !icmp.is_error() {
+        return Err(Verdict::Kernel(KernelReason::IcmpNotError));
+    }
+    classify_quoted(snapshot, icmp::parse_quoted_ipv4(icmp.data()))
+}
+
+fn classify_icmpv6(snapshot: &Snapshot, transport: &[u8]) -> Result<Classified, Verdict> {
+    let icmp = match Icmpv6Packet::new_checked(transport) {
+        Ok(icmp) => icmp,
+        Err(_) => return Err(Verdict::Drop(DropReason::TransportMalformed)),
+    };
+    if !icmp.is_error() {
+        return Err(Verdict::Kernel(KernelReason::IcmpNotError));
+    }
+    classify_quoted(snapshot, icmp::parse_quoted_ipv6(icmp.data()))
+}
+
+fn ipv4_drop_reason(error: wire::Error) -> DropReason {
+    match error {
+        wire::Error::BadVersion => DropReason::Ipv4BadVersion,
+        wire::Error::BadHeaderLength => DropReason::Ipv4BadHeaderLength,
+        wire::Error::BadTotalLength => DropReason::Ipv4BadTotalLength,
+        _ => DropReason::Ipv4Truncated,
+    }
+}
+
+fn ipv6_drop_reason(error: wire::Error) -> DropReason {
+    match error {
+        wire::Error::BadVersion => DropReason::Ipv6BadVersion,
+        wire::Error::BadTotalLength => DropReason::Ipv6BadPayloadLength,
+        wire::Error::ExtensionChainTooLong => DropReason::Ipv6ExtensionChainTooLong,
+        wire::Error::BadExtensionHeader => DropReason::Ipv6BadExtensionHeader,
+        _ => DropReason::Ipv6Truncated,
+    }
+}

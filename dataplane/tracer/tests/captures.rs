@@ -1,0 +1,427 @@
+//! Replays the public sample captures through `spike-trace` with the example config,
+//! checks every frame's verdict, and decodes the forwarded output with tshark, an
+//! independent VXLAN decoder, to check the encapsulation flannel expects.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const VTEP_MACS: &[(&str, &str)] = &[
+    ("node-a", "0a:58:0a:f4:00:0a"),
+    ("node-b", "0a:58:0a:f4:00:0b"),
+    ("node-c", "0a:58:0a:f4:00:0c"),
+    ("node-d", "0a:58:0a:f4:00:0d"),
+    ("node-e", "0a:58:0a:f4:00:0e"),
+];
+
+fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn captures_dir() -> PathBuf {
+    match std::env::var_os("SPIKE_PCAPS") {
+        Some(dir) => PathBuf::from(dir),
+        None => repository_root().join("../shared/pcaps"),
+    }
+}
+
+fn config_path() -> PathBuf {
+    repository_root().join("configs/spike.toml")
+}
+
+struct Trace {
+    lines: Vec<String>,
+    output: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn trace(capture: &str) -> Trace {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let output = dir.path().join("out.pcap");
+    let input = captures_dir().join(capture);
+    assert!(
+        input.exists(),
+        "sample capture {} is missing",
+        input.display()
+    );
+    let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(config_path())
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .expect("run spike-trace");
+    let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
+    assert!(
+        result.status.success(),
+        "spike-trace failed on {capture}: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    Trace {
+        lines: stdout.lines().map(str::to_owned).collect(),
+        output,
+        _dir: dir,
+    }
+}
+
+/// The verdict column of each line.
+fn verdicts(trace: &Trace) -> Vec<String> {
+    trace
+        .lines
+        .iter()
+        .map(|line| {
+            line.split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// Raw bytes of every frame in a pcap file, parsed by hand so the test does not share
+/// the tracer's capture code.
+fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(path).expect("read pcap");
+    assert!(bytes.len() >= 24, "{} has no pcap header", path.display());
+    let little_endian =
+        bytes[0..4] == [0xd4, 0xc3, 0xb2, 0xa1] || bytes[0..4] == [0x4d, 0x3c, 0xb2, 0xa1];
+    let read_u32 = |at: usize| {
+        let word = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+        if little_endian {
+            u32::from_le_bytes(word)
+        } else {
+            u32::from_be_bytes(word)
+        }
+    };
+    let mut frames = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let captured = read_u32(at + 8) as usize;
+        let start = at + 16;
+        frames.push(bytes[start..start + captured].to_vec());
+        at = start + captured;
+    }
+    frames
+}
+
+fn tshark_fields(path: &Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut command = Command::new("tshark");
+    command
+        .arg("-r")
+        .arg(path)
+        .args([
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+        ])
+        .args([
+            "-d",
+            "udp.port==8472,vxlan",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=,",
+        ]);
+    for name in fields {
+        command.args(["-e", name]);
+    }
+    let result = command
+        .output()
+        .expect("run tshark (install the tshark package)");
+    assert!(
+        result.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    String::from_utf8_lossy(&result.stdout)
+        .lines()
+        .map(|line| line.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+/// Offset of the IP packet in an input frame: after Ethernet and any 802.1Q tag.
+fn ip_start(frame: &[u8]) -> usize {
+    if frame[12..14] == [0x81, 0x00] {
+        18
+    } else {
+        14
+    }
+}
+
+fn ip_len(packet: &[u8]) -> usize {
+    match packet[0] >> 4 {
+        4 => usize::from(u16::from_be_bytes([packet[2], packet[3]])),
+        _ => 40 + usize::from(u16::from_be_bytes([packet[4], packet[5]])),
+    }
+}
+
+/// Checks every forwarded frame with tshark: VXLAN on UDP 8472 with VNI 1, the chosen
+/// backend's VtepMAC as inner destination, and the input IP packet unchanged inside.
+fn check_encapsulation(trace: &Trace, capture: &str) {
+    let inputs = pcap_frames(&captures_dir().join(capture));
+    let outputs = pcap_frames(&trace.output);
+    let forwarded: Vec<(usize, &String)> = trace
+        .lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.split_whitespace().nth(1) == Some("forward"))
+        .collect();
+    assert_eq!(
+        outputs.len(),
+        forwarded.len(),
+        "one output frame per forward in {capture}"
+    );
+
+    let decoded = tshark_fields(
+        &trace.output,
+        &[
+            "udp.dstport",
+            "vxlan.vni",
+            "vxlan.flags",
+            "eth.dst",
+            "eth.src",
+            "udp.srcport",
+            "ip.checksum.status",
+            "udp.checksum.status",
+            "ipv6.dst",
+        ],
+    );
+    assert_eq!(
+        decoded.len(),
+        outputs.len(),
+        "tshark decoded every output frame"
+    );
+    let vtep: HashMap<&str, &str> = VTEP_MACS.iter().copied().collect();
+
+    for ((index, line), (fields, output)) in forwarded.iter().zip(decoded.iter().zip(&outputs)) {
+        let udp_ports: Vec<&str> = fields[0].split(',').collect();
+        assert_eq!(
+            udp_ports.first(),
+            Some(&"8472"),
+            "outer UDP destination port, frame {}",
+            index + 1
+        );
+        assert_eq!(fields[1], "1", "VNI of frame {}", index + 1);
+        let ethernet_destinations: Vec<&str> = fields[3].split(',').collect();
+        assert_eq!(
+            ethernet_destinations.len(),
+            2,
+            "outer and inner Ethernet in frame {}",
+            index + 1
+        );
+        let backend = field(line, "backend").expect("forward line names its backend");
+        assert_eq!(
+            ethernet_destinations[1],
+            vtep[backend],
+            "inner destination MAC is {backend}'s VtepMAC, frame {}",
+            index + 1
+        );
+        let ethernet_sources: Vec<&str> = fields[4].split(',').collect();
+        assert_eq!(
+            ethernet_sources[1], "02:53:50:00:00:02",
+            "inner source is Spike's VTEP MAC"
+        );
+        let source_port: u16 = fields[5]
+            .split(',')
+            .next()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
+        assert!(
+            source_port >= 49152,
+            "outer UDP source port {source_port} within 49152-65535"
+        );
+
+        // tshark's checksum status: 1 is good, 3 is not present (a zero UDP checksum).
+        let outer_ip_checksum = fields[6].split(',').next().unwrap_or_default();
+        let outer_udp_checksum = fields[7].split(',').next().unwrap_or_default();
+        if output[12..14] == [0x86, 0xdd] {
+            assert_eq!(
+                outer_udp_checksum,
+                "1",
+                "outer UDP checksum over IPv6 is valid, frame {}",
+                index + 1
+            );
+        } else {
+            assert_eq!(
+                outer_ip_checksum,
+                "1",
+                "outer IPv4 header checksum, frame {}",
+                index + 1
+            );
+            assert!(
+                outer_udp_checksum == "1" || outer_udp_checksum == "3",
+                "outer UDP checksum over IPv4 is valid or zero, frame {}: {outer_udp_checksum}",
+                index + 1
+            );
+        }
+
+        let input = &inputs[*index];
+        let start = ip_start(input);
+        let inner_ip = &input[start..start + ip_len(&input[start..])];
+        assert!(
+            output.ends_with(inner_ip),
+            "inner IP packet of frame {} is byte-identical",
+            index + 1
+        );
+        let header_len = output.len() - inner_ip.len();
+        assert!(
+            header_len == 64 || header_len == 84,
+            "encapsulation header is {header_len} bytes"
+        );
+    }
+}
+
+#[test]
+fn tcp_handshake_capture() {
+    let capture = "suricata-tcp-handshake-data-rst.pcap";
+    let trace = trace(capture);
+    let verdicts = verdicts(&trace);
+    assert_eq!(verdicts.len(), 34, "one line per frame");
+
+    let client_frames = [
+        1, 3, 4, 6, 7, 11, 12, 15, 16, 17, 19, 20, 24, 25, 30, 31, 32, 33, 34,
+    ];
+    for (index, verdict) in verdicts.iter().enumerate() {
+        let expected = if client_frames.contains(&(index + 1)) {
+            "forward"
+        } else {
+            "kernel:not_service"
+        };
+        assert_eq!(
+            verdict,
+            expected,
+            "frame {}: {}",
+            index + 1,
+            trace.lines[index]
+        );
+    }
+
+    let first = &trace.lines[0];
+    assert_eq!(
+        field(first, "why"),
+        Some("new_flow"),
+        "SYN starts a flow: {first}"
+    );
+    let backend = field(first, "backend").expect("backend named");
+    for line in trace
+        .lines
+        .iter()
+        .filter(|line| line.contains(" forward "))
+        .skip(1)
+    {
+        assert_eq!(
+            field(line, "why"),
+            Some("tracked"),
+            "later packets hit conntrack: {line}"
+        );
+        assert_eq!(
+            field(line, "backend"),
+            Some(backend),
+            "whole flow on one backend: {line}"
+        );
+    }
+    check_encapsulation(&trace, capture);
+}
+
+#[test]
+fn fragmented_syn_capture() {
+    let capture = "suricata-frag-eth-vlan-ip-tcp-syn.pcap";
+    let trace = trace(capture);
+    assert_eq!(verdicts(&trace), ["forward", "forward", "forward"]);
+    assert_eq!(field(&trace.lines[0], "why"), Some("new_flow"));
+    assert_eq!(
+        field(&trace.lines[1], "why"),
+        Some("fragment_follows_first")
+    );
+    assert_eq!(
+        field(&trace.lines[2], "why"),
+        Some("fragment_follows_first")
+    );
+    let backend = field(&trace.lines[0], "backend");
+    assert!(backend.is_some());
+    assert_eq!(field(&trace.lines[1], "backend"), backend);
+    assert_eq!(field(&trace.lines[2], "backend"), backend);
+    check_encapsulation(&trace, capture);
+}
+
+#[test]
+fn icmp_fragments_capture() {
+    let trace = trace("suricata-ipv4frags-icmp-echo.pcap");
+    assert_eq!(
+        verdicts(&trace),
+        [
+            "kernel:icmp_not_error",
+            "kernel:not_service",
+            "kernel:not_service"
+        ]
+    );
+}
+
+#[test]
+fn ipv6_extension_headers_capture() {
+    let capture = "suricata-vlan-ipv6-hbh-dstopt-rthdr-udp.pcap";
+    let trace = trace(capture);
+    assert_eq!(verdicts(&trace), ["forward"]);
+    assert_eq!(field(&trace.lines[0], "service"), Some("v6-udp"));
+    check_encapsulation(&trace, capture);
+}
+
+#[test]
+fn invalid_header_length_capture() {
+    let trace = trace("tcpdump-ipv4_invalid_hdr_length.pcap");
+    assert_eq!(verdicts(&trace), ["drop:ipv4_bad_header_length"]);
+}
+
+#[test]
+fn vxlan_capture_goes_to_kernel() {
+    let trace = trace("tcpdump-vxlan_port_8472.pcap");
+    let verdicts = verdicts(&trace);
+    assert_eq!(verdicts.len(), 10);
+    assert!(
+        verdicts
+            .iter()
+            .all(|verdict| verdict == "kernel:not_service"),
+        "{verdicts:?}"
+    );
+}
+
+#[test]
+fn bad_config_exits_with_error() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let config = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(config_path())
+        .expect("read example config")
+        .replace("table_size = 65537", "table_size = 65536");
+    std::fs::write(&config, text).expect("write config");
+    let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--input")
+        .arg(captures_dir().join("tcpdump-vxlan_port_8472.pcap"))
+        .output()
+        .expect("run spike-trace");
+    assert_eq!(result.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains("table_size"),
+        "error names the key: {stderr}"
+    );
+    assert!(stderr.contains("65536"), "error names the value: {stderr}");
+    assert!(
+        stderr.contains("prime"),
+        "error says what is expected: {stderr}"
+    );
+}
