@@ -1,0 +1,117 @@
+/*
+ * Real, linkable functions for the parts of DPDK's fast path that exist only
+ * as static inline functions, macros or thread-local variables in the
+ * headers. Each one forwards unchanged, so DPDK's own documentation applies.
+ */
+#include "../wrapper.h"
+
+uint16_t spike_eth_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **rx_pkts,
+			    uint16_t nb_pkts)
+{
+	return rte_eth_rx_burst(port_id, queue_id, rx_pkts, nb_pkts);
+}
+
+uint16_t spike_eth_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **tx_pkts,
+			    uint16_t nb_pkts)
+{
+	return rte_eth_tx_burst(port_id, queue_id, tx_pkts, nb_pkts);
+}
+
+struct rte_mbuf *spike_pktmbuf_alloc(struct rte_mempool *mp)
+{
+	return rte_pktmbuf_alloc(mp);
+}
+
+void spike_pktmbuf_free(struct rte_mbuf *m)
+{
+	rte_pktmbuf_free(m);
+}
+
+uint8_t *spike_pktmbuf_mtod(struct rte_mbuf *m)
+{
+	return rte_pktmbuf_mtod(m, uint8_t *);
+}
+
+uint16_t spike_pktmbuf_data_len(const struct rte_mbuf *m)
+{
+	return rte_pktmbuf_data_len(m);
+}
+
+uint32_t spike_pktmbuf_pkt_len(const struct rte_mbuf *m)
+{
+	return rte_pktmbuf_pkt_len(m);
+}
+
+uint16_t spike_pktmbuf_nb_segs(const struct rte_mbuf *m)
+{
+	return m->nb_segs;
+}
+
+uint16_t spike_pktmbuf_headroom(const struct rte_mbuf *m)
+{
+	return rte_pktmbuf_headroom(m);
+}
+
+uint16_t spike_pktmbuf_tailroom(const struct rte_mbuf *m)
+{
+	return rte_pktmbuf_tailroom(m);
+}
+
+uint8_t *spike_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len)
+{
+	return (uint8_t *)rte_pktmbuf_prepend(m, len);
+}
+
+uint8_t *spike_pktmbuf_append(struct rte_mbuf *m, uint16_t len)
+{
+	return (uint8_t *)rte_pktmbuf_append(m, len);
+}
+
+uint8_t *spike_pktmbuf_adj(struct rte_mbuf *m, uint16_t len)
+{
+	return (uint8_t *)rte_pktmbuf_adj(m, len);
+}
+
+int spike_pktmbuf_trim(struct rte_mbuf *m, uint16_t len)
+{
+	return rte_pktmbuf_trim(m, len);
+}
+
+uint64_t spike_pktmbuf_ol_flags(const struct rte_mbuf *m)
+{
+	return m->ol_flags;
+}
+
+/*
+ * Checksum offload needs both the request flags and the header lengths;
+ * l2_len, l3_len and l4_len are bit-fields, which Rust cannot address.
+ */
+void spike_pktmbuf_set_tx_offload(struct rte_mbuf *m, uint64_t ol_flags, uint64_t l2_len,
+				  uint64_t l3_len, uint64_t l4_len)
+{
+	m->ol_flags |= ol_flags;
+	m->l2_len = l2_len;
+	m->l3_len = l3_len;
+	m->l4_len = l4_len;
+}
+
+/* rte_errno is a per-lcore (thread-local) variable behind a macro. */
+int spike_errno(void)
+{
+	return rte_errno;
+}
+
+unsigned int spike_lcore_id(void)
+{
+	return rte_lcore_id();
+}
+
+void spike_pause(void)
+{
+	rte_pause();
+}
+
+uint64_t spike_rdtsc(void)
+{
+	return rte_rdtsc();
+}
