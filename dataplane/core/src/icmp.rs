@@ -116,6 +116,7 @@ fn write_reply_ethernet(
 /// Builds an ICMPv4 fragmentation-needed error from `vip` to the sender of `packet`
 /// (the original IPv4 packet, which it quotes up to the 576-byte limit). `frame` is the
 /// received frame, for the Ethernet addresses. Returns the reply's length.
+#[allow(clippy::too_many_arguments)] // Each value is a distinct header field of the reply.
 pub fn write_frag_needed(
     frame: &[u8],
     vlan: Option<[u8; 2]>,

@@ -3,9 +3,27 @@
 //! Plain Rust with no DPDK dependency: the DPDK dataplane, the packet tracer and the
 //! tests all run frames through this same code. Nothing here reads a clock; callers pass
 //! the current time in nanoseconds so that timeouts are testable.
+//!
+//! The entry point is [`Worker::process`]: one frame in, one [`Verdict`] out, against an
+//! immutable [`Snapshot`] built from a [`Config`].
 
+pub mod config;
 pub mod conntrack;
+pub mod counters;
+pub mod encap;
+mod fixed_table;
 pub mod flow;
 pub mod fragments;
+pub mod icmp;
 pub mod maglev;
+pub mod ratelimit;
+pub mod snapshot;
+pub mod verdict;
 pub mod wire;
+pub mod worker;
+
+pub use config::Config;
+pub use counters::Counters;
+pub use snapshot::Snapshot;
+pub use verdict::{DropReason, KernelReason, Selection, Verdict};
+pub use worker::{Output, Worker};

@@ -162,7 +162,7 @@ impl Snapshot {
                     next_hop_mac,
                     backend.vtep_mac,
                 )
-                .ok_or_else(|| SnapshotError::NoUnderlayAddress {
+                .ok_or(SnapshotError::NoUnderlayAddress {
                     backend: backend.address,
                 })?;
                 backends.push(Backend {
