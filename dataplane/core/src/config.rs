@@ -91,6 +91,30 @@ pub struct Config {
     pub conntrack: ConntrackConfig,
     pub icmp: IcmpConfig,
     pub services: Vec<ServiceConfig>,
+    /// Settings of the DPDK dataplane; tools that only run the core ignore them.
+    pub dpdk: Option<DpdkConfig>,
+}
+
+/// How the DPDK dataplane runs: EAL arguments, ports and worker cores.
+#[derive(Clone, Debug)]
+pub struct DpdkConfig {
+    /// Arguments for `rte_eal_init`, without the program name.
+    pub eal_args: Vec<String>,
+    /// DPDK name of the port that receives VIP traffic and sends encapsulated frames.
+    pub port: String,
+    /// DPDK name of a kernel interface port (net_tap) for the exception path: frames the
+    /// core hands to the kernel go there, and frames the kernel sends go out of `port`.
+    /// Without it those frames are dropped after counting, which suits ports such as
+    /// net_af_packet where the kernel already sees every frame.
+    pub kernel_port: Option<String>,
+    /// Worker lcores; each gets one receive and one transmit queue on each port.
+    pub workers: u16,
+    /// Mbufs in the packet pool.
+    pub mbufs: u32,
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+    /// Transmit attempts for a burst before the unsent frames are freed and counted.
+    pub tx_retries: u32,
 }
 
 /// This Spike node's underlay identity.
@@ -177,6 +201,42 @@ struct RawConfig {
     icmp: RawIcmp,
     #[serde(default, rename = "service")]
     services: Vec<RawService>,
+    dpdk: Option<RawDpdk>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDpdk {
+    #[serde(default)]
+    eal_args: Vec<String>,
+    port: String,
+    kernel_port: Option<String>,
+    #[serde(default = "default_workers")]
+    workers: u16,
+    #[serde(default = "default_mbufs")]
+    mbufs: u32,
+    #[serde(default = "default_descriptors")]
+    rx_descriptors: u16,
+    #[serde(default = "default_descriptors")]
+    tx_descriptors: u16,
+    #[serde(default = "default_tx_retries")]
+    tx_retries: u32,
+}
+
+fn default_workers() -> u16 {
+    1
+}
+
+fn default_mbufs() -> u32 {
+    8191
+}
+
+fn default_descriptors() -> u16 {
+    1024
+}
+
+fn default_tx_retries() -> u32 {
+    4
 }
 
 #[derive(Deserialize)]
@@ -371,6 +431,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         services.push(service);
     }
 
+    let dpdk = raw.dpdk.map(validate_dpdk).transpose()?;
+
     Ok(Config {
         node,
         vxlan,
@@ -378,6 +440,68 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         conntrack,
         icmp,
         services,
+        dpdk,
+    })
+}
+
+fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, ConfigError> {
+    if raw.port.is_empty() {
+        return Err(ConfigError::invalid(
+            "dpdk.port",
+            "\"\"",
+            "the DPDK name of a port, such as net_af_packet0 or 0000:01:00.0",
+        ));
+    }
+    if raw.kernel_port.as_deref() == Some(raw.port.as_str()) {
+        return Err(ConfigError::invalid(
+            "dpdk.kernel_port",
+            &raw.port,
+            "a port other than dpdk.port",
+        ));
+    }
+    if !(1..=128).contains(&raw.workers) {
+        return Err(ConfigError::invalid(
+            "dpdk.workers",
+            raw.workers,
+            "from 1 to 128 worker lcores",
+        ));
+    }
+    // Every queue's descriptors plus one burst per worker must fit in the pool.
+    let ports = if raw.kernel_port.is_some() { 2 } else { 1 };
+    let needed = u32::from(raw.workers)
+        * ports
+        * (u32::from(raw.rx_descriptors) + u32::from(raw.tx_descriptors) + 64);
+    if raw.mbufs < needed {
+        return Err(ConfigError::invalid(
+            "dpdk.mbufs",
+            raw.mbufs,
+            &format!(
+                "at least {needed} mbufs for {} workers with {} rx and {} tx descriptors",
+                raw.workers, raw.rx_descriptors, raw.tx_descriptors
+            ),
+        ));
+    }
+    for (key, value) in [
+        ("dpdk.rx_descriptors", raw.rx_descriptors),
+        ("dpdk.tx_descriptors", raw.tx_descriptors),
+    ] {
+        if !(32..=16384).contains(&value) || !value.is_power_of_two() {
+            return Err(ConfigError::invalid(
+                key,
+                value,
+                "a power of two from 32 to 16384",
+            ));
+        }
+    }
+    Ok(DpdkConfig {
+        eal_args: raw.eal_args,
+        port: raw.port,
+        kernel_port: raw.kernel_port,
+        workers: raw.workers,
+        mbufs: raw.mbufs,
+        rx_descriptors: raw.rx_descriptors,
+        tx_descriptors: raw.tx_descriptors,
+        tx_retries: raw.tx_retries,
     })
 }
 
