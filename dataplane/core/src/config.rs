@@ -609,9 +609,8 @@ fn seconds_to_ns(key: &str, seconds: f64) -> Result<u64, ConfigError> {
 }
 
 fn validate_conntrack(raw: RawConntrack) -> Result<ConntrackConfig, ConfigError> {
-    // 2^26 flows at about 64 bytes each is 4 GiB per core: beyond that a typo is likelier
-    // than a plan.
-    const MAX_FLOWS: usize = 1 << 26;
+    // The conntrack table's own limit: 2^24 flows, about 2.7 GiB per core.
+    const MAX_FLOWS: usize = crate::conntrack::MAX_CAPACITY;
     if raw.capacity == 0 || raw.capacity > MAX_FLOWS {
         return Err(ConfigError::invalid(
             "conntrack.capacity",
