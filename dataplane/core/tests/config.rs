@@ -1,0 +1,243 @@
+//! Config loading: the shipped example parses, and each invalid value is rejected with
+//! a message naming the key, the value and what is expected.
+
+mod common;
+
+use std::path::Path;
+
+use spike_core::config::Protocol;
+use spike_core::flow::HashFields;
+use spike_core::{Config, Snapshot};
+
+fn example_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/spike.toml")
+}
+
+#[test]
+fn example_config_loads() {
+    let config = Config::load(&example_path()).expect("configs/spike.toml is valid");
+    assert_eq!(config.vxlan.vni, 1);
+    assert_eq!(config.vxlan.port, 8472);
+    assert_eq!(config.vxlan.source_port_min, 49152);
+    assert_eq!(config.vxlan.source_port_max, 65535);
+    assert!(!config.vxlan.ipv4_udp_checksum);
+    assert_eq!(config.node.mtu, 1500);
+    assert_eq!(config.services.len(), 4);
+    let web = &config.services[0];
+    assert_eq!(web.name, "web");
+    assert_eq!(web.protocol, Protocol::Tcp);
+    assert_eq!(web.port, 8080);
+    assert_eq!(web.hash, HashFields::FiveTuple);
+    assert_eq!(web.table_size, 65537);
+    assert_eq!(web.backends.len(), 3);
+    assert_eq!(web.backends[2].weight, 2);
+    assert_eq!(config.services[2].hash, HashFields::ThreeTuple);
+    assert_eq!(config.conntrack.tcp_syn_timeout_ns, 30_000_000_000);
+    Snapshot::build(&config, 1).expect("example snapshot builds");
+}
+
+#[test]
+fn defaults_apply() {
+    let minimal = r#"
+[node]
+mac = "02:00:00:00:00:01"
+ipv4 = "192.0.2.1"
+gateway_mac = "02:00:00:00:00:02"
+vtep_mac = "02:00:00:00:00:03"
+[hash]
+key = "000102030405060708090a0b0c0d0e0f"
+"#;
+    let config: Config = minimal.parse().expect("minimal config");
+    assert_eq!(config.vxlan.vni, 1);
+    assert_eq!(config.vxlan.port, 8472);
+    assert_eq!(config.vxlan.ttl, 64);
+    assert_eq!(config.node.mtu, 1500);
+    assert_eq!(config.conntrack.capacity, 1 << 20);
+    assert!(config.services.is_empty());
+    assert!(config.dpdk.is_none());
+}
+
+struct BadCase {
+    description: &'static str,
+    from: &'static str,
+    to: &'static str,
+    expected: &'static [&'static str],
+}
+
+const BAD_CASES: &[BadCase] = &[
+    BadCase {
+        description: "non-prime table size",
+        from: "port = 80\n",
+        to: "port = 80\ntable_size = 65536\n",
+        expected: &["table_size", "65536", "prime"],
+    },
+    BadCase {
+        description: "table size above the maximum",
+        from: "port = 80\n",
+        to: "port = 80\ntable_size = 16777259\n",
+        expected: &["table_size", "16777259"],
+    },
+    BadCase {
+        description: "malformed MAC",
+        from: "mac = \"02:53:50:00:00:01\"",
+        to: "mac = \"02:53:50:00:00\"",
+        expected: &["node.mac", "02:53:50:00:00", "MAC address"],
+    },
+    BadCase {
+        description: "multicast VtepMAC",
+        from: "vtep_mac = \"0a:58:0a:f4:00:0a\"",
+        to: "vtep_mac = \"01:00:5e:00:00:01\"",
+        expected: &["vtep_mac", "01:00:5e:00:00:01", "unicast"],
+    },
+    BadCase {
+        description: "VNI beyond 24 bits",
+        from: "vni = 1",
+        to: "vni = 16777216",
+        expected: &["vxlan.vni", "16777216", "24-bit"],
+    },
+    BadCase {
+        description: "source port range with zero",
+        from: "[49152, 65535]",
+        to: "[0, 100]",
+        expected: &["vxlan.source_port_range", "[0, 100]"],
+    },
+    BadCase {
+        description: "inverted source port range",
+        from: "[49152, 65535]",
+        to: "[60000, 50000]",
+        expected: &["vxlan.source_port_range", "[60000, 50000]"],
+    },
+    BadCase {
+        description: "short hash key",
+        from: "key = \"00112233445566778899aabbccddeeff\"",
+        to: "key = \"0011\"",
+        expected: &["hash.key", "32 hexadecimal digits"],
+    },
+    BadCase {
+        description: "zero conntrack capacity",
+        from: "capacity = 4096",
+        to: "capacity = 0",
+        expected: &["conntrack.capacity", "0"],
+    },
+    BadCase {
+        description: "negative timeout",
+        from: "tcp_syn = 30",
+        to: "tcp_syn = -1",
+        expected: &["conntrack.timeouts.tcp_syn", "-1"],
+    },
+    BadCase {
+        description: "MTU too small",
+        from: "mtu = 1500",
+        to: "mtu = 600",
+        expected: &["node.mtu", "600", "1280"],
+    },
+    BadCase {
+        description: "unknown key",
+        from: "mtu = 1500",
+        to: "mtu = 1500\nmtuu = 9000",
+        expected: &["mtuu"],
+    },
+    BadCase {
+        description: "unknown protocol",
+        from: "protocol = \"tcp\"",
+        to: "protocol = \"sctp\"",
+        expected: &["sctp"],
+    },
+    BadCase {
+        description: "unknown hash fields",
+        from: "hash = \"3-tuple\"",
+        to: "hash = \"4-tuple\"",
+        expected: &["4-tuple"],
+    },
+    BadCase {
+        description: "duplicate backend address",
+        from: "address = \"192.0.2.12\"",
+        to: "address = \"192.0.2.11\"",
+        expected: &["address", "192.0.2.11", "once"],
+    },
+    BadCase {
+        description: "IPv6 backend without an IPv6 underlay address",
+        from: "ipv6 = \"2001:db8::1\"\n",
+        to: "",
+        expected: &["address", "2001:db8::14", "node.ipv6"],
+    },
+    BadCase {
+        description: "port 0",
+        from: "port = 443",
+        to: "port = 0",
+        expected: &["port", "0"],
+    },
+    BadCase {
+        description: "duplicate service",
+        from: "vip = \"198.51.100.12\"\nprotocol = \"tcp\"\nport = 443",
+        to: "vip = \"198.51.100.10\"\nprotocol = \"tcp\"\nport = 80",
+        expected: &["198.51.100.10", "one service"],
+    },
+];
+
+#[test]
+fn invalid_values_are_named() {
+    for case in BAD_CASES {
+        assert!(
+            common::BASE_CONFIG.contains(case.from),
+            "{}: base config contains {:?}",
+            case.description,
+            case.from
+        );
+        let text = common::BASE_CONFIG.replacen(case.from, case.to, 1);
+        let error = match text.parse::<Config>() {
+            Ok(_) => panic!("{}: config was accepted", case.description),
+            Err(error) => error.to_string(),
+        };
+        for fragment in case.expected {
+            assert!(
+                error.contains(fragment),
+                "{}: message {error:?} should mention {fragment:?}",
+                case.description
+            );
+        }
+    }
+}
+
+#[test]
+fn hash_key_is_not_echoed() {
+    let text = common::BASE_CONFIG.replace(
+        "key = \"00112233445566778899aabbccddeeff\"",
+        "key = \"secretsecretsecretsecretsecret!!\"",
+    );
+    let error = text.parse::<Config>().expect_err("non-hex key").to_string();
+    assert!(
+        !error.contains("secret"),
+        "the key never appears in messages: {error}"
+    );
+}
+
+#[test]
+fn dpdk_section_validated() {
+    let with_dpdk = format!(
+        "{}\n[dpdk]\neal_args = [\"--no-huge\"]\nport = \"net_null0\"\nworkers = 2\n",
+        common::BASE_CONFIG
+    );
+    let config: Config = with_dpdk.parse().expect("dpdk section");
+    let dpdk = config.dpdk.expect("dpdk parsed");
+    assert_eq!(dpdk.port, "net_null0");
+    assert_eq!(dpdk.workers, 2);
+    assert_eq!(dpdk.rx_descriptors, 1024);
+
+    let zero_workers = with_dpdk.replace("workers = 2", "workers = 0");
+    let error = zero_workers
+        .parse::<Config>()
+        .expect_err("0 workers")
+        .to_string();
+    assert!(error.contains("dpdk.workers"), "{error}");
+
+    let odd_ring = with_dpdk.replace("workers = 2", "workers = 1\nrx_descriptors = 1000");
+    let error = odd_ring
+        .parse::<Config>()
+        .expect_err("ring size")
+        .to_string();
+    assert!(
+        error.contains("dpdk.rx_descriptors") && error.contains("power of two"),
+        "{error}"
+    );
+}

@@ -1,0 +1,1356 @@
+//! Input frame -> verdict and output frame, for every forwarding rule of the core.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use common::*;
+use spike_core::encap::write_outer_fragments;
+use spike_core::wire::{IpProtocol, UdpPacket};
+use spike_core::{DropReason, KernelReason, Selection, Verdict};
+
+struct Case {
+    description: &'static str,
+    frame: Vec<u8>,
+    expected: Verdict,
+}
+
+fn tcp_v4(fields: V4, src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
+    ethernet(0x0800, &ipv4(fields, &tcp(src_port, dst_port, flags, b"")))
+}
+
+fn stateless_cases() -> Vec<Case> {
+    let tcp_protocol = u8::from(IpProtocol::Tcp);
+    let udp_protocol = u8::from(IpProtocol::Udp);
+    let syn_packet = ipv4(V4::to_vip(tcp_protocol), &tcp(40000, 80, SYN, b""));
+
+    let mut bad_ihl = syn_packet.clone();
+    bad_ihl[0] = 0x44;
+    let mut bad_version = syn_packet.clone();
+    bad_version[0] = 0x65;
+    let mut long_total = syn_packet.clone();
+    long_total[2..4].copy_from_slice(&200u16.to_be_bytes());
+    let mut short_total = syn_packet.clone();
+    short_total[2..4].copy_from_slice(&16u16.to_be_bytes());
+    let mut ihl_beyond = syn_packet.clone();
+    ihl_beyond[0] = 0x4f;
+    ihl_beyond.truncate(40);
+
+    let mut bad_data_offset = tcp(40000, 80, SYN, b"");
+    bad_data_offset[12] = 4 << 4;
+    let mut bad_udp_length = udp(40000, 53, b"query");
+    bad_udp_length[4..6].copy_from_slice(&4u16.to_be_bytes());
+
+    let arp = {
+        let mut body = vec![0, 1, 8, 0, 6, 4, 0, 1];
+        body.extend_from_slice(&CLIENT_MAC);
+        body.extend_from_slice(&CLIENT.octets());
+        body.extend_from_slice(&[0; 6]);
+        body.extend_from_slice(&VIP.octets());
+        ethernet(0x0806, &body)
+    };
+
+    let neighbor_solicitation = ethernet(
+        0x86dd,
+        &ipv6(
+            CLIENT6,
+            VIP6,
+            58,
+            &icmpv6(CLIENT6, VIP6, 135, 0, [0; 4], &VIP6.octets()),
+        ),
+    );
+    let echo_v6 = ethernet(
+        0x86dd,
+        &ipv6(
+            CLIENT6,
+            VIP6,
+            58,
+            &icmpv6(CLIENT6, VIP6, 128, 0, [0, 1, 0, 1], b"ping"),
+        ),
+    );
+
+    // Routing header type 4 with one segment left, in front of TCP.
+    let mut routing = vec![6, 2, 4, 1, 0, 0, 0, 0];
+    routing.extend_from_slice(&CLIENT6.octets());
+    routing.extend_from_slice(&tcp(40000, 80, SYN, b""));
+    let routed = ethernet(0x86dd, &ipv6(CLIENT6, VIP6, 43, &routing));
+
+    // Nine destination-options headers: one more than the walker follows.
+    let mut chain = Vec::new();
+    for index in 0..9 {
+        let next = if index == 8 { 6 } else { 60 };
+        chain.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    chain.extend_from_slice(&tcp(40000, 80, SYN, b""));
+    let long_chain = ethernet(0x86dd, &ipv6(CLIENT6, VIP6, 60, &chain));
+
+    // Hop-by-hop after a destination-options header.
+    let mut late_hop_by_hop = vec![0, 0, 1, 4, 0, 0, 0, 0];
+    late_hop_by_hop.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+    late_hop_by_hop.extend_from_slice(&tcp(40000, 80, SYN, b""));
+    let late_hop_by_hop = ethernet(0x86dd, &ipv6(CLIENT6, VIP6, 60, &late_hop_by_hop));
+
+    let mut v6_long_payload = ipv6(CLIENT6, VIP6, 6, &tcp(40000, 80, SYN, b""));
+    v6_long_payload[4..6].copy_from_slice(&500u16.to_be_bytes());
+
+    let mut qinq_tagged = vec![0x00, 0x05, 0x81, 0x00, 0x00, 0x06, 0x08, 0x00];
+    qinq_tagged.extend_from_slice(&syn_packet);
+
+    vec![
+        Case {
+            description: "TCP SYN to a configured VIP:port is forwarded",
+            frame: ethernet(0x0800, &syn_packet),
+            expected: Verdict::Forward,
+        },
+        Case {
+            description: "one 802.1Q tag is stripped and the packet forwarded",
+            frame: vlan_ethernet(6, 0x0800, &syn_packet),
+            expected: Verdict::Forward,
+        },
+        Case {
+            description: "a second 802.1Q tag goes to the kernel",
+            frame: ethernet(0x8100, &qinq_tagged),
+            expected: Verdict::Kernel(KernelReason::DoubleVlanTag),
+        },
+        Case {
+            description: "an 802.1ad (QinQ) outer tag goes to the kernel",
+            frame: ethernet(0x88a8, &qinq_tagged),
+            expected: Verdict::Kernel(KernelReason::DoubleVlanTag),
+        },
+        Case {
+            description: "ARP goes to the kernel",
+            frame: arp,
+            expected: Verdict::Kernel(KernelReason::Arp),
+        },
+        Case {
+            description: "IPv6 neighbor solicitation goes to the kernel",
+            frame: neighbor_solicitation,
+            expected: Verdict::Kernel(KernelReason::NeighborDiscovery),
+        },
+        Case {
+            description: "an unknown EtherType goes to the kernel",
+            frame: ethernet(0x88cc, &[0; 46]),
+            expected: Verdict::Kernel(KernelReason::OtherEthertype),
+        },
+        Case {
+            description: "TCP to an address that is no VIP goes to the kernel",
+            frame: tcp_v4(
+                V4 {
+                    dst: NODE_A,
+                    ..V4::to_vip(tcp_protocol)
+                },
+                40000,
+                80,
+                SYN,
+            ),
+            expected: Verdict::Kernel(KernelReason::NotService),
+        },
+        Case {
+            description: "TCP to a VIP on a port without a service goes to the kernel",
+            frame: tcp_v4(V4::to_vip(tcp_protocol), 40000, 22, SYN),
+            expected: Verdict::Kernel(KernelReason::NotService),
+        },
+        Case {
+            description: "UDP to a TCP-only VIP:port goes to the kernel",
+            frame: ethernet(
+                0x0800,
+                &ipv4(V4::to_vip(udp_protocol), &udp(40000, 80, b"x")),
+            ),
+            expected: Verdict::Kernel(KernelReason::NotService),
+        },
+        Case {
+            description: "ICMP echo to a VIP goes to the kernel",
+            frame: ethernet(
+                0x0800,
+                &ipv4(V4::to_vip(1), &icmpv4(8, 0, [0, 1, 0, 1], b"ping")),
+            ),
+            expected: Verdict::Kernel(KernelReason::IcmpNotError),
+        },
+        Case {
+            description: "ICMPv6 echo to a VIP goes to the kernel",
+            frame: echo_v6,
+            expected: Verdict::Kernel(KernelReason::IcmpNotError),
+        },
+        Case {
+            description: "an IPv6 routing header with segments left goes to the kernel",
+            frame: routed,
+            expected: Verdict::Kernel(KernelReason::Ipv6RoutingHeader),
+        },
+        Case {
+            description: "a frame shorter than an Ethernet header is dropped",
+            frame: vec![0; 10],
+            expected: Verdict::Drop(DropReason::EthernetTruncated),
+        },
+        Case {
+            description: "an 802.1Q tag cut short is dropped",
+            frame: ethernet(0x8100, &[0, 6]),
+            expected: Verdict::Drop(DropReason::VlanTruncated),
+        },
+        Case {
+            description: "an IPv4 header cut short is dropped",
+            frame: ethernet(0x0800, &syn_packet[..12]),
+            expected: Verdict::Drop(DropReason::Ipv4Truncated),
+        },
+        Case {
+            description: "IPv4 with IHL 4 is dropped",
+            frame: ethernet(0x0800, &bad_ihl),
+            expected: Verdict::Drop(DropReason::Ipv4BadHeaderLength),
+        },
+        Case {
+            description: "IPv4 with IHL 15 beyond the frame is dropped",
+            frame: ethernet(0x0800, &ihl_beyond),
+            expected: Verdict::Drop(DropReason::Ipv4Truncated),
+        },
+        Case {
+            description: "version 6 under the IPv4 EtherType is dropped",
+            frame: ethernet(0x0800, &bad_version),
+            expected: Verdict::Drop(DropReason::Ipv4BadVersion),
+        },
+        Case {
+            description: "IPv4 total length beyond the frame is dropped",
+            frame: ethernet(0x0800, &long_total),
+            expected: Verdict::Drop(DropReason::Ipv4BadTotalLength),
+        },
+        Case {
+            description: "IPv4 total length below the header length is dropped",
+            frame: ethernet(0x0800, &short_total),
+            expected: Verdict::Drop(DropReason::Ipv4BadTotalLength),
+        },
+        Case {
+            description: "TCP data offset below 5 is dropped",
+            frame: ethernet(0x0800, &ipv4(V4::to_vip(tcp_protocol), &bad_data_offset)),
+            expected: Verdict::Drop(DropReason::TransportMalformed),
+        },
+        Case {
+            description: "TCP cut after the ports is dropped",
+            frame: ethernet(
+                0x0800,
+                &ipv4(V4::to_vip(tcp_protocol), &tcp(40000, 80, SYN, b"")[..10]),
+            ),
+            expected: Verdict::Drop(DropReason::TransportMalformed),
+        },
+        Case {
+            description: "UDP length below 8 is dropped",
+            frame: ethernet(
+                0x0800,
+                &ipv4(
+                    V4 {
+                        dst: VIP_3TUPLE,
+                        ..V4::to_vip(udp_protocol)
+                    },
+                    &bad_udp_length,
+                ),
+            ),
+            expected: Verdict::Drop(DropReason::TransportMalformed),
+        },
+        Case {
+            description: "IPv6 payload length beyond the frame is dropped",
+            frame: ethernet(0x86dd, &v6_long_payload),
+            expected: Verdict::Drop(DropReason::Ipv6BadPayloadLength),
+        },
+        Case {
+            description: "an IPv6 header cut short is dropped",
+            frame: ethernet(0x86dd, &v6_long_payload[..30]),
+            expected: Verdict::Drop(DropReason::Ipv6Truncated),
+        },
+        Case {
+            description: "nine IPv6 extension headers are dropped",
+            frame: long_chain,
+            expected: Verdict::Drop(DropReason::Ipv6ExtensionChainTooLong),
+        },
+        Case {
+            description: "a hop-by-hop header after another extension header is dropped",
+            frame: late_hop_by_hop,
+            expected: Verdict::Drop(DropReason::Ipv6BadExtensionHeader),
+        },
+    ]
+}
+
+#[test]
+fn stateless_verdict_table() {
+    for case in stateless_cases() {
+        let mut harness = Harness::base();
+        let verdict = harness.process(&case.frame, 0);
+        assert_eq!(verdict, case.expected, "{}", case.description);
+
+        let counters = harness.worker.counters();
+        assert_eq!(counters.rx_packets, 1, "{}: counted once", case.description);
+        match case.expected {
+            Verdict::Kernel(reason) => {
+                assert_eq!(
+                    counters.kernel_count(reason),
+                    1,
+                    "{}: reason counted",
+                    case.description
+                )
+            }
+            Verdict::Drop(reason) => {
+                assert_eq!(
+                    counters.drop_count(reason),
+                    1,
+                    "{}: reason counted",
+                    case.description
+                )
+            }
+            Verdict::Forward => assert_eq!(counters.forwarded, 1, "{}", case.description),
+            Verdict::Reply => assert_eq!(counters.replies, 1, "{}", case.description),
+        }
+    }
+}
+
+#[test]
+fn forward_ipv4_encapsulation_bytes() {
+    let mut harness = Harness::base();
+    let frame = tcp_to_vip(40000, SYN);
+    assert_eq!(harness.process(&frame, 0), Verdict::Forward);
+    let output = harness.forwarded_frame(&frame);
+    let backend = harness.backend_name();
+    let vtep: HashMap<&str, [u8; 6]> = [
+        ("node-a", [0x0a, 0x58, 0x0a, 0xf4, 0, 0x0a]),
+        ("node-b", [0x0a, 0x58, 0x0a, 0xf4, 0, 0x0b]),
+        ("node-c", [0x0a, 0x58, 0x0a, 0xf4, 0, 0x0c]),
+    ]
+    .into_iter()
+    .collect();
+    let node_address = match backend.as_str() {
+        "node-a" => NODE_A,
+        "node-b" => NODE_B,
+        _ => NODE_C,
+    };
+
+    assert_eq!(
+        harness.out.header().len(),
+        64,
+        "IPv4 underlay header length"
+    );
+    let next_hop: [u8; 6] = if backend == "node-c" {
+        [0x02, 0x53, 0x50, 0, 0, 0xfd]
+    } else {
+        GATEWAY_MAC
+    };
+    assert_eq!(output[0..6], next_hop, "outer destination is the next hop");
+    assert_eq!(output[6..12], SPIKE_MAC, "outer source is the node MAC");
+    assert_eq!(output[12..14], [0x08, 0x00], "outer EtherType IPv4");
+
+    let ip = &output[14..34];
+    assert_eq!(ip[0], 0x45, "outer IPv4 version and IHL");
+    assert_eq!(
+        u16::from_be_bytes([ip[2], ip[3]]) as usize,
+        output.len() - 14,
+        "outer total length"
+    );
+    assert_eq!(
+        ip[6] & 0x40,
+        0,
+        "outer DF clear so the underlay may fragment"
+    );
+    assert_eq!(ip[8], 64, "outer TTL from config");
+    assert_eq!(ip[9], 17, "outer protocol UDP");
+    assert_eq!(
+        ip[12..16],
+        [192, 0, 2, 1],
+        "outer source is the underlay address"
+    );
+    assert_eq!(
+        ip[16..20],
+        node_address.octets(),
+        "outer destination is the node"
+    );
+    assert!(checksum_ok(ip), "outer IPv4 header checksum");
+
+    let udp_header = &output[34..42];
+    let source_port = u16::from_be_bytes([udp_header[0], udp_header[1]]);
+    assert!(
+        source_port >= 49152,
+        "UDP source port {source_port} in the default range"
+    );
+    assert_eq!(
+        u16::from_be_bytes([udp_header[2], udp_header[3]]),
+        8472,
+        "UDP 8472"
+    );
+    assert_eq!(
+        u16::from_be_bytes([udp_header[4], udp_header[5]]) as usize,
+        output.len() - 34,
+        "UDP length"
+    );
+    assert_eq!(
+        udp_header[6..8],
+        [0, 0],
+        "outer UDP checksum zero over IPv4 by default"
+    );
+
+    assert_eq!(
+        output[42..50],
+        [0x08, 0, 0, 0, 0, 0, 1, 0],
+        "VXLAN flags 0x08, VNI 1"
+    );
+    assert_eq!(
+        output[50..56],
+        vtep[backend.as_str()],
+        "inner destination is the VtepMAC"
+    );
+    assert_eq!(
+        output[56..62],
+        SPIKE_VTEP_MAC,
+        "inner source is Spike's VTEP MAC"
+    );
+    assert_eq!(
+        output[62..64],
+        [0x08, 0x00],
+        "inner EtherType IPv4, no VLAN tag"
+    );
+    assert_eq!(
+        output[64..],
+        frame[14..],
+        "original IP packet byte-identical, TTL untouched"
+    );
+}
+
+#[test]
+fn forward_strips_vlan_and_padding() {
+    let mut harness = Harness::base();
+    let packet = ipv4(V4::to_vip(6), &tcp(40000, 80, SYN, b""));
+    let mut frame = vlan_ethernet(6, 0x0800, &packet);
+    frame.extend_from_slice(&[0xee; 6]);
+    assert_eq!(harness.process(&frame, 0), Verdict::Forward);
+    assert_eq!(
+        harness.out.inner,
+        18..18 + packet.len(),
+        "inner range skips tag and padding"
+    );
+    let output = harness.forwarded_frame(&frame);
+    assert_eq!(
+        output[62..64],
+        [0x08, 0x00],
+        "inner Ethernet carries no VLAN tag"
+    );
+    assert_eq!(output[64..], packet[..], "padding is not forwarded");
+}
+
+#[test]
+fn forward_ipv6_underlay_checksum() {
+    let mut harness = Harness::base();
+    let frame = ethernet(
+        0x86dd,
+        &ipv6(CLIENT6, VIP6, 6, &tcp(40000, 80, SYN, b"hello")),
+    );
+    assert_eq!(harness.process(&frame, 0), Verdict::Forward);
+    let output = harness.forwarded_frame(&frame);
+    assert_eq!(
+        harness.out.header().len(),
+        84,
+        "IPv6 underlay header length"
+    );
+    assert_eq!(output[12..14], [0x86, 0xdd], "outer EtherType IPv6");
+    assert_eq!(output[14 + 6], 17, "outer next header UDP");
+    assert_eq!(output[14 + 7], 64, "outer hop limit from config");
+    assert_eq!(output[54 + 2..54 + 4], 8472u16.to_be_bytes(), "UDP 8472");
+    let outer = spike_core::wire::Ipv6Packet::new_checked(&output[14..]).expect("outer IPv6");
+    let udp = UdpPacket::new_checked(outer.payload()).expect("outer UDP");
+    assert_ne!(udp.checksum(), 0, "UDP checksum over IPv6 is never zero");
+    assert!(
+        udp.verify_checksum_v6(&outer.src_addr(), &outer.dst_addr()),
+        "UDP checksum over IPv6 is valid"
+    );
+    assert_eq!(output[82..84], [0x86, 0xdd], "inner EtherType IPv6");
+    assert_eq!(
+        output[84..],
+        frame[14..],
+        "inner IPv6 packet byte-identical"
+    );
+}
+
+#[test]
+fn ipv4_udp_checksum_when_configured() {
+    let text = BASE_CONFIG.replace("ttl = 64\n", "ttl = 64\nipv4_udp_checksum = true\n");
+    let mut harness = Harness::new(&text);
+    let frame = tcp_to_vip(40000, SYN);
+    assert_eq!(harness.process(&frame, 0), Verdict::Forward);
+    let output = harness.forwarded_frame(&frame);
+    let outer = spike_core::wire::Ipv4Packet::new_checked(&output[14..]).expect("outer IPv4");
+    let udp = UdpPacket::new_checked(outer.payload()).expect("outer UDP");
+    assert_ne!(udp.checksum(), 0);
+    assert!(udp.verify_checksum_v4(outer.src_addr(), outer.dst_addr()));
+}
+
+#[test]
+fn ipv6_vip_over_ipv4_underlay() {
+    let mut harness = Harness::base();
+    let frame = ethernet(0x86dd, &ipv6(CLIENT6, VIP6, 17, &udp(40000, 53, b"q")));
+    assert_eq!(harness.process(&frame, 0), Verdict::Forward);
+    let output = harness.forwarded_frame(&frame);
+    assert_eq!(output[12..14], [0x08, 0x00], "outer IPv4");
+    assert_eq!(output[62..64], [0x86, 0xdd], "inner EtherType IPv6");
+    assert_eq!(output[64..], frame[14..]);
+}
+
+#[test]
+fn source_port_within_configured_range() {
+    let text = BASE_CONFIG.replace(
+        "source_port_range = [49152, 65535]",
+        "source_port_range = [50000, 50003]",
+    );
+    let mut harness = Harness::new(&text);
+    let mut seen = HashSet::new();
+    for port in 1000..1200 {
+        let frame = tcp_to_vip(port, SYN);
+        assert_eq!(harness.process(&frame, 0), Verdict::Forward);
+        let output = harness.forwarded_frame(&frame);
+        let source_port = u16::from_be_bytes([output[34], output[35]]);
+        assert!((50000..=50003).contains(&source_port), "port {source_port}");
+        seen.insert(source_port);
+    }
+    assert_eq!(seen.len(), 4, "flows spread over the whole range");
+}
+
+#[test]
+fn same_key_same_backend_on_every_node() {
+    let mut node_one = Harness::base();
+    let mut node_two = Harness::base();
+    let other_key = BASE_CONFIG.replace(
+        "00112233445566778899aabbccddeeff",
+        "ffeeddccbbaa99887766554433221100",
+    );
+    let mut other = Harness::new(&other_key);
+    let mut differences = 0;
+    for port in 1000..1500 {
+        let frame = tcp_to_vip(port, SYN);
+        node_one.process(&frame, 0);
+        node_two.process(&frame, 0);
+        other.process(&frame, 0);
+        assert_eq!(
+            node_one.backend_name(),
+            node_two.backend_name(),
+            "port {port}"
+        );
+        assert_eq!(
+            node_one.out.header(),
+            node_two.out.header(),
+            "identical encapsulation"
+        );
+        if node_one.backend_name() != other.backend_name() {
+            differences += 1;
+        }
+    }
+    assert!(
+        differences > 100,
+        "a different key spreads flows differently ({differences})"
+    );
+}
+
+#[test]
+fn hash_fields_per_service() {
+    let mut harness = Harness::base();
+    let mut backends_by_fields: HashMap<&str, HashSet<String>> = HashMap::new();
+    for port in 1000..1100 {
+        let five = tcp_to_vip(port, SYN);
+        assert_eq!(harness.process(&five, 0), Verdict::Forward);
+        backends_by_fields
+            .entry("5-tuple")
+            .or_default()
+            .insert(harness.backend_name());
+
+        let three = ethernet(
+            0x0800,
+            &ipv4(
+                V4 {
+                    dst: VIP_3TUPLE,
+                    ..V4::to_vip(17)
+                },
+                &udp(port, 53, b"q"),
+            ),
+        );
+        assert_eq!(harness.process(&three, 0), Verdict::Forward);
+        backends_by_fields
+            .entry("3-tuple")
+            .or_default()
+            .insert(harness.backend_name());
+
+        let source = tcp_v4(
+            V4 {
+                dst: VIP_SOURCE,
+                ..V4::to_vip(6)
+            },
+            port,
+            443,
+            SYN,
+        );
+        assert_eq!(harness.process(&source, 0), Verdict::Forward);
+        backends_by_fields
+            .entry("source")
+            .or_default()
+            .insert(harness.backend_name());
+    }
+    assert_eq!(
+        backends_by_fields["5-tuple"].len(),
+        3,
+        "5-tuple spreads one client's ports"
+    );
+    assert_eq!(
+        backends_by_fields["3-tuple"].len(),
+        1,
+        "3-tuple ignores ports"
+    );
+    assert_eq!(
+        backends_by_fields["source"].len(),
+        1,
+        "source address ignores ports"
+    );
+
+    let mut sources = HashSet::new();
+    for last in 1..=60u8 {
+        let frame = tcp_v4(
+            V4 {
+                src: std::net::Ipv4Addr::new(203, 0, 113, last),
+                dst: VIP_SOURCE,
+                ..V4::to_vip(6)
+            },
+            1234,
+            443,
+            SYN,
+        );
+        harness.process(&frame, 0);
+        sources.insert(harness.backend_name());
+    }
+    assert_eq!(sources.len(), 3, "source hashing spreads different clients");
+}
+
+#[test]
+fn zero_weight_backend_gets_no_new_flows() {
+    let text = BASE_CONFIG.replacen(
+        "vtep_mac = \"0a:58:0a:f4:00:0b\"\n",
+        "vtep_mac = \"0a:58:0a:f4:00:0b\"\nweight = 0\n",
+        1,
+    );
+    let mut harness = Harness::new(&text);
+    for port in 1000..1600 {
+        assert_eq!(harness.process(&tcp_to_vip(port, SYN), 0), Verdict::Forward);
+        assert_ne!(harness.backend_name(), "node-b", "port {port}");
+    }
+}
+
+#[test]
+fn all_backends_draining_drops_new_flows() {
+    let text = BASE_CONFIG
+        .replacen(
+            "vtep_mac = \"0a:58:0a:f4:00:0a\"\n",
+            "vtep_mac = \"0a:58:0a:f4:00:0a\"\nweight = 0\n",
+            1,
+        )
+        .replacen(
+            "vtep_mac = \"0a:58:0a:f4:00:0b\"\n",
+            "vtep_mac = \"0a:58:0a:f4:00:0b\"\nweight = 0\n",
+            1,
+        )
+        .replacen(
+            "vtep_mac = \"0a:58:0a:f4:00:0c\"\n",
+            "vtep_mac = \"0a:58:0a:f4:00:0c\"\nweight = 0\n",
+            1,
+        );
+    let mut harness = Harness::new(&text);
+    assert_eq!(
+        harness.process(&tcp_to_vip(1000, SYN), 0),
+        Verdict::Drop(DropReason::NoBackend)
+    );
+}
+
+#[test]
+fn conntrack_keeps_flow_on_backend() {
+    let mut harness = Harness::base();
+    assert_eq!(
+        harness.process(&tcp_to_vip(40000, SYN), 0),
+        Verdict::Forward
+    );
+    assert_eq!(harness.out.selection, Some(Selection::NewFlow));
+    let first = harness.backend_name();
+    for step in 1..5 {
+        assert_eq!(
+            harness.process(&tcp_to_vip(40000, ACK), step * SECOND_NS),
+            Verdict::Forward
+        );
+        assert_eq!(harness.out.selection, Some(Selection::Tracked));
+        assert_eq!(harness.backend_name(), first);
+    }
+}
+
+/// Sends a SYN from each port and returns a port whose flow landed on `backend`.
+fn port_on(harness: &mut Harness, backend: &str) -> u16 {
+    for port in 2000..3000 {
+        harness.process(&tcp_to_vip(port, SYN), 0);
+        if harness.backend_name() == backend {
+            return port;
+        }
+    }
+    panic!("no flow landed on {backend}");
+}
+
+fn without_node_b(text: &str) -> String {
+    text.replacen(
+        "[[service.backend]]\nname = \"node-b\"\naddress = \"192.0.2.12\"\nvtep_mac = \"0a:58:0a:f4:00:0b\"\n",
+        "",
+        1,
+    )
+}
+
+fn draining_node_b(text: &str) -> String {
+    text.replacen(
+        "vtep_mac = \"0a:58:0a:f4:00:0b\"\n",
+        "vtep_mac = \"0a:58:0a:f4:00:0b\"\nweight = 0\n",
+        1,
+    )
+}
+
+#[test]
+fn removed_backend_flow_is_reselected() {
+    let mut harness = Harness::base();
+    let port = port_on(&mut harness, "node-b");
+    let stays = port_on(&mut harness, "node-a");
+    harness.swap(&without_node_b(BASE_CONFIG));
+
+    assert_eq!(
+        harness.process(&tcp_to_vip(port, ACK), SECOND_NS),
+        Verdict::Forward
+    );
+    assert_eq!(harness.out.selection, Some(Selection::Reselected));
+    assert_ne!(harness.backend_name(), "node-b");
+    let new_backend = harness.backend_name();
+    assert_eq!(
+        harness.process(&tcp_to_vip(port, ACK), 2 * SECOND_NS),
+        Verdict::Forward
+    );
+    assert_eq!(
+        harness.out.selection,
+        Some(Selection::Tracked),
+        "reselection is tracked"
+    );
+    assert_eq!(harness.backend_name(), new_backend);
+
+    assert_eq!(
+        harness.process(&tcp_to_vip(stays, ACK), SECOND_NS),
+        Verdict::Forward
+    );
+    assert_eq!(
+        harness.out.selection,
+        Some(Selection::Tracked),
+        "other flows stay"
+    );
+    assert_eq!(harness.backend_name(), "node-a");
+}
+
+#[test]
+fn draining_backend_keeps_flows() {
+    let mut harness = Harness::base();
+    let port = port_on(&mut harness, "node-b");
+    harness.swap(&draining_node_b(BASE_CONFIG));
+    assert_eq!(
+        harness.process(&tcp_to_vip(port, ACK), SECOND_NS),
+        Verdict::Forward
+    );
+    assert_eq!(harness.out.selection, Some(Selection::Tracked));
+    assert_eq!(
+        harness.backend_name(),
+        "node-b",
+        "established flow stays on the draining node"
+    );
+}
+
+#[test]
+fn syn_on_draining_backend_is_new_flow() {
+    let mut harness = Harness::base();
+    let port = port_on(&mut harness, "node-b");
+    harness.swap(&draining_node_b(BASE_CONFIG));
+    assert_eq!(
+        harness.process(&tcp_to_vip(port, SYN), SECOND_NS),
+        Verdict::Forward
+    );
+    assert_eq!(harness.out.selection, Some(Selection::SynRebalanced));
+    assert_ne!(harness.backend_name(), "node-b");
+}
+
+#[test]
+fn syn_on_removed_backend_is_reselected() {
+    let mut harness = Harness::base();
+    let port = port_on(&mut harness, "node-b");
+    harness.swap(&without_node_b(BASE_CONFIG));
+    assert_eq!(
+        harness.process(&tcp_to_vip(port, SYN), SECOND_NS),
+        Verdict::Forward
+    );
+    assert_eq!(harness.out.selection, Some(Selection::Reselected));
+    assert_ne!(harness.backend_name(), "node-b");
+}
+
+#[test]
+fn added_backend_leaves_tracked_flows() {
+    let two_nodes = without_node_b(BASE_CONFIG);
+    let mut harness = Harness::new(&two_nodes);
+    let mut flows = Vec::new();
+    for port in 5000..5300 {
+        harness.process(&tcp_to_vip(port, SYN), 0);
+        flows.push((port, harness.backend_name()));
+    }
+    harness.swap(BASE_CONFIG);
+    for (port, backend) in flows {
+        assert_eq!(
+            harness.process(&tcp_to_vip(port, ACK), SECOND_NS),
+            Verdict::Forward
+        );
+        assert_eq!(harness.out.selection, Some(Selection::Tracked));
+        assert_eq!(harness.backend_name(), backend, "port {port} stays");
+    }
+}
+
+#[test]
+fn conntrack_full_falls_back_to_maglev() {
+    let text = BASE_CONFIG.replace("capacity = 4096", "capacity = 16");
+    let mut harness = Harness::new(&text);
+    // Every port is a new flow to this roomy harness, so it shows the pure Maglev choice.
+    let mut check = Harness::base();
+    let mut untracked = 0;
+    for port in 1000..1400 {
+        let frame = tcp_to_vip(port, SYN);
+        assert_eq!(
+            harness.process(&frame, 0),
+            Verdict::Forward,
+            "never dropped when full"
+        );
+        if harness.out.selection == Some(Selection::Untracked) {
+            untracked += 1;
+        }
+        check.process(&frame, 0);
+        assert_eq!(
+            harness.backend_name(),
+            check.backend_name(),
+            "fallback is pure Maglev"
+        );
+    }
+    assert!(untracked > 300, "most flows ran untracked ({untracked})");
+    assert_eq!(
+        harness
+            .worker
+            .counters()
+            .selection_count(Selection::Untracked),
+        untracked,
+        "fallbacks are counted"
+    );
+    assert_eq!(harness.worker.counters().dropped(), 0);
+}
+
+/// Checks that an entry of `class` survives just inside `timeout_s` and expires after it.
+fn check_timeout(first: &[u8], later: &[u8], timeout_s: u64, label: &str) {
+    let mut harness = Harness::base();
+    assert_eq!(harness.process(first, 0), Verdict::Forward, "{label}");
+    let inside = timeout_s * SECOND_NS - 1;
+    assert_eq!(harness.process(later, inside), Verdict::Forward, "{label}");
+    assert_eq!(
+        harness.out.selection,
+        Some(Selection::Tracked),
+        "{label}: alive before timeout"
+    );
+
+    let mut harness = Harness::base();
+    harness.process(first, 0);
+    let after = timeout_s * SECOND_NS + 1;
+    harness.process(later, after);
+    assert_eq!(
+        harness.out.selection,
+        Some(Selection::NewFlow),
+        "{label}: expired after timeout"
+    );
+}
+
+#[test]
+fn conntrack_timeouts_per_state() {
+    let syn = tcp_to_vip(40000, SYN);
+    let ack = tcp_to_vip(40000, ACK);
+    let fin = tcp_to_vip(40000, FIN | ACK);
+    let udp_frame = ethernet(
+        0x0800,
+        &ipv4(
+            V4 {
+                dst: VIP_3TUPLE,
+                ..V4::to_vip(17)
+            },
+            &udp(40000, 53, b"q"),
+        ),
+    );
+
+    check_timeout(&syn, &syn, 30, "SYN seen");
+    check_timeout(&ack, &ack, 900, "established");
+    check_timeout(&fin, &ack, 10, "FIN seen");
+    check_timeout(&tcp_to_vip(40000, RST), &ack, 10, "RST seen");
+    check_timeout(&udp_frame, &udp_frame, 300, "UDP");
+
+    // An established flow moves to the closing timeout once it sends FIN.
+    let mut harness = Harness::base();
+    harness.process(&ack, 0);
+    harness.process(&fin, SECOND_NS);
+    harness.process(&ack, 12 * SECOND_NS);
+    assert_eq!(
+        harness.out.selection,
+        Some(Selection::NewFlow),
+        "closing entry expired at 10 s"
+    );
+}
+
+#[test]
+fn fragments_follow_first_fragment() {
+    let mut harness = Harness::base();
+    let segment = tcp(40000, 80, ACK, &[0xab; 40]);
+    let first = V4 {
+        dont_fragment: false,
+        more_fragments: true,
+        ident: 777,
+        ..V4::to_vip(6)
+    };
+    let frame_one = ethernet(0x0800, &ipv4(first, &segment[..24]));
+    let middle = V4 {
+        offset_bytes: 24,
+        ..first
+    };
+    let frame_two = ethernet(0x0800, &ipv4(middle, &segment[24..48]));
+    let last = V4 {
+        offset_bytes: 48,
+        more_fragments: false,
+        ..first
+    };
+    let frame_three = ethernet(0x0800, &ipv4(last, &segment[48..]));
+
+    // The last fragment arrives before the middle one.
+    assert_eq!(harness.process(&frame_one, 0), Verdict::Forward);
+    let backend = harness.backend_name();
+    for frame in [&frame_three, &frame_two] {
+        assert_eq!(harness.process(frame, SECOND_NS), Verdict::Forward);
+        assert_eq!(harness.out.selection, Some(Selection::FragmentRecord));
+        assert_eq!(harness.backend_name(), backend);
+        assert_eq!(
+            harness.forwarded_frame(frame)[64..],
+            frame[14..],
+            "fragment unchanged"
+        );
+    }
+
+    // The record expires with the fragment timeout.
+    assert_eq!(
+        harness.process(&frame_two, 31 * SECOND_NS),
+        Verdict::Drop(DropReason::FragmentWithoutRecord)
+    );
+}
+
+#[test]
+fn fragment_without_record() {
+    let mut harness = Harness::base();
+    let later = V4 {
+        offset_bytes: 16,
+        dont_fragment: false,
+        ..V4::to_vip(6)
+    };
+    let five_tuple = ethernet(0x0800, &ipv4(later, &[0u8; 16]));
+    assert_eq!(
+        harness.process(&five_tuple, 0),
+        Verdict::Drop(DropReason::FragmentWithoutRecord),
+        "5-tuple service cannot place a fragment without ports"
+    );
+    assert_eq!(
+        harness
+            .worker
+            .counters()
+            .drop_count(DropReason::FragmentWithoutRecord),
+        1
+    );
+
+    let three_tuple = ethernet(
+        0x0800,
+        &ipv4(
+            V4 {
+                dst: VIP_3TUPLE,
+                protocol: 17,
+                ..later
+            },
+            &[0u8; 16],
+        ),
+    );
+    assert_eq!(harness.process(&three_tuple, 0), Verdict::Forward);
+    assert_eq!(harness.out.selection, Some(Selection::FragmentPortless));
+    let portless_backend = harness.backend_name();
+    let whole = ethernet(
+        0x0800,
+        &ipv4(
+            V4 {
+                dst: VIP_3TUPLE,
+                ..V4::to_vip(17)
+            },
+            &udp(40000, 53, b"q"),
+        ),
+    );
+    harness.process(&whole, 0);
+    assert_eq!(
+        harness.backend_name(),
+        portless_backend,
+        "3-tuple places fragments like whole datagrams"
+    );
+
+    let no_service = ethernet(
+        0x0800,
+        &ipv4(
+            V4 {
+                protocol: 17,
+                ..later
+            },
+            &[0u8; 16],
+        ),
+    );
+    assert_eq!(
+        harness.process(&no_service, 0),
+        Verdict::Kernel(KernelReason::NotService),
+        "no UDP service on the VIP: the kernel gets it"
+    );
+}
+
+#[test]
+fn ipv6_fragments_follow_first() {
+    let mut harness = Harness::base();
+    let segment = tcp(40000, 80, ACK, &[0xcd; 40]);
+    let fragment = |offset: u16, more: bool, data: &[u8]| {
+        let mut payload = vec![6, 0];
+        payload.extend_from_slice(&(offset | u16::from(more)).to_be_bytes());
+        payload.extend_from_slice(&0xdead_beefu32.to_be_bytes());
+        payload.extend_from_slice(data);
+        ethernet(0x86dd, &ipv6(CLIENT6, VIP6, 44, &payload))
+    };
+    let first = fragment(0, true, &segment[..32]);
+    let second = fragment(32, false, &segment[32..]);
+    assert_eq!(harness.process(&first, 0), Verdict::Forward);
+    let backend = harness.backend_name();
+    assert_eq!(harness.process(&second, 0), Verdict::Forward);
+    assert_eq!(harness.out.selection, Some(Selection::FragmentRecord));
+    assert_eq!(harness.backend_name(), backend);
+}
+
+/// The quote a router sends back: the backend's reply from VIP:80 to the client.
+fn quoted_reply_v4(client_port: u16) -> Vec<u8> {
+    let reply = V4 {
+        src: VIP,
+        dst: CLIENT,
+        ..V4::to_vip(6)
+    };
+    let packet = ipv4(reply, &tcp(80, client_port, ACK, &[0u8; 100]));
+    packet[..28].to_vec()
+}
+
+#[test]
+fn icmp_error_goes_to_flow_backend() {
+    let router = std::net::Ipv4Addr::new(192, 0, 2, 254);
+    for (msg_type, code, label) in [
+        (3u8, 4u8, "fragmentation needed"),
+        (11, 0, "time exceeded"),
+        (3, 1, "host unreachable"),
+    ] {
+        let mut harness = Harness::base();
+        let port = 41000;
+        let icmp = icmpv4(msg_type, code, [0, 0, 0x05, 0x78], &quoted_reply_v4(port));
+        let error = ethernet(
+            0x0800,
+            &ipv4(
+                V4 {
+                    src: router,
+                    ..V4::to_vip(1)
+                },
+                &icmp,
+            ),
+        );
+
+        // Empty conntrack: the reversed tuple hashes to the flow's backend.
+        assert_eq!(harness.process(&error, 0), Verdict::Forward, "{label}");
+        assert_eq!(harness.out.selection, Some(Selection::IcmpError), "{label}");
+        assert_eq!(
+            harness.forwarded_frame(&error)[64..],
+            error[14..],
+            "{label}: unchanged"
+        );
+        let from_error = harness.backend_name();
+        assert_eq!(
+            harness.worker.tracked_flows(),
+            0,
+            "{label}: errors create no entry"
+        );
+        harness.process(&tcp_to_vip(port, SYN), 0);
+        assert_eq!(
+            harness.backend_name(),
+            from_error,
+            "{label}: same backend as the flow"
+        );
+    }
+}
+
+#[test]
+fn icmp_error_follows_tracked_backend() {
+    let mut harness = Harness::base();
+    let port = port_on(&mut harness, "node-b");
+    harness.swap(&draining_node_b(BASE_CONFIG));
+    let icmp = icmpv4(3, 4, [0, 0, 0x05, 0x78], &quoted_reply_v4(port));
+    let error = ethernet(
+        0x0800,
+        &ipv4(
+            V4 {
+                src: CLIENT,
+                ..V4::to_vip(1)
+            },
+            &icmp,
+        ),
+    );
+    assert_eq!(harness.process(&error, SECOND_NS), Verdict::Forward);
+    assert_eq!(
+        harness.backend_name(),
+        "node-b",
+        "conntrack wins over Maglev"
+    );
+}
+
+#[test]
+fn icmpv6_packet_too_big_to_flow_backend() {
+    let mut harness = Harness::base();
+    let reply = ipv6(VIP6, CLIENT6, 6, &tcp(80, 42000, ACK, &[0u8; 20]));
+    let router = "2001:db8:ffff::1".parse().expect("address");
+    let icmp = icmpv6(router, VIP6, 2, 0, 1400u32.to_be_bytes(), &reply);
+    let error = ethernet(0x86dd, &ipv6(router, VIP6, 58, &icmp));
+    assert_eq!(harness.process(&error, 0), Verdict::Forward);
+    assert_eq!(harness.out.selection, Some(Selection::IcmpError));
+    let from_error = harness.backend_name();
+    let flow = ethernet(0x86dd, &ipv6(CLIENT6, VIP6, 6, &tcp(42000, 80, SYN, b"")));
+    harness.process(&flow, 0);
+    assert_eq!(harness.backend_name(), from_error);
+}
+
+#[test]
+fn icmp_error_for_other_traffic() {
+    let mut harness = Harness::base();
+    let mut quote = quoted_reply_v4(41000);
+    quote[20..22].copy_from_slice(&22u16.to_be_bytes());
+    let icmp = icmpv4(3, 3, [0; 4], &quote);
+    let error = ethernet(0x0800, &ipv4(V4::to_vip(1), &icmp));
+    assert_eq!(
+        harness.process(&error, 0),
+        Verdict::Kernel(KernelReason::IcmpErrorNotService)
+    );
+
+    let malformed = icmpv4(3, 4, [0; 4], &[0x45, 0, 0]);
+    let error = ethernet(0x0800, &ipv4(V4::to_vip(1), &malformed));
+    assert_eq!(
+        harness.process(&error, 0),
+        Verdict::Drop(DropReason::IcmpQuoteMalformed)
+    );
+}
+
+fn big_packet(dont_fragment: bool, len: usize) -> Vec<u8> {
+    let payload = vec![0x5a; len - 40];
+    ethernet(
+        0x0800,
+        &ipv4(
+            V4 {
+                dont_fragment,
+                ..V4::to_vip(6)
+            },
+            &tcp(40000, 80, ACK, &payload),
+        ),
+    )
+}
+
+#[test]
+fn fits_mtu_exactly() {
+    let mut harness = Harness::base();
+    let frame = big_packet(true, 1450);
+    assert_eq!(harness.process(&frame, 0), Verdict::Forward);
+    assert!(!harness.out.fragment);
+    assert_eq!(
+        harness.forwarded_frame(&frame).len(),
+        14 + 1500,
+        "exactly the MTU"
+    );
+}
+
+#[test]
+fn too_big_with_df_gets_frag_needed() {
+    let mut harness = Harness::base();
+    let frame = big_packet(true, 1451);
+    assert_eq!(harness.process(&frame, 0), Verdict::Reply);
+    let reply = harness.out.reply().to_vec();
+    assert_eq!(reply[0..6], CLIENT_MAC, "back to the sender's MAC");
+    assert_eq!(reply[6..12], SPIKE_MAC);
+    let ip = &reply[14..34];
+    assert!(checksum_ok(ip), "IPv4 header checksum");
+    assert_eq!(ip[6..8], [0, 0], "offset 0, no flags");
+    assert_eq!(ip[9], 1, "ICMP");
+    assert_eq!(ip[12..16], VIP.octets(), "from the VIP");
+    assert_eq!(ip[16..20], CLIENT.octets(), "to the client");
+    assert_eq!(
+        u16::from_be_bytes([ip[2], ip[3]]) as usize,
+        reply.len() - 14
+    );
+    let icmp = &reply[34..];
+    assert!(checksum_ok(icmp), "ICMP checksum");
+    assert_eq!(
+        icmp[0..2],
+        [3, 4],
+        "destination unreachable, fragmentation needed"
+    );
+    assert_eq!(
+        u16::from_be_bytes([icmp[6], icmp[7]]),
+        1450,
+        "MTU minus VXLAN overhead"
+    );
+    assert_eq!(
+        icmp[8..36],
+        frame[14..42],
+        "quotes the IP header and 8 bytes"
+    );
+    assert!(reply.len() - 14 <= 576, "within 576 bytes");
+    assert_eq!(harness.worker.counters().too_big_sent, 1);
+}
+
+#[test]
+fn too_big_replies_rate_limited() {
+    let mut harness = Harness::base();
+    let frame = big_packet(true, 1460);
+    assert_eq!(harness.process(&frame, 0), Verdict::Reply);
+    assert_eq!(harness.process(&frame, 0), Verdict::Reply);
+    assert_eq!(
+        harness.process(&frame, 0),
+        Verdict::Drop(DropReason::TooBigRateLimited),
+        "burst of 2 used up"
+    );
+    assert_eq!(
+        harness.process(&frame, SECOND_NS),
+        Verdict::Reply,
+        "1 per second refills"
+    );
+    assert_eq!(
+        harness
+            .worker
+            .counters()
+            .drop_count(DropReason::TooBigRateLimited),
+        1
+    );
+    assert_eq!(harness.worker.counters().too_big_sent, 3);
+}
+
+#[test]
+fn ipv6_too_big_gets_packet_too_big() {
+    let mut harness = Harness::base();
+    let payload = vec![0x11; 1431 - 40 - 20];
+    let packet = ipv6(CLIENT6, VIP6, 6, &tcp(40000, 80, ACK, &payload));
+    assert_eq!(packet.len(), 1431);
+    let frame = vlan_ethernet(9, 0x86dd, &packet);
+    assert_eq!(harness.process(&frame, 0), Verdict::Reply);
+    let reply = harness.out.reply().to_vec();
+    assert_eq!(
+        reply[12..16],
+        [0x81, 0x00, 0x00, 0x09],
+        "same VLAN tag as the request"
+    );
+    let ip = &reply[18..58];
+    assert_eq!(ip[6], 58, "ICMPv6");
+    assert_eq!(ip[8..24], VIP6.octets());
+    assert_eq!(ip[24..40], CLIENT6.octets());
+    let icmp = &reply[58..];
+    assert!(reply.len() - 18 <= 1280, "fits the IPv6 minimum MTU");
+    assert_eq!(icmp[0], 2, "packet too big");
+    assert_eq!(
+        u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]),
+        1430,
+        "1500 - 70"
+    );
+    let view = spike_core::wire::Icmpv6Packet::new_checked(icmp).expect("ICMPv6");
+    assert!(view.verify_checksum(&VIP6, &CLIENT6), "ICMPv6 checksum");
+    assert_eq!(icmp[8..48], packet[..40], "quotes the packet");
+}
+
+#[test]
+fn too_big_without_df_is_outer_fragmented() {
+    let mut harness = Harness::base();
+    let frame = big_packet(false, 1480);
+    assert_eq!(harness.process(&frame, 0), Verdict::Forward);
+    assert!(harness.out.fragment);
+    let inner = &frame[harness.out.inner.clone()];
+    let mut fragments = Vec::new();
+    let mut scratch = vec![0u8; 1600];
+    let count = write_outer_fragments(
+        harness.out.header(),
+        inner,
+        harness.out.outer_ipv6,
+        harness.out.mtu,
+        harness.out.fragment_ident,
+        &mut scratch,
+        |fragment| fragments.push(fragment.to_vec()),
+    );
+    assert_eq!(count, 2);
+    assert_eq!(fragments.len(), 2);
+
+    let mut reassembled = Vec::new();
+    for (index, fragment) in fragments.iter().enumerate() {
+        assert!(
+            fragment.len() <= 14 + 1500,
+            "fragment {index} within the MTU"
+        );
+        let ip = &fragment[14..34];
+        assert!(checksum_ok(ip), "fragment {index} header checksum");
+        assert_eq!(
+            u16::from_be_bytes([ip[2], ip[3]]) as usize,
+            fragment.len() - 14
+        );
+        let flags_offset = u16::from_be_bytes([ip[6], ip[7]]);
+        assert_eq!(
+            usize::from(flags_offset & 0x1fff) * 8,
+            reassembled.len(),
+            "offset"
+        );
+        assert_eq!(
+            flags_offset & 0x2000 != 0,
+            index == 0,
+            "more-fragments only on the first"
+        );
+        reassembled.extend_from_slice(&fragment[34..]);
+    }
+    let mut expected = harness.out.header()[34..].to_vec();
+    expected.extend_from_slice(inner);
+    assert_eq!(
+        reassembled, expected,
+        "fragments carry UDP, VXLAN, inner frame"
+    );
+    assert_eq!(harness.worker.counters().outer_fragmented, 1);
+}
+
+#[test]
+fn service_and_backend_counters() {
+    let mut harness = Harness::base();
+    let mut bytes_by_backend: HashMap<String, u64> = HashMap::new();
+    for port in 1000..1100 {
+        let frame = tcp_to_vip(port, SYN);
+        harness.process(&frame, 0);
+        *bytes_by_backend.entry(harness.backend_name()).or_default() += (frame.len() - 14) as u64;
+    }
+    harness.process(&tcp_to_vip(1, SYN)[..20], 0);
+    harness.process(&tcp_v4(V4::to_vip(6), 1, 22, SYN), 0);
+
+    let counters = harness.worker.counters();
+    assert_eq!(counters.rx_packets, 102);
+    assert_eq!(counters.forwarded, 100);
+    assert_eq!(counters.dropped(), 1);
+    assert_eq!(counters.to_kernel(), 1);
+    let web = &counters.services[0];
+    assert_eq!(web.name, "web");
+    assert_eq!(web.traffic.packets, 100);
+    assert_eq!(web.traffic.bytes, bytes_by_backend.values().sum::<u64>());
+    let service = &harness.snapshot.services[0];
+    for (index, backend) in service.backends.iter().enumerate() {
+        let (id, traffic) = web.backends[index];
+        assert_eq!(id, backend.id);
+        assert_eq!(
+            traffic.bytes,
+            bytes_by_backend.get(&backend.name).copied().unwrap_or(0),
+            "{}",
+            backend.name
+        );
+    }
+}
