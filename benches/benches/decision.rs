@@ -151,6 +151,22 @@ fn bench_decision(c: &mut Criterion) {
                 }
             })
         });
+
+        // The same bursts, prepared with `prefetch_burst` as the DPDK workers do.
+        group.bench_function(BenchmarkId::new("flows_prefetched", flows), |b| {
+            b.iter(|| {
+                let mut burst: [&[u8]; BURST] = [&[]; BURST];
+                for slot in burst.iter_mut() {
+                    *slot = &frames[next * FRAME_LEN..(next + 1) * FRAME_LEN];
+                    next = (next + 1) % flows;
+                }
+                worker.prefetch_burst(&snapshot, burst.iter().copied());
+                for frame in burst {
+                    let verdict = worker.process(&snapshot, black_box(frame), NOW_NS, &mut out);
+                    black_box(verdict);
+                }
+            })
+        });
         assert_eq!(
             worker.tracked_flows(),
             flows,

@@ -1,7 +1,7 @@
 //! The dataplane's TOML configuration: parsing and validation.
 //!
 //! Parsing happens in two steps. Serde reads the file into plain structs that reject
-//! unknown keys, then [`Config::validate`] checks every value that serde cannot (MAC
+//! unknown keys, then validation checks every value that serde cannot (MAC
 //! syntax, address families, port ranges, prime table sizes) and names the key, the
 //! bad value and what is expected. A `Config` that exists is valid.
 
@@ -95,7 +95,7 @@ pub struct Config {
     pub dpdk: Option<DpdkConfig>,
 }
 
-/// How the DPDK dataplane runs: EAL arguments, ports and worker cores.
+/// DPDK dataplane settings: EAL arguments, ports and worker cores.
 #[derive(Clone, Debug)]
 pub struct DpdkConfig {
     /// Arguments for `rte_eal_init`, without the program name.
@@ -301,9 +301,9 @@ impl Default for RawConntrack {
     }
 }
 
-/// Timeouts in seconds. The defaults follow the Linux conntrack and IPVS values an
-/// operator already knows: a short SYN timeout limits SYN floods, established TCP lasts
-/// long because the balancer sees only the client's half of a quiet connection.
+/// Timeouts in seconds, with defaults close to Linux IPVS's. A short SYN timeout limits
+/// SYN floods. Established TCP lasts long because the balancer receives only the
+/// client's half of a connection, which may be quiet for minutes.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawTimeouts {
@@ -397,7 +397,7 @@ impl Config {
         text.parse()
     }
 
-    /// The conntrack timeouts in the form the table takes.
+    /// Converts the conntrack timeouts to the form the table takes.
     pub fn timeouts(&self) -> crate::conntrack::Timeouts {
         crate::conntrack::Timeouts {
             tcp_syn_ns: self.conntrack.tcp_syn_timeout_ns,

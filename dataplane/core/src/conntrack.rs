@@ -197,6 +197,18 @@ impl<V: Copy> Conntrack<V> {
         self.table.find(key, hash, now_ns).map(to_slot)
     }
 
+    /// Prefetches the tag lines `find` reads first for `hash`.
+    #[inline]
+    pub fn prefetch_buckets(&self, hash: u64) {
+        self.table.prefetch_buckets(hash);
+    }
+
+    /// Prefetches the entry `find` would compare for `hash`, once its tags are cached.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        self.table.prefetch_entry(hash);
+    }
+
     /// Returns the value stored in `slot`.
     #[inline]
     pub fn value(&self, slot: Slot) -> V {

@@ -151,6 +151,32 @@ impl<K: Copy + Eq, V: Copy> FixedTable<K, V> {
         self.bucket_tags(slot / BUCKET_ENTRIES)[slot % BUCKET_ENTRIES] != EMPTY_TAG
     }
 
+    /// Prefetches the tag lines of both candidate buckets of `hash`.
+    #[inline]
+    pub(crate) fn prefetch_buckets(&self, hash: u64) {
+        let probe = self.probe(hash);
+        for bucket in probe.buckets {
+            crate::prefetch::prefetch_read(self.bucket_tags(bucket));
+        }
+    }
+
+    /// Prefetches the entry whose tag matches `hash`, if any. Call it after
+    /// [`FixedTable::prefetch_buckets`] had time to bring the tags in.
+    #[inline]
+    pub(crate) fn prefetch_entry(&self, hash: u64) {
+        let probe = self.probe(hash);
+        for bucket in probe.buckets {
+            let tags = self.bucket_tags(bucket);
+            if let Some(offset) = tags.iter().position(|&tag| tag == probe.tag) {
+                let entry = self.entry(bucket * BUCKET_ENTRIES + offset);
+                crate::prefetch::prefetch_read(entry);
+                // An entry may straddle two cache lines.
+                crate::prefetch::prefetch_read(&entry.value);
+                return;
+            }
+        }
+    }
+
     /// Returns the slot that stores `key`, live or expired. At most one slot stores a key
     /// because `insert` replaces an existing entry instead of adding a second one.
     fn find_any(&self, key: &K, probe: Probe) -> Option<usize> {

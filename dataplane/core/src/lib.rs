@@ -16,6 +16,8 @@ pub mod flow;
 pub mod fragments;
 pub mod icmp;
 pub mod maglev;
+#[allow(unsafe_code)] // A cache prefetch hint; the module documents why it is sound.
+mod prefetch;
 pub mod ratelimit;
 pub mod snapshot;
 pub mod verdict;

@@ -28,6 +28,9 @@ use crate::wire::{
     TcpPacket, UdpPacket, VlanTag,
 };
 
+/// Frames per burst that [`Worker::prefetch_burst`] prepares, DPDK's usual burst size.
+pub const BURST_SIZE: usize = 32;
+
 const ETHERNET_HEADER_LEN: usize = 14;
 const VLAN_TAG_LEN: usize = 4;
 const PROTOCOL_TCP: u8 = 6;
@@ -146,6 +149,11 @@ pub struct Worker {
     counters: Counters,
     generation: Option<u32>,
     next_ident: u32,
+    /// Flow keys and hashes computed by `prefetch_burst`, consumed in order by `process`.
+    hints: [Option<(FlowKey, u64)>; BURST_SIZE],
+    hint_cursor: usize,
+    hint_len: usize,
+    current_hint: Option<(FlowKey, u64)>,
 }
 
 impl Worker {
@@ -164,6 +172,10 @@ impl Worker {
             counters: Counters::default(),
             generation: None,
             next_ident: 0,
+            hints: [None; BURST_SIZE],
+            hint_cursor: 0,
+            hint_len: 0,
+            current_hint: None,
         })
     }
 
@@ -182,6 +194,31 @@ impl Worker {
         self.conntrack.reap(now_ns, max_slots)
     }
 
+    /// Prepares a burst: computes each TCP or UDP frame's flow hash and prefetches its
+    /// conntrack lines, so the table's memory latency overlaps across the burst instead of
+    /// stalling each packet in turn. Then call [`Worker::process`] on the same frames in
+    /// the same order, which reuses the hashes. Frames beyond [`BURST_SIZE`] are ignored.
+    pub fn prefetch_burst<'a>(
+        &mut self,
+        snapshot: &Snapshot,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        let mut len = 0;
+        for (hint, frame) in self.hints.iter_mut().zip(frames) {
+            *hint = quick_flow_key(frame).map(|key| {
+                let hash = snapshot.hasher.hash(&key, HashFields::FiveTuple);
+                self.conntrack.prefetch_buckets(hash);
+                (key, hash)
+            });
+            len += 1;
+        }
+        for (_, hash) in self.hints[..len].iter().flatten() {
+            self.conntrack.prefetch_entry(*hash);
+        }
+        self.hint_cursor = 0;
+        self.hint_len = len;
+    }
+
     /// Decides what to do with `frame`, received at `now_ns`.
     pub fn process(
         &mut self,
@@ -195,6 +232,11 @@ impl Worker {
             self.generation = Some(snapshot.generation);
         }
         out.reset();
+        self.current_hint = None;
+        if self.hint_cursor < self.hint_len {
+            self.current_hint = self.hints[self.hint_cursor];
+            self.hint_cursor += 1;
+        }
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += frame.len() as u64;
 
@@ -262,12 +304,16 @@ impl Worker {
             Err(error) => return Verdict::Drop(ipv4_drop_reason(error)),
         };
         let dst = mapped(IpAddr::V4(packet.dst_addr()));
-        if !snapshot.is_vip(&dst) {
+        let protocol = u8::from(packet.protocol());
+        let payload = packet.payload();
+        // A whole TCP or UDP packet finds its service by port directly, and a miss means
+        // it is not for a VIP:port: that skips the VIP lookup on the common path.
+        let is_transport = protocol == PROTOCOL_TCP || protocol == PROTOCOL_UDP;
+        let has_ports = is_transport && packet.frag_offset() == 0 && payload.len() >= 4;
+        if !has_ports && !snapshot.is_vip(&dst) {
             return Verdict::Kernel(KernelReason::NotService);
         }
         let src = mapped(IpAddr::V4(packet.src_addr()));
-        let protocol = u8::from(packet.protocol());
-        let payload = packet.payload();
         out.inner = frame.l3_start..frame.l3_start + usize::from(packet.total_len());
 
         let fragment = FragmentKey {
@@ -417,7 +463,10 @@ impl Worker {
         out: &mut Output,
     ) -> Verdict {
         out.flow = Some(classified.key);
-        let flow_hash = snapshot.hasher.hash(&classified.key, HashFields::FiveTuple);
+        let flow_hash = match self.current_hint {
+            Some((key, hash)) if key == classified.key => hash,
+            _ => snapshot.hasher.hash(&classified.key, HashFields::FiveTuple),
+        };
         let selected = if is_icmp_error {
             self.select_for_icmp_error(snapshot, &classified, flow_hash, now_ns)
         } else {
@@ -692,6 +741,55 @@ impl Worker {
         self.counters.too_big_sent += 1;
         Verdict::Reply
     }
+}
+
+/// The flow key of an unfragmented TCP or UDP packet, parsed just far enough to hash
+/// it. Anything else returns `None` and is hashed, if at all, during `process`.
+fn quick_flow_key(frame: &[u8]) -> Option<FlowKey> {
+    let ethernet = EthernetFrame::new_checked(frame).ok()?;
+    let (ethertype, l3_start) = match ethernet.ethertype() {
+        EtherType::Vlan => {
+            let tag = VlanTag::new_checked(frame.get(ETHERNET_HEADER_LEN..)?).ok()?;
+            (tag.ethertype(), ETHERNET_HEADER_LEN + VLAN_TAG_LEN)
+        }
+        other => (other, ETHERNET_HEADER_LEN),
+    };
+    let l3 = frame.get(l3_start..)?;
+    let (src, dst, protocol, ports) = match ethertype {
+        EtherType::Ipv4 => {
+            let packet = Ipv4Packet::new_checked(l3).ok()?;
+            if packet.frag_offset() != 0 || packet.more_frags() {
+                return None;
+            }
+            (
+                mapped(IpAddr::V4(packet.src_addr())),
+                mapped(IpAddr::V4(packet.dst_addr())),
+                u8::from(packet.protocol()),
+                wire::transport_ports(packet.payload()),
+            )
+        }
+        EtherType::Ipv6 => {
+            let packet = Ipv6Packet::new_checked(l3).ok()?;
+            (
+                packet.src_addr().octets(),
+                packet.dst_addr().octets(),
+                u8::from(packet.next_header()),
+                wire::transport_ports(packet.payload()),
+            )
+        }
+        _ => return None,
+    };
+    if protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP {
+        return None;
+    }
+    let (src_port, dst_port) = ports?;
+    Some(FlowKey {
+        src,
+        dst,
+        src_port,
+        dst_port,
+        protocol,
+    })
 }
 
 fn tracked_value(

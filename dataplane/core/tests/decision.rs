@@ -1354,3 +1354,59 @@ fn service_and_backend_counters() {
         );
     }
 }
+
+#[test]
+fn prefetched_burst_decides_identically() {
+    let mut frames = Vec::new();
+    for port in 3000..3020 {
+        frames.push(tcp_to_vip(port, SYN));
+    }
+    frames.push(ethernet(
+        0x86dd,
+        &ipv6(CLIENT6, VIP6, 6, &tcp(40000, 80, SYN, b"")),
+    ));
+    frames.push(ethernet(0x0806, &[0; 28]));
+    frames.push(vec![0; 9]);
+    frames.push(big_packet(true, 1460));
+    frames.push(tcp_v4(V4::to_vip(6), 1, 22, SYN));
+
+    let mut plain = Harness::base();
+    let mut prefetched = Harness::base();
+    prefetched
+        .worker
+        .prefetch_burst(&prefetched.snapshot, frames.iter().map(Vec::as_slice));
+    for (index, frame) in frames.iter().enumerate() {
+        let expected = plain.process(frame, 0);
+        let verdict = prefetched.process(frame, 0);
+        assert_eq!(verdict, expected, "frame {index}");
+        assert_eq!(
+            prefetched.out.header(),
+            plain.out.header(),
+            "frame {index} header"
+        );
+        assert_eq!(
+            prefetched.out.reply(),
+            plain.out.reply(),
+            "frame {index} reply"
+        );
+    }
+
+    // Hints for other frames than the ones processed are ignored, not misapplied.
+    let mut mismatched = Harness::base();
+    mismatched
+        .worker
+        .prefetch_burst(&mismatched.snapshot, frames.iter().rev().map(Vec::as_slice));
+    let mut reference = Harness::base();
+    for (index, frame) in frames.iter().enumerate() {
+        assert_eq!(
+            mismatched.process(frame, 0),
+            reference.process(frame, 0),
+            "frame {index}"
+        );
+        assert_eq!(
+            mismatched.out.header(),
+            reference.out.header(),
+            "frame {index} header"
+        );
+    }
+}
