@@ -33,6 +33,8 @@ pub enum TraceError {
     LinkType { path: String, link: DataLink },
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: PcapError },
+    #[error("cannot write to standard output: {0}")]
+    Stdout(std::io::Error),
 }
 
 /// One frame read from a capture.

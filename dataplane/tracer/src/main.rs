@@ -8,7 +8,9 @@
 //! would this packet go" for the running dataplane with the same config.
 
 mod capture;
+mod summary;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -49,6 +51,10 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`spike-trace ... | head`) ends the output early; that is no error.
+        Err(TraceError::Stdout(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("spike-trace: {error}");
             ExitCode::from(2)
@@ -72,6 +78,7 @@ fn run(args: &Args) -> Result<(), TraceError> {
         .map(CaptureWriter::create)
         .transpose()?;
 
+    let mut stdout = std::io::stdout().lock();
     let mut out = Output::default();
     let mut scratch = vec![0u8; usize::from(config.node.mtu) + 64];
     let mut number = 0u64;
@@ -79,7 +86,8 @@ fn run(args: &Args) -> Result<(), TraceError> {
         number += 1;
         let now_ns = duration_ns(frame.timestamp);
         let verdict = worker.process(&snapshot, &frame.data, now_ns, &mut out);
-        println!("{}", describe(number, &snapshot, verdict, &out));
+        let line = describe(number, &snapshot, &frame.data, verdict, &out);
+        writeln!(stdout, "{line}").map_err(TraceError::Stdout)?;
 
         match verdict {
             Verdict::Forward => {
@@ -108,7 +116,7 @@ fn run(args: &Args) -> Result<(), TraceError> {
         writer.finish()?;
     }
     if args.counters {
-        print_counters(worker.counters());
+        print_counters(&mut stdout, worker.counters()).map_err(TraceError::Stdout)?;
     }
     Ok(())
 }
@@ -156,9 +164,11 @@ fn describe_flow(flow: &FlowKey) -> String {
         58 => "icmpv6".to_owned(),
         other => format!("proto-{other}"),
     };
-    let address = |ip: std::net::IpAddr, port: u16| match ip {
-        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
-        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    let has_ports = flow.protocol == 6 || flow.protocol == 17;
+    let address = |ip: std::net::IpAddr, port: u16| match (ip, has_ports) {
+        (std::net::IpAddr::V4(v4), true) => format!("{v4}:{port}"),
+        (std::net::IpAddr::V6(v6), true) => format!("[{v6}]:{port}"),
+        (ip, false) => ip.to_string(),
     };
     format!(
         "{protocol} {} -> {}",
@@ -168,7 +178,13 @@ fn describe_flow(flow: &FlowKey) -> String {
 }
 
 /// One line per frame: number, verdict, flow, then service, backend and selection.
-fn describe(number: u64, snapshot: &Snapshot, verdict: Verdict, out: &Output) -> String {
+fn describe(
+    number: u64,
+    snapshot: &Snapshot,
+    frame: &[u8],
+    verdict: Verdict,
+    out: &Output,
+) -> String {
     let verdict_text = match verdict {
         Verdict::Forward => "forward".to_owned(),
         Verdict::Reply => "reply".to_owned(),
@@ -176,9 +192,18 @@ fn describe(number: u64, snapshot: &Snapshot, verdict: Verdict, out: &Output) ->
         Verdict::Drop(reason) => format!("drop:{reason}"),
     };
     let mut line = format!("{number:>6} {verdict_text:<32}");
-    if let Some(flow) = &out.flow {
-        line.push(' ');
-        line.push_str(&describe_flow(flow));
+    let flow = out.flow.or_else(|| summary::frame_flow(frame));
+    match flow {
+        Some(flow) => {
+            line.push(' ');
+            line.push_str(&describe_flow(&flow));
+        }
+        None => {
+            if let Some(text) = summary::frame_kind(frame) {
+                line.push(' ');
+                line.push_str(&text);
+            }
+        }
     }
     if let (Some(service_index), Some(backend_index)) = (out.service, out.backend) {
         if let Some(service) = snapshot.services.get(service_index as usize) {
@@ -199,33 +224,35 @@ fn describe(number: u64, snapshot: &Snapshot, verdict: Verdict, out: &Output) ->
     line
 }
 
-fn print_counters(counters: &Counters) {
-    println!("counters:");
-    println!("  rx_packets {}", counters.rx_packets);
-    println!("  forwarded {}", counters.forwarded);
-    println!("  replies {}", counters.replies);
+fn print_counters(output: &mut impl Write, counters: &Counters) -> std::io::Result<()> {
+    writeln!(output, "counters:")?;
+    writeln!(output, "  rx_packets {}", counters.rx_packets)?;
+    writeln!(output, "  forwarded {}", counters.forwarded)?;
+    writeln!(output, "  replies {}", counters.replies)?;
     for reason in spike_core::KernelReason::ALL {
         let count = counters.kernel_count(*reason);
         if count > 0 {
-            println!("  kernel.{reason} {count}");
+            writeln!(output, "  kernel.{reason} {count}")?;
         }
     }
     for reason in spike_core::DropReason::ALL {
         let count = counters.drop_count(*reason);
         if count > 0 {
-            println!("  drop.{reason} {count}");
+            writeln!(output, "  drop.{reason} {count}")?;
         }
     }
     for selection in spike_core::Selection::ALL {
         let count = counters.selection_count(*selection);
         if count > 0 {
-            println!("  selection.{selection} {count}");
+            writeln!(output, "  selection.{selection} {count}")?;
         }
     }
     for service in &counters.services {
-        println!(
+        writeln!(
+            output,
             "  service.{} packets {} bytes {}",
             service.name, service.traffic.packets, service.traffic.bytes
-        );
+        )?;
     }
+    Ok(())
 }
