@@ -156,7 +156,7 @@ impl<K: Copy + Eq, V: Copy> FixedTable<K, V> {
     pub(crate) fn prefetch_buckets(&self, hash: u64) {
         let probe = self.probe(hash);
         for bucket in probe.buckets {
-            crate::prefetch::prefetch_read(self.bucket_tags(bucket));
+            spike_prefetch::prefetch_read(self.bucket_tags(bucket));
         }
     }
 
@@ -169,9 +169,9 @@ impl<K: Copy + Eq, V: Copy> FixedTable<K, V> {
             let tags = self.bucket_tags(bucket);
             if let Some(offset) = tags.iter().position(|&tag| tag == probe.tag) {
                 let entry = self.entry(bucket * BUCKET_ENTRIES + offset);
-                crate::prefetch::prefetch_read(entry);
+                spike_prefetch::prefetch_read(entry);
                 // An entry may straddle two cache lines.
-                crate::prefetch::prefetch_read(&entry.value);
+                spike_prefetch::prefetch_read(&entry.value);
                 return;
             }
         }

@@ -7,6 +7,8 @@
 //! The entry point is [`Worker::process`]: one frame in, one [`Verdict`] out, against an
 //! immutable [`Snapshot`] built from a [`Config`].
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod conntrack;
 pub mod counters;
@@ -16,8 +18,6 @@ pub mod flow;
 pub mod fragments;
 pub mod icmp;
 pub mod maglev;
-#[allow(unsafe_code)] // A cache prefetch hint; the module documents why it is sound.
-mod prefetch;
 pub mod ratelimit;
 pub mod snapshot;
 pub mod verdict;

@@ -1,13 +1,16 @@
-//! A cache prefetch hint: the only `unsafe` in the core.
+//! A cache prefetch hint.
+//!
+//! It is a crate of its own so that the packet-processing core keeps `unsafe_code`
+//! denied.
 //!
 //! Bursts of packets touch conntrack lines scattered over hundreds of megabytes. Issuing
-//! the loads for a whole burst before processing it lets their memory latency overlap,
-//! which measured several times faster per packet with a million tracked flows (see
-//! BENCHMARKS.md).
+//! the loads for a whole burst before processing it lets their memory latency overlap.
+//! BENCHMARKS.md compares the decision with and without it.
+#![allow(unsafe_code)] // The one intrinsic call below, with its SAFETY comment.
 
 /// Asks the CPU to bring the cache line holding `value` into all cache levels.
 #[inline(always)]
-pub(crate) fn prefetch_read<T>(value: &T) {
+pub fn prefetch_read<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 is a hint that never faults and has no architectural effect, so
     // any address is sound; `value` is a live reference besides. SSE, which provides the
