@@ -1,1 +1,62 @@
-fn main() {}
+//! `spike-dataplane`: Spike's DPDK poll-mode dataplane.
+//!
+//! It loads the config, initializes DPDK with the config's `[dpdk]` section, and runs
+//! one poll loop per worker lcore that passes every received frame through
+//! [`spike_core::Worker::process`] and acts on the verdict in place. The main lcore
+//! handles signals: SIGHUP reloads the config, SIGINT and SIGTERM stop forwarding,
+//! print the final counters and exit.
+//!
+//! Exit codes: 0 after a clean stop, 2 for an invalid config or command line, 1 for
+//! DPDK and other runtime failures. Every failure is one `spike-dataplane: <error>` line
+//! on stderr; logs also go to stderr (`RUST_LOG` sets the filter, `info` by default).
+
+mod error;
+mod poll;
+mod reload;
+mod report;
+mod run;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Runs Spike's DPDK dataplane with the given config.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Args {
+    /// Dataplane config file (TOML) with a [dpdk] section.
+    #[arg(short, long)]
+    config: PathBuf,
+
+    /// JSON file that the counters are written to, replaced atomically every interval.
+    #[arg(long)]
+    counters_file: Option<PathBuf>,
+
+    /// Interval between writes of --counters-file, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    counters_interval_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    match run::run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("spike-dataplane: {}", error::one_line(&error.to_string()));
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -99,6 +99,24 @@ impl<'a> Port<'a> {
         unsafe { sys::rte_eth_dev_count_avail() }
     }
 
+    /// Returns the names of the ports that the EAL probed and that are not
+    /// closed, in port id order, for messages that list the choices.
+    pub fn available_names(eal: &Eal) -> Vec<String> {
+        let _ = eal;
+        let mut names = Vec::new();
+        for port_id in 0..sys::RTE_MAX_ETHPORTS as u16 {
+            // SAFETY: the EAL is running, as the Eal borrow proves; any id
+            // is accepted.
+            if unsafe { sys::rte_eth_dev_is_valid_port(port_id) } == 0 {
+                continue;
+            }
+            if let Some(name) = port_name(port_id) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
     /// Opens the port named `name`, for example `net_null0` for a
     /// `--vdev net_null0` argument or a PCI address.
     ///
@@ -481,24 +499,7 @@ impl<'a> Port<'a> {
     ///
     /// [`DpdkError::Call`] from `rte_eth_stats_get`.
     pub fn stats(&self) -> Result<PortStats, DpdkError> {
-        let mut stats = sys::rte_eth_stats::default();
-
-        // SAFETY: the port is open and stats is a valid, writable struct.
-        let ret = unsafe { sys::rte_eth_stats_get(self.id, &mut stats) };
-        if ret != 0 {
-            return Err(self.error("rte_eth_stats_get", ret));
-        }
-
-        Ok(PortStats {
-            ipackets: stats.ipackets,
-            opackets: stats.opackets,
-            ibytes: stats.ibytes,
-            obytes: stats.obytes,
-            imissed: stats.imissed,
-            ierrors: stats.ierrors,
-            oerrors: stats.oerrors,
-            rx_nombuf: stats.rx_nombuf,
-        })
+        read_stats(self.id)
     }
 
     /// Receives into the free slots of `burst` and returns how many mbufs
@@ -564,6 +565,25 @@ impl<'a> Port<'a> {
         Ok((rx, tx))
     }
 
+    /// Like [`Port::split_queues`], and also returns a [`StatsReader`] so
+    /// the thread that keeps the port can read its counters while other
+    /// lcores poll the queues.
+    ///
+    /// # Errors
+    ///
+    /// [`DpdkError::PortNotStarted`] before [`Port::start`].
+    #[allow(clippy::type_complexity)]
+    pub fn split_queues_with_stats(
+        &mut self,
+    ) -> Result<(Vec<RxQueue<'_, 'a>>, Vec<TxQueue<'_, 'a>>, StatsReader<'_>), DpdkError> {
+        let stats = StatsReader {
+            port_id: self.id,
+            _port: PhantomData,
+        };
+        let (rx, tx) = self.split_queues()?;
+        Ok((rx, tx, stats))
+    }
+
     fn check_queue(
         &self,
         direction: &'static str,
@@ -591,6 +611,77 @@ impl<'a> Port<'a> {
     fn error(&self, call: &'static str, ret: i32) -> DpdkError {
         DpdkError::call(call, format!("port {}", self.id), ret)
     }
+}
+
+/// Reads the counters of a port whose queues were split off, from
+/// [`Port::split_queues_with_stats`]. It borrows the port like the queue
+/// handles do, so the port cannot be stopped or closed while it exists. It
+/// is `Send` but not `Sync`, so one thread at a time reads through it.
+#[derive(Debug)]
+pub struct StatsReader<'port> {
+    port_id: u16,
+    _port: PhantomData<(&'port (), Cell<()>)>,
+}
+
+impl StatsReader<'_> {
+    /// Returns the port counters, as [`Port::stats`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`DpdkError::Call`] from `rte_eth_stats_get`.
+    pub fn stats(&self) -> Result<PortStats, DpdkError> {
+        read_stats(self.port_id)
+    }
+}
+
+/// Reads `port_id`'s counters. Callers guarantee the port is open and that
+/// no other thread runs a control call on it at the same time.
+fn read_stats(port_id: u16) -> Result<PortStats, DpdkError> {
+    let mut stats = sys::rte_eth_stats::default();
+
+    // SAFETY: the port is open (guaranteed by the callers) and stats is a
+    // valid, writable struct. rte_eth_stats_get only reads the driver's
+    // counters, so it may run while other lcores call the rx and tx burst
+    // functions, as testpmd does when it shows statistics mid-run; a
+    // counter read during a burst may miss that burst's packets.
+    let ret = unsafe { sys::rte_eth_stats_get(port_id, &mut stats) };
+    if ret != 0 {
+        return Err(DpdkError::call(
+            "rte_eth_stats_get",
+            format!("port {port_id}"),
+            ret,
+        ));
+    }
+
+    Ok(PortStats {
+        ipackets: stats.ipackets,
+        opackets: stats.opackets,
+        ibytes: stats.ibytes,
+        obytes: stats.obytes,
+        imissed: stats.imissed,
+        ierrors: stats.ierrors,
+        oerrors: stats.oerrors,
+        rx_nombuf: stats.rx_nombuf,
+    })
+}
+
+/// Returns the device name of a valid port id, or `None` if DPDK reports
+/// no name for it.
+fn port_name(port_id: u16) -> Option<String> {
+    let mut buffer: [c_char; sys::RTE_ETH_NAME_MAX_LEN as usize] =
+        [0; sys::RTE_ETH_NAME_MAX_LEN as usize];
+
+    // SAFETY: the EAL is running (callers hold an Eal or a Port), buffer has
+    // the RTE_ETH_NAME_MAX_LEN bytes that DPDK writes at most, NUL
+    // included, and DPDK checks the port id.
+    let ret = unsafe { sys::rte_eth_dev_get_name_by_port(port_id, buffer.as_mut_ptr()) };
+    if ret != 0 {
+        return None;
+    }
+
+    // SAFETY: on success DPDK wrote a NUL-terminated name into buffer.
+    let name = unsafe { CStr::from_ptr(buffer.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 impl Drop for Port<'_> {

@@ -1,0 +1,375 @@
+//! The poll loop of one worker lcore.
+//!
+//! Each worker owns one rx and one tx queue of the main port (and of the kernel port,
+//! when there is one), a [`Worker`] with its conntrack and fragment tables, and fixed
+//! bursts. Per poll it receives up to one burst, loads the current snapshot once,
+//! decides every frame with [`Worker::process`] and acts on the verdict:
+//!
+//! - a forward gets its encapsulation header prepended in the mbuf's headroom after the
+//!   Ethernet header and padding are cut off, so the packet itself is not copied;
+//! - a forward that exceeds the underlay MTU is copied into new mbufs as outer
+//!   fragments, and a reply is copied into a new mbuf (both are rare, slow paths);
+//! - a kernel frame goes to the kernel port if there is one, and is freed otherwise;
+//! - a dropped frame is freed.
+//!
+//! Frames the kernel port receives go out of the main port unchanged, so the host's
+//! ARP, neighbor discovery and control traffic keep working on a port DPDK owns.
+//!
+//! The loop does not allocate (beyond mbufs), lock or log. Every
+//! [`PUBLISH_INTERVAL_NS`] it publishes a copy of its counters for the main lcore;
+//! that copy allocates, once per interval and not per packet.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use spike_core::encap::write_outer_fragments;
+use spike_core::{Counters, Output, Snapshot, Verdict, Worker};
+use spike_dpdk::{pause, rdtsc, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue};
+
+/// How often a worker publishes its counters, in nanoseconds.
+pub const PUBLISH_INTERVAL_NS: u64 = 100_000_000;
+
+/// Conntrack slots a worker visits for expired entries per poll, so expiry work is
+/// spread evenly instead of stalling one poll.
+const REAP_SLOTS_PER_POLL: usize = 64;
+
+/// Scratch room for one outer fragment: the largest MTU the config accepts plus the
+/// Ethernet header.
+const MAX_FRAME_LEN: usize = 9216 + 14;
+
+/// Counters a worker keeps itself, beyond the core's [`Counters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxCounters {
+    /// Frames freed because the tx queue kept rejecting them after `dpdk.tx_retries`
+    /// attempts, on either port.
+    pub tx_dropped: u64,
+    /// Outer fragments and replies lost because the mbuf pool was empty.
+    pub mbuf_alloc_failed: u64,
+    /// Forwards freed because the mbuf had no headroom for the encapsulation header.
+    pub encap_failed: u64,
+    /// Frames freed without a decision because the driver chained them over several
+    /// mbufs, which the in-place encapsulation cannot edit.
+    pub rx_multi_segment: u64,
+    /// Frames from the kernel port sent out of the main port.
+    pub from_kernel: u64,
+}
+
+impl TxCounters {
+    /// Adds another worker's counters into these.
+    pub fn add(&mut self, other: &TxCounters) {
+        self.tx_dropped += other.tx_dropped;
+        self.mbuf_alloc_failed += other.mbuf_alloc_failed;
+        self.encap_failed += other.encap_failed;
+        self.rx_multi_segment += other.rx_multi_segment;
+        self.from_kernel += other.from_kernel;
+    }
+}
+
+/// One worker's counters as last published.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerReport {
+    pub counters: Counters,
+    pub tx: TxCounters,
+}
+
+/// State shared by the main lcore and the workers.
+#[derive(Debug)]
+pub struct Shared {
+    /// The snapshot workers decide with. The main lcore swaps it on reload.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Set to end every poll loop.
+    pub stop: AtomicBool,
+    /// One slot per worker, in worker order.
+    pub reports: Vec<ArcSwap<WorkerReport>>,
+}
+
+/// The queues one worker polls and transmits on.
+#[derive(Debug)]
+pub struct Lane<'port, 'pool> {
+    pub rx: RxQueue<'port, 'pool>,
+    pub tx: TxQueue<'port, 'pool>,
+    pub kernel: Option<(RxQueue<'port, 'pool>, TxQueue<'port, 'pool>)>,
+}
+
+/// Settings of a poll loop that do not change while it runs.
+#[derive(Debug)]
+pub struct PollSettings<'a, 'pool> {
+    pub index: usize,
+    pub pool: &'pool Mempool<'pool>,
+    pub shared: &'a Shared,
+    pub tx_retries: u32,
+    pub tsc_hz: u64,
+}
+
+/// A tx queue with its pending burst.
+struct Sender<'port, 'pool> {
+    queue: TxQueue<'port, 'pool>,
+    burst: MbufBurst<'pool>,
+    attempts: u32,
+}
+
+impl<'pool> Sender<'_, 'pool> {
+    /// Queues `mbuf`, transmitting first when the burst is full.
+    #[inline]
+    fn push(&mut self, mbuf: Mbuf<'pool>, tx: &mut TxCounters) {
+        if self.burst.free_slots() == 0 {
+            self.flush(tx);
+        }
+        // flush() always leaves the burst empty (sent or freed), so this push succeeds.
+        // Should that change, a rejected mbuf is still freed and counted.
+        if self.burst.push(mbuf).is_err() {
+            tx.tx_dropped += 1;
+        }
+    }
+
+    /// Transmits the pending burst with up to `attempts` calls, then frees and counts
+    /// what the driver did not take.
+    #[inline]
+    fn flush(&mut self, tx: &mut TxCounters) {
+        let mut attempts = 0;
+        while !self.burst.is_empty() && attempts < self.attempts {
+            self.queue.tx_burst(&mut self.burst);
+            attempts += 1;
+        }
+        if !self.burst.is_empty() {
+            tx.tx_dropped += self.burst.len() as u64;
+            self.burst.clear();
+        }
+    }
+}
+
+/// Destinations of one worker's frames, plus the buffers the slow paths use.
+struct Dispatch<'port, 'pool> {
+    pool: &'pool Mempool<'pool>,
+    to_port: Sender<'port, 'pool>,
+    to_kernel: Option<Sender<'port, 'pool>>,
+    out: Output,
+    scratch: Vec<u8>,
+    tx: TxCounters,
+}
+
+impl<'pool> Dispatch<'_, 'pool> {
+    /// Acts on the verdict for `mbuf`, whose decision details are in `self.out`.
+    #[inline]
+    fn dispatch(&mut self, verdict: Verdict, mut mbuf: Mbuf<'pool>) {
+        match verdict {
+            Verdict::Forward if self.out.fragment => self.send_fragments(&mbuf),
+            Verdict::Forward => {
+                if encapsulate(&mut mbuf, &self.out) {
+                    self.to_port.push(mbuf, &mut self.tx);
+                } else {
+                    self.tx.encap_failed += 1;
+                }
+            }
+            Verdict::Reply => self.send_reply(),
+            Verdict::Kernel(_) => {
+                if let Some(to_kernel) = self.to_kernel.as_mut() {
+                    to_kernel.push(mbuf, &mut self.tx);
+                }
+            }
+            Verdict::Drop(_) => {}
+        }
+    }
+
+    /// Copies the encapsulated packet into outer fragments; the original is freed by
+    /// the caller.
+    fn send_fragments(&mut self, mbuf: &Mbuf<'pool>) {
+        let Some(inner) = mbuf.data().get(self.out.inner.clone()) else {
+            self.tx.encap_failed += 1;
+            return;
+        };
+        let Dispatch {
+            pool,
+            to_port,
+            out,
+            scratch,
+            tx,
+            ..
+        } = self;
+        let emitted = write_outer_fragments(
+            out.header(),
+            inner,
+            out.outer_ipv6,
+            out.mtu,
+            out.fragment_ident,
+            scratch,
+            |frame| match copy_to_mbuf(pool, frame) {
+                Some(fragment) => to_port.push(fragment, tx),
+                None => tx.mbuf_alloc_failed += 1,
+            },
+        );
+        if emitted == 0 {
+            tx.encap_failed += 1;
+        }
+    }
+
+    fn send_reply(&mut self) {
+        match copy_to_mbuf(self.pool, self.out.reply()) {
+            Some(reply) => self.to_port.push(reply, &mut self.tx),
+            None => self.tx.mbuf_alloc_failed += 1,
+        }
+    }
+
+    fn flush(&mut self) {
+        self.to_port.flush(&mut self.tx);
+        if let Some(to_kernel) = self.to_kernel.as_mut() {
+            to_kernel.flush(&mut self.tx);
+        }
+    }
+}
+
+/// Cuts the frame down to the inner IP packet (no Ethernet header, VLAN tag or
+/// padding) and prepends the encapsulation header in the headroom. Returns false if
+/// the mbuf cannot be edited that way; the caller then frees it.
+#[inline]
+fn encapsulate(mbuf: &mut Mbuf<'_>, out: &Output) -> bool {
+    let data_len = usize::from(mbuf.data_len());
+    let (Some(padding), Ok(start)) = (
+        data_len.checked_sub(out.inner.end),
+        u16::try_from(out.inner.start),
+    ) else {
+        return false;
+    };
+    if padding > 0 && mbuf.trim(padding as u16).is_err() {
+        return false;
+    }
+    if mbuf.adj(start).is_err() {
+        return false;
+    }
+    match mbuf.prepend(out.header_len as u16) {
+        Some(header) => {
+            header.copy_from_slice(out.header());
+            true
+        }
+        None => false,
+    }
+}
+
+/// Allocates an mbuf and copies `frame` into it; `None` if the pool is empty or the
+/// frame does not fit one mbuf.
+#[inline]
+fn copy_to_mbuf<'pool>(pool: &'pool Mempool<'_>, frame: &[u8]) -> Option<Mbuf<'pool>> {
+    let mut mbuf = pool.alloc()?;
+    let length = u16::try_from(frame.len()).ok()?;
+    mbuf.append(length)?.copy_from_slice(frame);
+    Some(mbuf)
+}
+
+/// Converts TSC cycles to nanoseconds without overflow for any realistic uptime.
+#[inline]
+fn cycles_to_ns(cycles: u64, tsc_hz: u64) -> u64 {
+    (u128::from(cycles) * 1_000_000_000 / u128::from(tsc_hz.max(1))) as u64
+}
+
+/// Runs the poll loop until [`Shared::stop`] is set, then publishes the final counters.
+/// Returns the lcore exit code, 0.
+pub fn run<'pool>(
+    lane: Lane<'_, 'pool>,
+    mut worker: Worker,
+    settings: PollSettings<'_, 'pool>,
+) -> i32 {
+    // If this loop ever panics, the guard stops the other workers and the main lcore,
+    // which then reports the failed lcore instead of waiting forever.
+    let _stop_on_exit = StopOnDrop(&settings.shared.stop);
+    let shared = settings.shared;
+    let report = &shared.reports[settings.index];
+    let attempts = settings.tx_retries.max(1);
+
+    let Lane { mut rx, tx, kernel } = lane;
+    let (mut kernel_rx, kernel_tx) = match kernel {
+        Some((kernel_rx, kernel_tx)) => (Some(kernel_rx), Some(kernel_tx)),
+        None => (None, None),
+    };
+    let mut dispatch = Dispatch {
+        pool: settings.pool,
+        to_port: Sender {
+            queue: tx,
+            burst: MbufBurst::new(),
+            attempts,
+        },
+        to_kernel: kernel_tx.map(|queue| Sender {
+            queue,
+            burst: MbufBurst::new(),
+            attempts,
+        }),
+        out: Output::default(),
+        scratch: vec![0; MAX_FRAME_LEN],
+        tx: TxCounters::default(),
+    };
+    let mut received = MbufBurst::new();
+    let mut from_kernel = MbufBurst::new();
+    let mut next_publish_ns = 0;
+
+    while !shared.stop.load(Ordering::Relaxed) {
+        let now_ns = cycles_to_ns(rdtsc(), settings.tsc_hz);
+        let mut busy = rx.rx_burst(&mut received) > 0;
+        if busy {
+            let snapshot = shared.snapshot.load();
+            for mbuf in received.drain() {
+                if mbuf.nb_segs() != 1 {
+                    dispatch.tx.rx_multi_segment += 1;
+                    continue;
+                }
+                let verdict = worker.process(&snapshot, mbuf.data(), now_ns, &mut dispatch.out);
+                dispatch.dispatch(verdict, mbuf);
+            }
+        }
+
+        if let Some(kernel_rx) = kernel_rx.as_mut() {
+            if kernel_rx.rx_burst(&mut from_kernel) > 0 {
+                busy = true;
+                for mbuf in from_kernel.drain() {
+                    dispatch.tx.from_kernel += 1;
+                    dispatch.to_port.push(mbuf, &mut dispatch.tx);
+                }
+            }
+        }
+
+        dispatch.flush();
+        worker.reap(now_ns, REAP_SLOTS_PER_POLL);
+        if now_ns >= next_publish_ns {
+            publish(report, &worker, &dispatch.tx);
+            next_publish_ns = now_ns + PUBLISH_INTERVAL_NS;
+        }
+        if !busy {
+            pause();
+        }
+    }
+
+    publish(report, &worker, &dispatch.tx);
+    0
+}
+
+fn publish(report: &ArcSwap<WorkerReport>, worker: &Worker, tx: &TxCounters) {
+    report.store(Arc::new(WorkerReport {
+        counters: worker.counters().clone(),
+        tx: *tx,
+    }));
+}
+
+/// Sets the flag when dropped, also while unwinding from a panic.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycles_to_ns_converts_at_tsc_rate() {
+        assert_eq!(cycles_to_ns(3_000_000_000, 3_000_000_000), 1_000_000_000);
+        assert_eq!(cycles_to_ns(1, 1_000_000_000), 1);
+        assert_eq!(cycles_to_ns(u64::MAX, 1_000_000_000), u64::MAX);
+    }
+
+    #[test]
+    fn cycles_to_ns_survives_zero_rate() {
+        assert_eq!(cycles_to_ns(5, 0), 5_000_000_000);
+    }
+}

@@ -1,0 +1,129 @@
+//! Start-up failures: an invalid config exits with 2, a DPDK failure with 1, and each
+//! prints one `spike-dataplane: ...` line that names the offending key or value.
+
+mod common;
+
+use common::TestDir;
+
+/// Runs `config` and returns the exit code and the single error line.
+fn failure(test_name: &str, config: &str) -> (Option<i32>, String) {
+    let dir = TestDir::new(test_name);
+    let failure = common::run_to_exit(&dir, config);
+    let line = failure.error_line().to_owned();
+    assert!(
+        line.starts_with("spike-dataplane: "),
+        "{test_name}: the last stderr line is the error; stderr:\n{}",
+        failure.stderr
+    );
+    let message = &line["spike-dataplane: ".len()..];
+    assert_eq!(
+        failure.stderr.matches(message).count(),
+        1,
+        "{test_name}: the error is printed once; stderr:\n{}",
+        failure.stderr
+    );
+    assert!(
+        !failure.stderr.contains("panicked"),
+        "{test_name}: {}",
+        failure.stderr
+    );
+    (failure.code, line)
+}
+
+fn null_port_section(test_name: &str, lcores: &str, extra_lines: &str) -> String {
+    let eal_args = common::eal_args(test_name, lcores, &["--vdev", "net_null0"]);
+    common::dpdk_section(&eal_args, "net_null0", extra_lines)
+}
+
+#[test]
+fn config_errors_exit_2() {
+    let base = common::example_config();
+    let cases = [
+        (
+            "table-size",
+            base.replace("table_size = 65537", "table_size = 65536")
+                + &null_port_section("table-size", "0,1", ""),
+            &["service[0] (web).table_size", "65536"][..],
+        ),
+        (
+            "no-dpdk",
+            base.clone(),
+            &["has no [dpdk] section", "spike.toml"][..],
+        ),
+        (
+            "zero-workers",
+            base.clone() + &null_port_section("zero-workers", "0,1", "workers = 0"),
+            &["for dpdk.workers", "expected from 1 to 128 worker lcores"][..],
+        ),
+        (
+            "few-lcores",
+            base.clone() + &null_port_section("few-lcores", "0,1", "workers = 2"),
+            &["invalid value 2 for dpdk.workers", "gives 1 worker lcores"][..],
+        ),
+        (
+            "unknown-key",
+            base.clone() + &null_port_section("unknown-key", "0,1", "queues = 4"),
+            &["unknown field `queues`"][..],
+        ),
+    ];
+
+    for (name, config, expected) in cases {
+        let (code, line) = failure(name, &config);
+        assert_eq!(code, Some(2), "{name}: exit code for {line}");
+        for text in expected {
+            assert!(
+                line.contains(text),
+                "{name}: {text:?} missing from {line:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn missing_config_file_exits_2() {
+    let dir = TestDir::new("missing-file");
+    let mut daemon = common::Daemon::start(&dir, &dir.file("absent.toml"));
+    let status = daemon.wait_exit(common::EXIT_TIMEOUT);
+    let stderr = daemon.stderr_text();
+
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot read config file"), "{stderr}");
+    assert!(stderr.contains("absent.toml"), "{stderr}");
+}
+
+#[test]
+fn bad_eal_argument_exits_1() {
+    let eal_args = common::eal_args("bogus", "0,1", &["--bogus"]);
+    let config = common::example_config() + &common::dpdk_section(&eal_args, "net_null0", "");
+    let (code, line) = failure("bogus", &config);
+
+    assert_eq!(code, Some(1), "{line}");
+    assert!(line.contains("cannot initialize DPDK"), "{line}");
+    assert!(line.contains("--bogus"), "{line}");
+}
+
+#[test]
+fn missing_port_lists_available_ports() {
+    let eal_args = common::eal_args("no-port", "0,1", &["--vdev", "net_null0"]);
+    let config = common::example_config() + &common::dpdk_section(&eal_args, "net_pcap9", "");
+    let (code, line) = failure("no-port", &config);
+
+    assert_eq!(code, Some(1), "{line}");
+    assert_eq!(
+        line,
+        "spike-dataplane: port net_pcap9 not found; available ports: net_null0"
+    );
+}
+
+#[test]
+fn too_little_memory_exits_1() {
+    let mut eal_args = common::eal_args("small-memory", "0,1", &["--vdev", "net_null0"]);
+    let memory = eal_args.iter().position(|arg| arg == "256").unwrap();
+    eal_args[memory] = "64".to_owned();
+    let section = common::dpdk_section(&eal_args, "net_null0", "mbufs = 65535");
+    let (code, line) = failure("small-memory", &(common::example_config() + &section));
+
+    assert_eq!(code, Some(1), "{line}");
+    assert!(line.contains("dpdk.mbufs = 65535"), "{line}");
+    assert!(line.contains("raise -m"), "{line}");
+}
