@@ -37,7 +37,7 @@ pub enum ConfigError {
     },
     #[error("invalid config: {0}")]
     Syntax(#[from] toml::de::Error),
-    #[error("invalid value {value:?} for {key}: expected {expected}")]
+    #[error("invalid value {value} for {key}: expected {expected}")]
     Invalid {
         key: String,
         value: String,
@@ -83,11 +83,11 @@ impl fmt::Display for Protocol {
 }
 
 /// The validated configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub node: NodeConfig,
     pub vxlan: VxlanConfig,
-    pub hash_key: [u8; 16],
+    pub hash_key: HashKey,
     pub conntrack: ConntrackConfig,
     pub icmp: IcmpConfig,
     pub services: Vec<ServiceConfig>,
@@ -95,8 +95,19 @@ pub struct Config {
     pub dpdk: Option<DpdkConfig>,
 }
 
+/// The flow hash key, shared by every Spike node. `Debug` does not print it, so that a
+/// logged config cannot reveal how flows map to backends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HashKey(pub [u8; 16]);
+
+impl fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HashKey(<redacted>)")
+    }
+}
+
 /// DPDK dataplane settings: EAL arguments, ports and worker cores.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DpdkConfig {
     /// Arguments for `rte_eal_init`, without the program name.
     pub eal_args: Vec<String>,
@@ -118,7 +129,7 @@ pub struct DpdkConfig {
 }
 
 /// This Spike node's underlay identity.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NodeConfig {
     /// MAC address of the underlay port: the outer Ethernet source.
     pub mac: MacAddr,
@@ -135,7 +146,7 @@ pub struct NodeConfig {
 }
 
 /// VXLAN encapsulation settings; the defaults match flannel's VXLAN backend.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct VxlanConfig {
     pub vni: u32,
     pub port: u16,
@@ -147,7 +158,7 @@ pub struct VxlanConfig {
 }
 
 /// Per-core table sizes and timeouts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConntrackConfig {
     pub capacity: usize,
     pub fragment_capacity: usize,
@@ -160,14 +171,14 @@ pub struct ConntrackConfig {
 }
 
 /// Limits on the ICMP errors the dataplane generates itself.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct IcmpConfig {
     pub too_big_per_second: u32,
     pub too_big_burst: u32,
 }
 
 /// A VIP, protocol and port, with its backends.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServiceConfig {
     pub name: String,
     pub vip: IpAddr,
@@ -179,7 +190,7 @@ pub struct ServiceConfig {
 }
 
 /// A backend node: flannel's public address and VtepMAC of a Kubernetes node.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BackendConfig {
     pub name: String,
     pub address: IpAddr,
@@ -580,7 +591,7 @@ fn validate_vxlan(raw: RawVxlan) -> Result<VxlanConfig, ConfigError> {
     })
 }
 
-fn parse_hash_key(text: &str) -> Result<[u8; 16], ConfigError> {
+fn parse_hash_key(text: &str) -> Result<HashKey, ConfigError> {
     const EXPECTED: &str = "32 hexadecimal digits (128 bits), the same on every Spike node";
     let text = text.trim();
     if text.len() != 32 || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
@@ -592,7 +603,7 @@ fn parse_hash_key(text: &str) -> Result<[u8; 16], ConfigError> {
         *byte = u8::from_str_radix(digits, 16)
             .map_err(|_| ConfigError::invalid("hash.key", "<redacted>", EXPECTED))?;
     }
-    Ok(key)
+    Ok(HashKey(key))
 }
 
 fn seconds_to_ns(key: &str, seconds: f64) -> Result<u64, ConfigError> {

@@ -122,8 +122,10 @@ impl Counters {
             .collect();
     }
 
-    /// Adds another worker's counters into these, for totals across cores. Services
-    /// are matched by position, so both must have adopted the same snapshot.
+    /// Adds another worker's counters into these, for totals across cores. Services are
+    /// matched by name and backends by id, because workers adopt a new snapshot at their
+    /// next packet and may briefly hold different layouts; entries only `other` has are
+    /// appended.
     pub fn merge(&mut self, other: &Counters) {
         self.rx_packets += other.rx_packets;
         self.rx_bytes += other.rx_bytes;
@@ -135,16 +137,25 @@ impl Counters {
         self.outer_fragmented += other.outer_fragmented;
         self.too_big_sent += other.too_big_sent;
         self.fragment_table_full += other.fragment_table_full;
-        if self.services.is_empty() {
-            self.services = other.services.clone();
-            return;
-        }
-        for (mine, theirs) in self.services.iter_mut().zip(&other.services) {
+        for theirs in &other.services {
+            let Some(mine) = self
+                .services
+                .iter_mut()
+                .find(|mine| mine.name == theirs.name)
+            else {
+                self.services.push(theirs.clone());
+                continue;
+            };
             mine.traffic.packets += theirs.traffic.packets;
             mine.traffic.bytes += theirs.traffic.bytes;
-            for ((_, mine), (_, theirs)) in mine.backends.iter_mut().zip(&theirs.backends) {
-                mine.packets += theirs.packets;
-                mine.bytes += theirs.bytes;
+            for (id, traffic) in &theirs.backends {
+                match mine.backends.iter_mut().find(|(mine_id, _)| mine_id == id) {
+                    Some((_, total)) => {
+                        total.packets += traffic.packets;
+                        total.bytes += traffic.bytes;
+                    }
+                    None => mine.backends.push((*id, *traffic)),
+                }
             }
         }
     }
@@ -153,5 +164,80 @@ impl Counters {
 fn add_arrays(into: &mut [u64], from: &[u64]) {
     for (total, value) in into.iter_mut().zip(from) {
         *total += value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, backends: &[(u64, u64)]) -> ServiceCounters {
+        ServiceCounters {
+            name: name.to_owned(),
+            traffic: Traffic {
+                packets: backends.iter().map(|(_, packets)| packets).sum(),
+                bytes: 0,
+            },
+            backends: backends
+                .iter()
+                .map(|&(id, packets)| {
+                    (
+                        id,
+                        Traffic {
+                            packets,
+                            bytes: packets * 100,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn merge_matches_by_name_and_id() {
+        let mut total = Counters {
+            rx_packets: 5,
+            services: vec![service("web", &[(1, 3), (2, 2)]), service("dns", &[(1, 0)])],
+            ..Counters::default()
+        };
+        let other = Counters {
+            rx_packets: 7,
+            services: vec![service("dns", &[(1, 4)]), service("web", &[(2, 1), (3, 2)])],
+            ..Counters::default()
+        };
+        total.merge(&other);
+
+        assert_eq!(total.rx_packets, 12);
+        let web = &total.services[0];
+        assert_eq!(web.name, "web");
+        assert_eq!(web.traffic.packets, 8);
+        assert_eq!(
+            web.backends,
+            vec![
+                (
+                    1,
+                    Traffic {
+                        packets: 3,
+                        bytes: 300
+                    }
+                ),
+                (
+                    2,
+                    Traffic {
+                        packets: 3,
+                        bytes: 300
+                    }
+                ),
+                (
+                    3,
+                    Traffic {
+                        packets: 2,
+                        bytes: 200
+                    }
+                ),
+            ]
+        );
+        assert_eq!(total.services[1].name, "dns");
+        assert_eq!(total.services[1].traffic.packets, 4);
     }
 }

@@ -239,7 +239,7 @@ impl Snapshot {
         Ok(Snapshot {
             generation,
             services,
-            hasher: FlowHasher::new(config.hash_key),
+            hasher: FlowHasher::new(config.hash_key.0),
             encap,
             service_by_key,
             portless_service,

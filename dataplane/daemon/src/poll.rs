@@ -306,6 +306,15 @@ pub fn run<'pool>(
         let mut busy = rx.rx_burst(&mut received) > 0;
         if busy {
             let snapshot = shared.snapshot.load();
+            // Hash and prefetch the whole burst first so conntrack misses overlap. The
+            // filter matches the loop below, which consumes the hints in order.
+            worker.prefetch_burst(
+                &snapshot,
+                received
+                    .iter()
+                    .filter(|mbuf| mbuf.nb_segs() == 1)
+                    .map(|mbuf| mbuf.data()),
+            );
             for mbuf in received.drain() {
                 if mbuf.nb_segs() != 1 {
                     dispatch.tx.rx_multi_segment += 1;
