@@ -125,10 +125,24 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the binary with `config`, writing the counters file every 100 ms.
     pub fn start(dir: &TestDir, config: &Path) -> Daemon {
+        Daemon::start_in(dir, config, None)
+    }
+
+    /// Starts the binary inside the network namespace `namespace` when given (through
+    /// `ip netns exec`, which execs the binary, so the child PID is the dataplane's).
+    pub fn start_in(dir: &TestDir, config: &Path, namespace: Option<&str>) -> Daemon {
         let stdout = dir.file("stdout.txt");
         let stderr = dir.file("stderr.txt");
         let counters = dir.file("counters.json");
-        let child = Command::new(BINARY)
+        let mut command = match namespace {
+            Some(name) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", name, BINARY]);
+                command
+            }
+            None => Command::new(BINARY),
+        };
+        let child = command
             .arg("--config")
             .arg(config)
             .arg("--counters-file")

@@ -1,0 +1,162 @@
+//! Port set-ups beyond one worker on one port: two workers sharing a port's queues, and
+//! the kernel exception path through a net_tap interface.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Daemon, TestDir};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Reads a `name value` line of the final counters.
+fn counter(stdout: &str, name: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in:\n{stdout}"))
+}
+
+/// EAL arguments with an explicit lcore-to-CPU map, so three lcores fit on two CPUs.
+fn eal_args_mapped(test_name: &str, lcores: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = common::eal_args(test_name, "0", extra);
+    args[0] = "--lcores".to_owned();
+    args[1] = lcores.to_owned();
+    args
+}
+
+#[test]
+fn two_workers_share_one_port() {
+    let dir = TestDir::new("two-workers");
+    let eal_args = eal_args_mapped("two-workers", "0@0,1@1,2@1", &["--vdev", "net_null0"]);
+    let config = common::example_config()
+        + &common::dpdk_section(&eal_args, "net_null0", "workers = 2\nmbufs = 16383");
+    let path = dir.write_config(&config);
+    let mut daemon = Daemon::start(&dir, &path);
+    daemon.wait_log(WAIT, "forwarding started");
+    daemon.wait_counters(WAIT, |counters| {
+        counters["rx_packets"]
+            .as_u64()
+            .is_some_and(|packets| packets > 10_000)
+    });
+    let log = daemon.stderr_text();
+    assert!(log.contains("rx_queues=2"), "two queues configured:\n{log}");
+    assert!(log.contains("workers=2"), "two workers started:\n{log}");
+
+    let stdout = daemon.stop_with("INT");
+    let received = counter(&stdout, "rx_packets");
+    assert!(received > 10_000, "workers received frames: {received}");
+    assert_eq!(
+        received,
+        counter(&stdout, "port.ipackets"),
+        "every frame the port delivered was decided by a worker"
+    );
+    // net_null delivers zero-filled frames: EtherType 0, so the kernel path counts them.
+    assert_eq!(counter(&stdout, "kernel.other_ethertype"), received);
+}
+
+/// A network namespace removed on drop, so the tap interface never reaches the host's.
+struct Namespace(String);
+
+impl Namespace {
+    fn new(name: String) -> Namespace {
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip netns add {name}");
+        Namespace(name)
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let output = Command::new("ip")
+            .arg("-n")
+            .arg(&self.0)
+            .args(args)
+            .output()
+            .expect("run ip");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn kernel_port_carries_exception_frames() {
+    let dir = TestDir::new("kernel-port");
+    let namespace = Namespace::new(format!("spkdp{}", std::process::id()));
+    let capture = common::captures_dir().join("suricata-tcp-handshake-data-rst.pcap");
+    let out = dir.file("out.pcap");
+    let eal_args = common::eal_args(
+        "kernel-port",
+        "0,1",
+        &[
+            "--vdev",
+            &common::pcap_vdev(&capture, &out),
+            "--vdev",
+            "net_tap0,iface=spktap0",
+        ],
+    );
+    let config = common::example_config()
+        + &common::dpdk_section(&eal_args, "net_pcap0", "kernel_port = \"net_tap0\"");
+    let path = dir.write_config(&config);
+    let mut daemon = Daemon::start_in(&dir, &path, Some(&namespace.0));
+    daemon.wait_log(WAIT, "forwarding started");
+    namespace.ip(&["link", "set", "spktap0", "up"]);
+
+    // The capture's 15 server-to-client frames are not for a service: they reach the
+    // kernel through the tap. The kernel's own IPv6 multicast (router solicitation, MLD)
+    // leaves through the main port.
+    daemon.wait_counters(WAIT, |counters| {
+        counters["rx_packets"].as_u64() == Some(34)
+            && counters["from_kernel"]
+                .as_u64()
+                .is_some_and(|frames| frames > 0)
+    });
+    let link = namespace.ip(&["-s", "link", "show", "spktap0"]);
+    let stdout = daemon.stop_with("INT");
+    assert_eq!(counter(&stdout, "kernel.not_service"), 15);
+    assert_eq!(counter(&stdout, "forwarded"), 19);
+
+    let rx_packets: u64 = link
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("RX:"))
+        .nth(1)
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|packets| packets.parse().ok())
+        .unwrap_or_else(|| panic!("no RX packet count in:\n{link}"));
+    assert!(
+        rx_packets >= 15,
+        "the kernel received the exception frames:\n{link}"
+    );
+
+    let frames = std::fs::read(&out).expect("read the tx capture");
+    let from_kernel = counter(&stdout, "from_kernel");
+    assert!(
+        from_kernel > 0,
+        "the kernel sent frames out of the main port"
+    );
+    // Every frame in the tx capture is either one of the 19 forwards or one from the
+    // kernel: count IPv6 frames, which only the kernel sends here.
+    let mut at = 24;
+    let mut ipv6_frames = 0;
+    while at + 16 <= frames.len() {
+        let length = u32::from_le_bytes(frames[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &frames[at + 16..at + 16 + length];
+        if frame.len() >= 14 && frame[12..14] == [0x86, 0xdd] {
+            ipv6_frames += 1;
+        }
+        at += 16 + length;
+    }
+    assert!(
+        ipv6_frames > 0,
+        "the kernel's IPv6 frames went out of the main port"
+    );
+}
