@@ -516,8 +516,9 @@ impl Worker {
                     if !(classified.syn && draining) {
                         let value =
                             tracked_value(snapshot, service_index, index, tracked.backend_id);
-                        self.conntrack
-                            .refresh(slot, value, classified.class, now_ns);
+                        // A closing flow stays closing on the client's last plain ACK.
+                        let class = self.conntrack.class(slot).after(classified.class);
+                        self.conntrack.refresh(slot, value, class, now_ns);
                         return Ok((index, Selection::Tracked));
                     }
                     selection = Selection::SynRebalanced;
@@ -533,9 +534,10 @@ impl Worker {
             .map_or(0, |backend| backend.id);
         let value = tracked_value(snapshot, service_index, index, backend_id);
         match slot {
-            Some(slot) => self
-                .conntrack
-                .refresh(slot, value, classified.class, now_ns),
+            Some(slot) => {
+                let class = self.conntrack.class(slot).after(classified.class);
+                self.conntrack.refresh(slot, value, class, now_ns);
+            }
             None => {
                 if self
                     .conntrack

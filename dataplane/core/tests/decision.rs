@@ -892,6 +892,19 @@ fn conntrack_timeouts_per_state() {
         Some(Selection::NewFlow),
         "closing entry expired at 10 s"
     );
+
+    // The client's last plain ACK after its FIN keeps the entry on the closing timeout.
+    let mut harness = Harness::base();
+    harness.process(&ack, 0);
+    harness.process(&fin, SECOND_NS);
+    harness.process(&ack, 2 * SECOND_NS);
+    assert_eq!(harness.out.selection, Some(Selection::Tracked));
+    harness.process(&ack, 13 * SECOND_NS);
+    assert_eq!(
+        harness.out.selection,
+        Some(Selection::NewFlow),
+        "an ACK after FIN does not restore the established timeout"
+    );
 }
 
 #[test]
