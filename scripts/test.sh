@@ -14,3 +14,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== live test: spike-dataplane between a client and flannel nodes in namespaces"
+bash tests/live/run.sh

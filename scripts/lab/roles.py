@@ -1,0 +1,276 @@
+"""Programs that run inside the lab's namespaces: pod server and HTTP clients.
+
+    serve  an HTTP/1.1 server whose `GET /` body names its node and pod
+    load   GET requests over separate TCP connections from a thread pool, optionally
+           from recorded source ports so that the same 5-tuples are replayed
+    hold   keep-alive connections held open between two requests, driven over
+           stdin and stdout so a caller can change Spike's backends in between
+
+The clients print JSON on stdout. Python 3 standard library only.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import select
+import socket
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# Largest response a client accepts, in bytes. A pod's body is one short line.
+MAX_RESPONSE_BYTES = 65536
+
+
+class PodHandler(BaseHTTPRequestHandler):
+    """Serves `GET /` with the body `node=NAME pod=NAME`.
+
+    The connection stays open unless the request carries `Connection: close`.
+    """
+
+    protocol_version = "HTTP/1.1"
+    # Seconds an idle keep-alive connection stays open.
+    timeout = 60
+    node = ""
+    pod = ""
+
+    def do_GET(self):
+        body = f"node={self.node} pod={self.pod}\n".encode("ascii")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+        # One line per request would bury the demo's output.
+        pass
+
+
+def serve(args):
+    PodHandler.node = args.node
+    PodHandler.pod = args.pod
+    server = ThreadingHTTPServer(("0.0.0.0", args.port), PodHandler)
+    server.daemon_threads = True
+    print(f"{args.node}/{args.pod} listening on port {args.port}", flush=True)
+    server.serve_forever()
+
+
+class ResponseError(Exception):
+    pass
+
+
+def read_response(sock, until_close):
+    """Read one HTTP response and return its status and body.
+
+    With until_close the server ends the body by closing the connection, otherwise
+    Content-Length gives its size and the connection stays usable.
+    """
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ResponseError("connection closed before the response headers ended")
+        data += chunk
+        if len(data) > MAX_RESPONSE_BYTES:
+            raise ResponseError("response headers too long")
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    if until_close:
+        # Reading to the end lets the server close first, so the TIME_WAIT state stays
+        # on the server and the client can reuse this source port for a replay.
+        while chunk := sock.recv(4096):
+            body += chunk
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise ResponseError("response body too long")
+    elif length is None:
+        raise ResponseError("keep-alive response without Content-Length")
+    else:
+        while len(body) < length:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ResponseError(f"body ended after {len(body)} of {length} bytes")
+            body += chunk
+    return status, body.decode("ascii", "replace")
+
+
+def parse_body(body):
+    """Return the node and pod named by a pod server's body."""
+    fields = dict(part.split("=", 1) for part in body.split() if "=" in part)
+    return fields.get("node", ""), fields.get("pod", "")
+
+
+def http_request(sock, host, keep_alive):
+    connection = "keep-alive" if keep_alive else "close"
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: {connection}\r\n\r\n"
+    sock.sendall(request.encode("ascii"))
+    status, body = read_response(sock, until_close=not keep_alive)
+    if status != 200:
+        raise ResponseError(f"HTTP status {status}")
+    return parse_body(body)
+
+
+def open_connection(vip, port, source_port, timeout_s):
+    """Connect to vip:port, binding to source_port first unless it is 0."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        if source_port:
+            # The server closed the previous connection on this port first, so the
+            # TIME_WAIT state is on the server's side. SO_REUSEADDR lets the bind
+            # succeed even if a socket on this port lingers here anyway.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("0.0.0.0", source_port))
+        sock.connect((vip, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def one_request(index, vip, port, source_port, timeout_s):
+    result = {"index": index, "source_port": source_port, "node": "", "pod": "", "error": ""}
+    started = time.monotonic()
+    try:
+        sock = open_connection(vip, port, source_port, timeout_s)
+    except OSError as error:
+        origin = f" from port {source_port}" if source_port else ""
+        result["error"] = f"connect{origin}: {error}"
+        return result
+    with sock:
+        result["source_port"] = sock.getsockname()[1]
+        try:
+            result["node"], result["pod"] = http_request(sock, vip, keep_alive=False)
+        except (OSError, ResponseError, ValueError) as error:
+            result["error"] = f"request: {error}"
+    result["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
+    return result
+
+
+def load(args):
+    if args.source_ports:
+        with open(args.source_ports, encoding="utf-8") as ports_file:
+            source_ports = json.load(ports_file)
+    else:
+        source_ports = [0] * args.requests
+    deadline = time.monotonic() + args.deadline_s
+    results = []
+    skipped = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.workers) as pool:
+        futures = []
+        for index, source_port in enumerate(source_ports):
+            futures.append(
+                pool.submit(
+                    bounded_request, deadline, index, args.vip, args.port, source_port,
+                    args.timeout_s,
+                )
+            )
+        for future in futures:
+            result = future.result()
+            if result is None:
+                skipped += 1
+            else:
+                results.append(result)
+    json.dump({"results": results, "skipped_after_deadline": skipped}, sys.stdout)
+    sys.stdout.write("\n")
+
+
+def bounded_request(deadline, index, vip, port, source_port, timeout_s):
+    """Run one request unless the whole run's deadline has passed."""
+    if time.monotonic() >= deadline:
+        return None
+    return one_request(index, vip, port, source_port, timeout_s)
+
+
+def emit(event, results):
+    print(json.dumps({"event": event, "results": results}), flush=True)
+
+
+def hold(args):
+    connections = []
+    opened = []
+    for offset in range(args.count):
+        source_port = args.first_port + offset
+        result = {"source_port": source_port, "node": "", "pod": "", "error": ""}
+        try:
+            sock = open_connection(args.vip, args.port, source_port, args.timeout_s)
+            result["node"], result["pod"] = http_request(sock, args.vip, keep_alive=True)
+            connections.append(sock)
+        except (OSError, ResponseError, ValueError) as error:
+            result["error"] = str(error)
+            connections.append(None)
+        opened.append(result)
+    emit("opened", opened)
+
+    # Wait for the caller's go-ahead, bounded so an abandoned run still ends.
+    ready, _, _ = select.select([sys.stdin], [], [], args.wait_s)
+    if not ready or not sys.stdin.readline():
+        emit("abandoned", [])
+        return
+
+    after = []
+    for result, sock in zip(opened, connections):
+        second = {"source_port": result["source_port"], "node": "", "pod": "", "error": ""}
+        if sock is None:
+            second["error"] = "not open"
+        else:
+            try:
+                second["node"], second["pod"] = http_request(sock, args.vip, keep_alive=True)
+            except (OSError, ResponseError, ValueError) as error:
+                second["error"] = str(error) or type(error).__name__
+            sock.close()
+        after.append(second)
+    emit("after", after)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="run a pod's HTTP server")
+    serve_parser.add_argument("--node", required=True)
+    serve_parser.add_argument("--pod", required=True)
+    serve_parser.add_argument("--port", type=int, default=80)
+
+    load_parser = commands.add_parser("load", help="GET requests, one TCP connection each")
+    load_parser.add_argument("--vip", required=True)
+    load_parser.add_argument("--port", type=int, default=80)
+    load_parser.add_argument("--requests", type=int, default=1000)
+    load_parser.add_argument(
+        "--source-ports", help="JSON list of source ports to bind, one request each"
+    )
+    load_parser.add_argument("--workers", type=int, default=8, help="concurrent connections")
+    load_parser.add_argument(
+        "--timeout-s", type=float, default=5.0, help="socket timeout per request, seconds"
+    )
+    load_parser.add_argument(
+        "--deadline-s", type=float, default=120.0,
+        help="seconds after which no new request starts",
+    )
+
+    hold_parser = commands.add_parser("hold", help="keep-alive connections held open")
+    hold_parser.add_argument("--vip", required=True)
+    hold_parser.add_argument("--port", type=int, default=80)
+    hold_parser.add_argument("--count", type=int, default=30)
+    hold_parser.add_argument(
+        "--first-port", type=int, default=61000,
+        help="source port of the first connection; the others follow it",
+    )
+    hold_parser.add_argument("--timeout-s", type=float, default=3.0)
+    hold_parser.add_argument(
+        "--wait-s", type=float, default=120.0,
+        help="seconds to wait on stdin for the go-ahead before giving up",
+    )
+
+    args = parser.parse_args()
+    {"serve": serve, "load": load, "hold": hold}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
