@@ -196,7 +196,12 @@ impl EncapTemplate {
     }
 
     /// Writes the full encapsulation header for `inner` (the original IP packet) into
-    /// `out` and returns its length.
+    /// `out` and returns its length, and whether the outer UDP checksum is left to the
+    /// NIC.
+    ///
+    /// With `udp_checksum_offload`, a UDP checksum that is due holds only the folded
+    /// pseudo-header sum, the form NICs with UDP checksum offload (DPDK's
+    /// `RTE_MBUF_F_TX_UDP_CKSUM`) complete; the packet is then not read.
     ///
     /// `ident` becomes the outer IPv4 identification or, over IPv6, seeds nothing: IPv6
     /// carries an identification only in a fragment header.
@@ -207,8 +212,9 @@ impl EncapTemplate {
         inner: &[u8],
         flow_hash: u64,
         ident: u16,
+        udp_checksum_offload: bool,
         out: &mut [u8; MAX_HEADER_LEN],
-    ) -> usize {
+    ) -> (usize, bool) {
         let len = self.header_len();
         out[..len].copy_from_slice(&self.bytes[..len]);
 
@@ -236,19 +242,25 @@ impl EncapTemplate {
         let source_port = settings.source_port(flow_hash);
         out[udp_start..udp_start + 2].copy_from_slice(&source_port.to_be_bytes());
         out[udp_start + 4..udp_start + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-        if self.udp_checksum {
-            let mut sum = self.pseudo_header_sum + udp_len as u32;
-            sum += checksum::sum(&out[udp_start..len]);
-            // The inner packet starts 30 bytes into the UDP datagram: an even offset, so its
-            // 16-bit words line up with the datagram's.
-            sum += checksum::sum(inner);
-            let mut udp_checksum = !checksum::fold(sum);
-            if udp_checksum == 0 {
-                udp_checksum = 0xffff;
-            }
-            out[udp_start + 6..udp_start + 8].copy_from_slice(&udp_checksum.to_be_bytes());
+        if !self.udp_checksum {
+            return (len, false);
         }
-        len
+        let pseudo_header = self.pseudo_header_sum + udp_len as u32;
+        if udp_checksum_offload {
+            let partial = checksum::fold(pseudo_header);
+            out[udp_start + 6..udp_start + 8].copy_from_slice(&partial.to_be_bytes());
+            return (len, true);
+        }
+        let mut sum = pseudo_header + checksum::sum(&out[udp_start..len]);
+        // The inner packet starts 30 bytes into the UDP datagram: an even offset, so its
+        // 16-bit words line up with the datagram's.
+        sum += checksum::sum(inner);
+        let mut udp_checksum = !checksum::fold(sum);
+        if udp_checksum == 0 {
+            udp_checksum = 0xffff;
+        }
+        out[udp_start + 6..udp_start + 8].copy_from_slice(&udp_checksum.to_be_bytes());
+        (len, false)
     }
 }
 

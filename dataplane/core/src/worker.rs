@@ -70,6 +70,10 @@ pub struct Output {
     pub outer_ipv6: bool,
     /// Identification for the outer fragments.
     pub fragment_ident: u32,
+    /// The outer UDP checksum field holds only the pseudo-header sum: the NIC must
+    /// complete it (DPDK's `RTE_MBUF_F_TX_UDP_CKSUM`). Set only when the worker was told
+    /// the port offers that offload.
+    pub udp_checksum_offloaded: bool,
     pub mtu: usize,
     /// The frame of a `Reply`, in `reply[..reply_len]`.
     pub reply: [u8; MAX_REPLY_LEN],
@@ -91,6 +95,7 @@ impl Default for Output {
             fragment: false,
             outer_ipv6: false,
             fragment_ident: 0,
+            udp_checksum_offloaded: false,
             mtu: 0,
             reply: [0; MAX_REPLY_LEN],
             reply_len: 0,
@@ -107,6 +112,7 @@ impl Output {
         self.header_len = 0;
         self.inner = 0..0;
         self.fragment = false;
+        self.udp_checksum_offloaded = false;
         self.reply_len = 0;
         self.service = None;
         self.backend = None;
@@ -149,6 +155,7 @@ pub struct Worker {
     counters: Counters,
     generation: Option<u32>,
     next_ident: u32,
+    udp_checksum_offload: bool,
     /// Flow keys and hashes computed by `prefetch_burst`, consumed in order by `process`.
     hints: [Option<(FlowKey, u64)>; BURST_SIZE],
     hint_cursor: usize,
@@ -172,11 +179,18 @@ impl Worker {
             counters: Counters::default(),
             generation: None,
             next_ident: 0,
+            udp_checksum_offload: false,
             hints: [None; BURST_SIZE],
             hint_cursor: 0,
             hint_len: 0,
             current_hint: None,
         })
+    }
+
+    /// Leaves outer UDP checksums to the NIC from now on, for a port that offers UDP
+    /// checksum offload; see [`Output::udp_checksum_offloaded`].
+    pub fn set_udp_checksum_offload(&mut self, enabled: bool) {
+        self.udp_checksum_offload = enabled;
     }
 
     pub fn counters(&self) -> &Counters {
@@ -686,11 +700,15 @@ impl Worker {
 
         let ident = self.next_ident;
         self.next_ident = self.next_ident.wrapping_add(1);
-        out.header_len = template.write(
+        // Outer fragments are cut from the finished datagram, so their checksum must be
+        // complete before they leave.
+        let offload = self.udp_checksum_offload && !out.fragment;
+        (out.header_len, out.udp_checksum_offloaded) = template.write(
             &snapshot.encap,
             inner,
             flow_hash,
             ident as u16,
+            offload,
             &mut out.header,
         );
         out.outer_ipv6 = template.outer_ipv6();

@@ -1423,3 +1423,38 @@ fn prefetched_burst_decides_identically() {
         );
     }
 }
+
+#[test]
+fn udp_checksum_offload_leaves_pseudo_header() {
+    let mut harness = Harness::base();
+    harness.worker.set_udp_checksum_offload(true);
+    let frame = ethernet(
+        0x86dd,
+        &ipv6(CLIENT6, VIP6, 6, &tcp(40000, 80, SYN, b"data")),
+    );
+    assert_eq!(harness.process(&frame, 0), Verdict::Forward);
+    assert!(harness.out.udp_checksum_offloaded);
+    let mut output = harness.forwarded_frame(&frame);
+
+    // Complete the checksum as a NIC does: sum the datagram, starting from the
+    // pseudo-header sum left in the checksum field, and store the complement.
+    let datagram_start = 14 + 40;
+    let partial = u16::from_be_bytes([output[datagram_start + 6], output[datagram_start + 7]]);
+    assert_ne!(partial, 0, "the pseudo-header sum is in place");
+    let sum = spike_core::wire::checksum::sum(&output[datagram_start..]);
+    let complete = !spike_core::wire::checksum::fold(sum);
+    output[datagram_start + 6..datagram_start + 8].copy_from_slice(&complete.to_be_bytes());
+    let outer = spike_core::wire::Ipv6Packet::new_checked(&output[14..]).expect("outer IPv6");
+    let udp = UdpPacket::new_checked(outer.payload()).expect("outer UDP");
+    assert!(
+        udp.verify_checksum_v6(&outer.src_addr(), &outer.dst_addr()),
+        "the completed checksum is valid"
+    );
+
+    // Over IPv4 with the default zero checksum there is nothing to offload.
+    assert_eq!(
+        harness.process(&tcp_to_vip(40000, SYN), 0),
+        Verdict::Forward
+    );
+    assert!(!harness.out.udp_checksum_offloaded);
+}

@@ -23,9 +23,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use spike_core::encap::write_outer_fragments;
+use spike_core::encap::{
+    write_outer_fragments, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN,
+};
 use spike_core::{Counters, Output, Snapshot, Verdict, Worker};
-use spike_dpdk::{pause, rdtsc, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue};
+use spike_dpdk::{pause, rdtsc, tx_offload, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue};
 
 /// How often a worker publishes its counters, in nanoseconds.
 pub const PUBLISH_INTERVAL_NS: u64 = 100_000_000;
@@ -238,12 +240,23 @@ fn encapsulate(mbuf: &mut Mbuf<'_>, out: &Output) -> bool {
         return false;
     }
     match mbuf.prepend(out.header_len as u16) {
-        Some(header) => {
-            header.copy_from_slice(out.header());
-            true
-        }
-        None => false,
+        Some(header) => header.copy_from_slice(out.header()),
+        None => return false,
     }
+    if out.udp_checksum_offloaded {
+        let (family, l3_len) = if out.outer_ipv6 {
+            (tx_offload::IPV6, IPV6_HEADER_LEN)
+        } else {
+            (tx_offload::IPV4, IPV4_HEADER_LEN)
+        };
+        mbuf.set_tx_offload(
+            family | tx_offload::UDP_CKSUM,
+            ETHERNET_HEADER_LEN as u8,
+            l3_len as u16,
+            UDP_HEADER_LEN as u8,
+        );
+    }
+    true
 }
 
 /// Allocates an mbuf and copies `frame` into it; `None` if the pool is empty or the

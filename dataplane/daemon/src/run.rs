@@ -16,7 +16,7 @@ use spike_core::config::DpdkConfig;
 use spike_core::{Config, Snapshot, Worker};
 use spike_dpdk::{
     DpdkError, Eal, Mempool, Port, PortStats, RxQueue, StatsReader, TxQueue, DEFAULT_DATA_ROOM,
-    LCORE_PANICKED, PKTMBUF_HEADROOM, SOCKET_ID_ANY,
+    LCORE_PANICKED, PKTMBUF_HEADROOM, SOCKET_ID_ANY, TX_OFFLOAD_UDP_CKSUM,
 };
 use tracing::{error, info, warn};
 
@@ -78,14 +78,19 @@ pub fn run(args: &Args) -> Result<(), DaemonError> {
     let lcores = worker_lcores(&eal, dpdk.workers)?;
     let data_room = data_room_for(config.node.mtu);
     let pool = create_pool(&eal, &dpdk, data_room)?;
-    let mut port = open_port(&eal, &pool, &dpdk.port, &dpdk)?;
+    let (mut port, udp_checksum_offload) = open_port(&eal, &pool, &dpdk.port, &dpdk, true)?;
     let mut kernel_port = match &dpdk.kernel_port {
-        Some(name) => Some(open_port(&eal, &pool, name, &dpdk)?),
+        Some(name) => Some(open_port(&eal, &pool, name, &dpdk, false)?.0),
         None => None,
     };
     let workers = (0..usize::from(dpdk.workers))
-        .map(|index| Worker::new(&config).map_err(|source| DaemonError::Worker { index, source }))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|index| {
+            let mut worker =
+                Worker::new(&config).map_err(|source| DaemonError::Worker { index, source })?;
+            worker.set_udp_checksum_offload(udp_checksum_offload);
+            Ok(worker)
+        })
+        .collect::<Result<Vec<_>, DaemonError>>()?;
 
     let shared = Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
@@ -426,13 +431,16 @@ const fn libc_enomem() -> i32 {
     12
 }
 
-/// Opens, configures and starts a port with one queue pair per worker.
+/// Opens, configures and starts a port with one queue pair per worker. Returns the port
+/// and whether it computes outer UDP checksums (requested with `udp_checksum_offload`
+/// and supported by the device).
 fn open_port<'pool>(
     eal: &'pool Eal,
     pool: &'pool Mempool<'_>,
     name: &str,
     dpdk: &DpdkConfig,
-) -> Result<Port<'pool>, DaemonError> {
+    udp_checksum_offload: bool,
+) -> Result<(Port<'pool>, bool), DaemonError> {
     let mut port = Port::by_name(eal, name).map_err(|error| match error {
         DpdkError::PortNotFound { .. } => {
             let names = Port::available_names(eal);
@@ -466,9 +474,15 @@ fn open_port<'pool>(
         });
     }
 
-    let rss = port
-        .configure(queues, queues, queues > 1)
+    let requested_offloads = if udp_checksum_offload {
+        TX_OFFLOAD_UDP_CKSUM
+    } else {
+        0
+    };
+    let (rss, tx_offloads) = port
+        .configure_with_tx_offloads(queues, queues, queues > 1, requested_offloads)
         .map_err(DaemonError::dpdk(context("configure")))?;
+    let udp_checksum_offload = tx_offloads & TX_OFFLOAD_UDP_CKSUM != 0;
     for queue in 0..queues {
         port.setup_rx_queue(queue, dpdk.rx_descriptors, pool)
             .map_err(DaemonError::dpdk(context("set up an rx queue of")))?;
@@ -491,10 +505,11 @@ fn open_port<'pool>(
         rx_queues = queues,
         tx_queues = queues,
         rss = %describe_rss(rss, queues),
+        udp_checksum_offload,
         %mac,
         "port started"
     );
-    Ok(port)
+    Ok((port, udp_checksum_offload))
 }
 
 fn describe_rss(rss_hf: u64, queues: u16) -> String {

@@ -160,3 +160,105 @@ fn kernel_port_carries_exception_frames() {
         "the kernel's IPv6 frames went out of the main port"
     );
 }
+
+/// A UDP service whose only backend is on the IPv6 underlay, where the outer UDP
+/// checksum is mandatory.
+const IPV6_UNDERLAY_SERVICE: &str = r#"
+[[service]]
+name = "offload"
+vip = "203.0.113.99"
+protocol = "udp"
+port = 5000
+
+[[service.backend]]
+name = "node-v6"
+address = "2001:db8::20"
+vtep_mac = "0a:58:0a:f4:00:20"
+"#;
+
+#[test]
+fn tap_port_offloads_udp_checksum() {
+    let dir = TestDir::new("offload");
+    let namespace = Namespace::new(format!("spkof{}", std::process::id()));
+    let eal_args = common::eal_args("offload", "0,1", &["--vdev", "net_tap0,iface=spk0"]);
+    let config = common::example_config()
+        + IPV6_UNDERLAY_SERVICE
+        + &common::dpdk_section(&eal_args, "net_tap0", "");
+    let path = dir.write_config(&config);
+    let mut daemon = Daemon::start_in(&dir, &path, Some(&namespace.0));
+    daemon.wait_log(WAIT, "forwarding started");
+    let log = daemon.stderr_text();
+    assert!(
+        log.contains("udp_checksum_offload=true"),
+        "net_tap offers UDP checksum offload:\n{log}"
+    );
+
+    // The namespace's kernel sends UDP to the VIP out of the tap, where Spike receives
+    // it; Spike's VXLAN frames come back into the kernel through the same tap.
+    namespace.ip(&["link", "set", "spk0", "up"]);
+    namespace.ip(&["addr", "add", "10.77.0.1/24", "dev", "spk0"]);
+    namespace.ip(&["route", "add", "203.0.113.99/32", "dev", "spk0"]);
+    namespace.ip(&[
+        "neigh",
+        "add",
+        "203.0.113.99",
+        "lladdr",
+        "02:53:50:00:00:01",
+        "dev",
+        "spk0",
+    ]);
+    let capture = dir.file("vxlan.pcap");
+    let mut tshark = Command::new("ip")
+        .args(["netns", "exec", &namespace.0, "tshark", "-q", "-i", "spk0"])
+        .args(["-f", "udp port 8472", "-c", "5", "-a", "duration:15", "-w"])
+        .arg(&capture)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start tshark");
+    std::thread::sleep(Duration::from_secs(2));
+    let sender = "import socket, time\n\
+                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  for i in range(20):\n    s.sendto(b'spike offload test %d' % i, ('203.0.113.99', 5000)); time.sleep(0.05)\n";
+    let status = Command::new("ip")
+        .args(["netns", "exec", &namespace.0, "python3", "-c", sender])
+        .status()
+        .expect("run the UDP sender");
+    assert!(status.success(), "UDP sender failed");
+    let tshark_status = tshark.wait().expect("wait for tshark");
+    assert!(
+        tshark_status.success(),
+        "tshark capture failed: {tshark_status}"
+    );
+    let stdout = daemon.stop_with("INT");
+    assert!(counter(&stdout, "service.offload.packets") >= 5, "{stdout}");
+
+    let decoded = Command::new("tshark")
+        .arg("-r")
+        .arg(&capture)
+        .args([
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-d",
+            "udp.port==8472,vxlan",
+        ])
+        .args(["-T", "fields", "-E", "occurrence=f", "-e", "ipv6.dst", "-e"])
+        .args(["udp.checksum.status", "-e", "vxlan.vni"])
+        .output()
+        .expect("run tshark");
+    let text = String::from_utf8_lossy(&decoded.stdout);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|line| line.split('\t').collect())
+        .collect();
+    assert!(rows.len() >= 5, "captured VXLAN frames:\n{text}");
+    for row in rows {
+        assert_eq!(row[0], "2001:db8::20", "outer IPv6 to the backend: {row:?}");
+        // tshark's checksum status 1 is "good".
+        assert_eq!(
+            row[1], "1",
+            "the tap completed the outer UDP checksum: {row:?}"
+        );
+        assert_eq!(row[2], "1", "VNI 1: {row:?}");
+    }
+}

@@ -28,7 +28,9 @@ pub use error::{rte_errno, strerror, DpdkError};
 pub use lcore::{lcore_id, pause, rdtsc, LcoreScope, WorkerLcores, LCORE_PANICKED};
 pub use mbuf::{tx_offload, Drain, Mbuf, MbufBurst, SegmentTooShort, BURST_SIZE};
 pub use mempool::{Mempool, DEFAULT_DATA_ROOM, PKTMBUF_HEADROOM, SOCKET_ID_ANY};
-pub use port::{DevInfo, LinkStatus, Port, PortStats, StatsReader, RSS_IP_TCP_UDP};
+pub use port::{
+    DevInfo, LinkStatus, Port, PortStats, StatsReader, RSS_IP_TCP_UDP, TX_OFFLOAD_UDP_CKSUM,
+};
 pub use queue::{RxQueue, TxQueue};
 
 /// The raw bindings, for DPDK calls that this crate does not wrap.

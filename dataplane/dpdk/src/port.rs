@@ -18,6 +18,10 @@ use crate::mbuf::MbufBurst;
 use crate::mempool::Mempool;
 use crate::queue::{self, RxQueue, TxQueue};
 
+/// Transmit offload bit: the device computes UDP checksums from the pseudo-header
+/// checksum left in the UDP header.
+pub const TX_OFFLOAD_UDP_CKSUM: u64 = sys::RTE_ETH_TX_OFFLOAD_UDP_CKSUM as u64;
+
 /// RSS hash types that [`Port::configure`] requests: IPv4 and IPv6
 /// addresses, plus TCP and UDP ports.
 pub const RSS_IP_TCP_UDP: u64 =
@@ -259,7 +263,27 @@ impl<'a> Port<'a> {
         tx_queues: u16,
         rss: bool,
     ) -> Result<u64, DpdkError> {
+        self.configure_with_tx_offloads(rx_queues, tx_queues, rss, 0)
+            .map(|(rss_hf, _)| rss_hf)
+    }
+
+    /// Like [`Port::configure`], and also enables the transmit offloads of
+    /// `tx_offloads` (`TX_OFFLOAD_*` bits) that the device supports. Returns
+    /// the RSS hash types and the transmit offloads in use.
+    ///
+    /// # Errors
+    ///
+    /// As [`Port::configure`].
+    pub fn configure_with_tx_offloads(
+        &mut self,
+        rx_queues: u16,
+        tx_queues: u16,
+        rss: bool,
+        tx_offloads: u64,
+    ) -> Result<(u64, u64), DpdkError> {
         let mut conf = sys::rte_eth_conf::default();
+        let tx_enabled = tx_offloads & self.dev_info()?.tx_offload_capa;
+        conf.txmode.offloads = tx_enabled;
         let mut rss_hf = 0;
         if rss {
             rss_hf = RSS_IP_TCP_UDP & self.dev_info()?.flow_type_rss_offloads;
@@ -279,7 +303,7 @@ impl<'a> Port<'a> {
 
         self.rx_queues = vec![false; usize::from(rx_queues)];
         self.tx_queues = vec![false; usize::from(tx_queues)];
-        Ok(rss_hf)
+        Ok((rss_hf, tx_enabled))
     }
 
     /// Sets up rx queue `queue` with `n_desc` descriptors, filled from
