@@ -1,7 +1,173 @@
-//! Placeholder binary: the bootstrap is not implemented yet. It exits with status 2 so that
-//! no script can mistake it for a working component.
+//! Command line of the node bootstrap: redeem a one-time token for the node's first
+//! certificate, then renew it once (for a systemd timer) or in a loop.
 
-fn main() {
-    eprintln!("spike-bootstrap: not implemented yet");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use spike_bootstrap::{
+    redeem, renew_loop, renew_once, Backoff, BootstrapError, IdentityPaths, RedeemOptions,
+    RenewOptions,
+};
+use spike_keyproto::duration::parse_duration;
+use spike_keyproto::files;
+use spike_keyproto::tls::parse_fingerprint;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+/// Environment variable that may carry the token instead of a file.
+const TOKEN_ENV: &str = "SPIKE_BOOTSTRAP_TOKEN";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spike-bootstrap",
+    version,
+    about = "Obtain and renew a Spike node's TLS identity"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Keyserver address, HOST:PORT.
+    #[arg(long)]
+    server: String,
+    /// Name the keyserver's certificate must carry; defaults to the host of --server.
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Directory of key.pem, cert.pem and ca.pem.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Time limit of one keyserver call.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Redeem a one-time token: generate the key, get the first certificate.
+    Redeem {
+        #[command(flatten)]
+        common: Common,
+        /// SHA-256 fingerprint of the keyserver's CA certificate (64 hex digits).
+        #[arg(long)]
+        ca_fingerprint: String,
+        /// File holding the token. Without it, the token is read from $SPIKE_BOOTSTRAP_TOKEN;
+        /// it is never taken from the command line, where other users could see it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Renew the certificate, once or (with --loop) at two thirds of each lifetime.
+    Renew {
+        #[command(flatten)]
+        common: Common,
+        /// Keep running and renew whenever due.
+        #[arg(long = "loop")]
+        run_loop: bool,
+        /// First retry delay after a failed renewal; it doubles up to --max-retry-delay.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        retry_delay: Duration,
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        max_retry_delay: Duration,
+        /// Stop the loop after this many renewals.
+        #[arg(long)]
+        max_renewals: Option<u64>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    #[error(transparent)]
+    Tls(#[from] spike_keyproto::tls::TlsSetupError),
+    #[error(transparent)]
+    File(#[from] files::FileError),
+    #[error("no token given: pass --token-file FILE or set {TOKEN_ENV}")]
+    NoToken,
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spike-bootstrap: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    match command {
+        Command::Redeem {
+            common,
+            ca_fingerprint,
+            token_file,
+        } => {
+            let token = match token_file {
+                Some(path) => files::read_secret(&path)?.trim().to_string(),
+                None => std::env::var(TOKEN_ENV).map_err(|_| CliError::NoToken)?,
+            };
+            let options = RedeemOptions {
+                server: common.server,
+                server_name: common.server_name,
+                ca_fingerprint: parse_fingerprint(&ca_fingerprint)?,
+                token,
+                paths: IdentityPaths::new(common.dir),
+                timeout: common.timeout,
+            };
+            let identity = runtime.block_on(redeem(&options))?;
+            println!(
+                "{} {} {}",
+                identity.principal, identity.serial, identity.not_after
+            );
+            Ok(())
+        }
+        Command::Renew {
+            common,
+            run_loop,
+            retry_delay,
+            max_retry_delay,
+            max_renewals,
+        } => {
+            let options = RenewOptions {
+                server: common.server,
+                server_name: common.server_name,
+                paths: IdentityPaths::new(common.dir),
+                timeout: common.timeout,
+            };
+            if !run_loop {
+                let identity = runtime.block_on(renew_once(&options))?;
+                println!(
+                    "{} {} {}",
+                    identity.principal, identity.serial, identity.not_after
+                );
+                return Ok(());
+            }
+            let backoff = Backoff::new(retry_delay, max_retry_delay);
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+                info!("stop signal received");
+            };
+            let renewals = runtime.block_on(renew_loop(&options, backoff, max_renewals, stop))?;
+            info!(renewals, "renewal loop ended");
+            Ok(())
+        }
+    }
 }

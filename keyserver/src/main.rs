@@ -1,7 +1,438 @@
-//! Placeholder binary: the keyserver is not implemented yet. It exits with status 2 so that
-//! no script can mistake it for a working component.
+//! Command line of the Spike keyserver: run the service, set up its state directory, and
+//! administer tokens, principals and certificates over mutual TLS.
 
-fn main() {
-    eprintln!("spike-keyserver: not implemented yet");
-    std::process::exit(2);
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use spike_keyproto::client::host_of;
+use spike_keyproto::duration::parse_duration;
+use spike_keyproto::tls::{self, ClientIdentity};
+use spike_keyproto::{call, Request, Response};
+use spike_keyserver::{local, ServeConfig};
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spike-keyserver",
+    version,
+    about = "Spike's certificate authority for node identities"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the CA (or import one) and the database in the state directory.
+    Init {
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// PEM file of an existing CA certificate to import instead of creating a CA.
+        #[arg(long, requires = "import_ca_key")]
+        import_ca_cert: Option<PathBuf>,
+        /// PEM file of the key of the imported CA certificate.
+        #[arg(long, requires = "import_ca_cert")]
+        import_ca_key: Option<PathBuf>,
+        /// Also issue an admin certificate for this name.
+        #[arg(long, requires = "admin_out")]
+        admin: Option<String>,
+        /// Directory for the admin's NAME.pem and NAME.key.
+        #[arg(long)]
+        admin_out: Option<PathBuf>,
+        /// Validity of the admin certificate, such as 30d or 12h.
+        #[arg(long, default_value = "30d", value_parser = parse_duration)]
+        admin_lifetime: Duration,
+    },
+    /// Issue an admin client certificate (writes NAME.pem and NAME.key).
+    AdminCert {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Validity, such as 30d or 12h.
+        #[arg(long, default_value = "30d", value_parser = parse_duration)]
+        lifetime: Duration,
+    },
+    /// Print the SHA-256 fingerprint of the CA certificate, which nodes pin.
+    Fingerprint {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Run the keyserver.
+    Serve(ServeArgs),
+    /// Manage one-time tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage principals (admin).
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+    /// Inspect issued certificates (admin).
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Address and port to listen on.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    listen: SocketAddr,
+    /// DNS name or IP address in the keyserver's server certificate; repeatable. Defaults
+    /// to localhost, 127.0.0.1 and ::1.
+    #[arg(long = "server-name")]
+    server_names: Vec<String>,
+    /// Domain appended to a principal for a second DNS name in its certificates.
+    #[arg(long)]
+    dns_suffix: Option<String>,
+    /// Validity of node certificates.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    cert_lifetime: Duration,
+    /// Token lifetime when the admin gives none.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    token_lifetime: Duration,
+    /// Maximum token lifetime an admin may request.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    max_token_lifetime: Duration,
+    /// Failed redemptions allowed per source address (IPv6: per /64) in each window.
+    #[arg(long, default_value_t = 10)]
+    max_failed_redemptions: u32,
+    /// Length of the failed-redemption window.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    failure_window: Duration,
+}
+
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// Keyserver address, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    server: String,
+    /// Name to verify the keyserver's certificate against; defaults to the host of --server.
+    #[arg(long)]
+    server_name: Option<String>,
+    /// CA certificate (ca.pem of the keyserver's state directory).
+    #[arg(long)]
+    ca_cert: PathBuf,
+    /// Admin certificate, from `spike-keyserver admin-cert`.
+    #[arg(long)]
+    cert: PathBuf,
+    /// Key of the admin certificate.
+    #[arg(long)]
+    key: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token; prints it once on standard output.
+    Create {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Node name the token is for.
+        #[arg(long)]
+        principal: String,
+        /// Address or CIDR the node must redeem from.
+        #[arg(long)]
+        source: Option<String>,
+        /// Token lifetime (default: the keyserver's, one hour unless configured).
+        #[arg(long, value_parser = parse_duration)]
+        lifetime: Option<Duration>,
+        /// Extra DNS name for the principal's certificates; repeatable. Replaces the
+        /// names stored for the principal.
+        #[arg(long = "dns-name")]
+        dns_names: Vec<String>,
+    },
+    /// List outstanding tokens as JSON.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Include used, expired and revoked tokens.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke an unused token by its id.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        token_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PrincipalCommand {
+    /// Revoke a principal: its tokens and renewals are rejected from then on.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        principal: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// List issued certificates as JSON.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Only the certificates of this principal.
+        #[arg(long)]
+        principal: Option<String>,
+    },
+}
+
+/// Errors of the command line, each shown as one line on standard error.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Local(#[from] local::LocalError),
+    #[error(transparent)]
+    Start(#[from] spike_keyserver::StartError),
+    #[error(transparent)]
+    Client(#[from] spike_keyproto::ClientError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error(transparent)]
+    File(#[from] spike_keyserver::files::FileError),
+    #[error("unexpected response from the keyserver: {0:?}")]
+    Unexpected(Box<Response>),
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("spike-keyserver: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spike-keyserver: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Init {
+            state_dir,
+            import_ca_cert,
+            import_ca_key,
+            admin,
+            admin_out,
+            admin_lifetime,
+        } => {
+            let import = match (import_ca_cert, import_ca_key) {
+                (Some(cert), Some(key)) => Some((
+                    spike_keyserver::files::read_text(&cert)?,
+                    spike_keyserver::files::read_secret(&key)?,
+                )),
+                _ => None,
+            };
+            let import_refs = import.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
+            let (ca, created) = local::init(&state_dir, import_refs)?;
+            let state = if created {
+                "created"
+            } else {
+                "already present"
+            };
+            eprintln!("CA {state} in {}", state_dir.display());
+            println!("{}", ca.fingerprint());
+            if let (Some(name), Some(out_dir)) = (admin, admin_out) {
+                print_admin_files(&local::issue_admin_cert(
+                    &state_dir,
+                    &name,
+                    admin_lifetime,
+                    &out_dir,
+                )?);
+            }
+            Ok(())
+        }
+        Command::AdminCert {
+            state_dir,
+            name,
+            out_dir,
+            lifetime,
+        } => {
+            print_admin_files(&local::issue_admin_cert(
+                &state_dir, &name, lifetime, &out_dir,
+            )?);
+            Ok(())
+        }
+        Command::Fingerprint { state_dir } => {
+            let ca = spike_keyserver::ca::CertAuthority::load(&state_dir)
+                .map_err(local::LocalError::from)?;
+            println!("{}", ca.fingerprint());
+            Ok(())
+        }
+        Command::Serve(args) => serve(args).await,
+        Command::Token(command) => token_command(command).await,
+        Command::Principal(PrincipalCommand::Revoke { admin, principal }) => {
+            expect_done(admin_call(&admin, Request::RevokePrincipal { principal }).await?)
+        }
+        Command::Cert(CertCommand::List { admin, principal }) => {
+            match admin_call(&admin, Request::ListCerts { principal }).await? {
+                Response::Certs { certs } => print_json(&certs),
+                other => Err(CliError::Unexpected(Box::new(other))),
+            }
+        }
+    }
+}
+
+fn print_admin_files(files: &local::AdminFiles) {
+    eprintln!(
+        "admin certificate {} (serial {}) and key {} written",
+        files.cert.display(),
+        files.serial,
+        files.key.display()
+    );
+}
+
+async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let mut config = ServeConfig::new(args.state_dir);
+    config.listen = args.listen;
+    if !args.server_names.is_empty() {
+        config.server_names = args.server_names;
+    }
+    config.dns_suffix = args.dns_suffix;
+    config.cert_lifetime = args.cert_lifetime;
+    config.default_token_lifetime = args.token_lifetime;
+    config.max_token_lifetime = args.max_token_lifetime;
+    config.max_failed_redemptions = args.max_failed_redemptions;
+    config.failure_window = args.failure_window;
+
+    let mut running = spike_keyserver::start(config).await?;
+    // Scripts and tests read this line to learn the bound port and the CA fingerprint.
+    println!(
+        "listening {} fingerprint {}",
+        running.local_addr, running.ca_fingerprint
+    );
+
+    let shutdown = running.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        info!("stop signal received");
+        let _ = shutdown.send(true);
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                error!(error = %e, "cannot listen for SIGTERM; stop the keyserver with Ctrl-C");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn token_command(command: TokenCommand) -> Result<(), CliError> {
+    match command {
+        TokenCommand::Create {
+            admin,
+            principal,
+            source,
+            lifetime,
+            dns_names,
+        } => {
+            let request = Request::CreateToken {
+                principal,
+                source_cidr: source,
+                lifetime_secs: lifetime.map(|d| d.as_secs()),
+                dns_names,
+            };
+            match admin_call(&admin, request).await? {
+                Response::TokenCreated(created) => {
+                    eprintln!(
+                        "token {} for {} expires at {} (Unix seconds); it is shown only now",
+                        created.token_id, created.principal, created.expires_at
+                    );
+                    println!("{}", created.token);
+                    Ok(())
+                }
+                other => Err(CliError::Unexpected(Box::new(other))),
+            }
+        }
+        TokenCommand::List { admin, all } => {
+            match admin_call(&admin, Request::ListTokens { all }).await? {
+                Response::Tokens { tokens } => print_json(&tokens),
+                other => Err(CliError::Unexpected(Box::new(other))),
+            }
+        }
+        TokenCommand::Revoke { admin, token_id } => {
+            expect_done(admin_call(&admin, Request::RevokeToken { token_id }).await?)
+        }
+    }
+}
+
+fn expect_done(response: Response) -> Result<(), CliError> {
+    match response {
+        Response::Done => Ok(()),
+        other => Err(CliError::Unexpected(Box::new(other))),
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+    let text =
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("\"cannot encode: {e}\""));
+    println!("{text}");
+    Ok(())
+}
+
+async fn admin_call(admin: &AdminArgs, request: Request) -> Result<Response, CliError> {
+    let config = admin_tls_config(&admin.ca_cert, &admin.cert, &admin.key)?;
+    let server_name = admin
+        .server_name
+        .clone()
+        .unwrap_or_else(|| host_of(&admin.server).to_string());
+    Ok(call(
+        Arc::new(config),
+        &admin.server,
+        &server_name,
+        &request,
+        CALL_TIMEOUT,
+    )
+    .await?)
+}
+
+fn admin_tls_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig, CliError> {
+    let ca_pem = spike_keyserver::files::read_text(ca)?;
+    let cert_pem = spike_keyserver::files::read_text(cert)?;
+    let key_pem = spike_keyserver::files::read_secret(key)?;
+    let ca_der = tls::certs_from_pem(&ca_pem, &ca.display().to_string())?.remove(0);
+    let identity = ClientIdentity {
+        chain: tls::certs_from_pem(&cert_pem, &cert.display().to_string())?,
+        key: tls::key_from_pem(&key_pem, &key.display().to_string())?,
+    };
+    Ok(tls::client_config(ca_der, Some(identity))?)
 }

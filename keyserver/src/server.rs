@@ -1,0 +1,669 @@
+//! The TLS service: accepts connections, authenticates clients by certificate, and runs
+//! each request against the store.
+//!
+//! Clients may connect without a certificate (redemption needs none). When they present
+//! one it must chain to the keyserver's CA and be unexpired, which rustls checks during the handshake. The keyserver then looks its role up in the database by fingerprint, so
+//! a revoked principal loses access at once even though its certificate is still valid.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use rcgen::{CertificateSigningRequestParams, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
+use spike_keyproto::tls::provider;
+use spike_keyproto::wire::{
+    read_frame, write_frame, CertKind, CreatedToken, IssuedCert, Request, Response,
+};
+use time::OffsetDateTime;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::ca::{CaError, CertAuthority, Profile};
+use crate::error::OpError;
+use crate::policy::{self, canonical_ip, SourceNet};
+use crate::ratelimit::FailureLimiter;
+use crate::store::{AuditEntry, IssuePolicy, PeerRecord, Store, StoreError, TokenRequest};
+use crate::token;
+
+/// Time a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a connection may stay idle between requests.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests served on one connection before the keyserver closes it.
+const MAX_REQUESTS_PER_CONNECTION: usize = 64;
+/// Connections served at once; further ones wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Settings of a running keyserver.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Directory of the CA files and the database.
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// DNS names and IP addresses in the keyserver's own server certificate.
+    pub server_names: Vec<String>,
+    /// Domain appended to principal names for a second DNS name in node certificates.
+    pub dns_suffix: Option<String>,
+    /// Validity of node certificates.
+    pub cert_lifetime: Duration,
+    /// Token lifetime when the admin gives none.
+    pub default_token_lifetime: Duration,
+    /// Maximum token lifetime an admin may request.
+    pub max_token_lifetime: Duration,
+    /// Failed redemptions a source may make per `failure_window`.
+    pub max_failed_redemptions: u32,
+    pub failure_window: Duration,
+    /// Validity of the keyserver's server certificate; it is re-issued at a third of it.
+    pub server_cert_lifetime: Duration,
+}
+
+impl ServeConfig {
+    /// Default settings for `state_dir`: listen on 127.0.0.1:7443, one-day node
+    /// certificates, one-hour tokens (at most seven days), 10 failed redemptions per
+    /// source and minute.
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self {
+            state_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            dns_suffix: None,
+            cert_lifetime: Duration::from_secs(86_400),
+            default_token_lifetime: Duration::from_secs(3600),
+            max_token_lifetime: Duration::from_secs(7 * 86_400),
+            max_failed_redemptions: 10,
+            failure_window: Duration::from_secs(60),
+            server_cert_lifetime: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// Errors of starting the keyserver.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("issuing the keyserver's server certificate failed: {0}")]
+    ServerCert(#[from] OpError),
+    #[error("TLS configuration failed: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}; pick a free address with --listen")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+struct Shared {
+    ca: CertAuthority,
+    store: Mutex<Store>,
+    limiter: Mutex<FailureLimiter>,
+    config: ServeConfig,
+    issue: IssuePolicy,
+}
+
+impl Shared {
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave a transaction half-applied (SQLite
+        // rolls it back when the Transaction drops), so the store stays usable.
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn limiter(&self) -> MutexGuard<'_, FailureLimiter> {
+        self.limiter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A keyserver serving on a socket, until [`RunningKeyserver::stop`].
+#[derive(Debug)]
+pub struct RunningKeyserver {
+    pub local_addr: SocketAddr,
+    /// Hex SHA-256 of the CA certificate, which nodes pin.
+    pub ca_fingerprint: String,
+    pub ca_pem: String,
+    shutdown: watch::Sender<bool>,
+    accept_task: JoinHandle<()>,
+    refresh_task: JoinHandle<()>,
+}
+
+impl RunningKeyserver {
+    /// Stops accepting connections. Requests already being served finish on their own.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.accept_task.await;
+        self.refresh_task.abort();
+    }
+
+    /// Waits until the accept loop ends, which happens only after [`Self::stop`] or a
+    /// fatal accept error.
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.accept_task).await;
+    }
+
+    /// Returns a sender that stops the keyserver when sent `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Holder of the current server certificate, swapped when it is re-issued.
+#[derive(Debug)]
+struct ServerCertSlot {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for ServerCertSlot {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// Loads or creates the CA, opens the database and starts serving on `config.listen`.
+///
+/// # Errors
+///
+/// [`StartError`] if any of these steps fails.
+pub async fn start(config: ServeConfig) -> Result<RunningKeyserver, StartError> {
+    let (ca, created) = CertAuthority::load_or_create(&config.state_dir)?;
+    if created {
+        info!(state_dir = %config.state_dir.display(), fingerprint = %ca.fingerprint(), "created a new CA");
+    }
+    let store = Store::open(&config.state_dir)?;
+
+    let shared = Arc::new(Shared {
+        issue: IssuePolicy {
+            dns_suffix: config.dns_suffix.clone(),
+            cert_lifetime: config.cert_lifetime,
+        },
+        limiter: Mutex::new(FailureLimiter::new(
+            config.max_failed_redemptions,
+            config.failure_window,
+        )),
+        store: Mutex::new(store),
+        ca,
+        config,
+    });
+
+    let slot = Arc::new(ServerCertSlot {
+        current: RwLock::new(issue_server_cert(&shared)?),
+    });
+    let acceptor = TlsAcceptor::from(Arc::new(server_tls_config(&shared, slot.clone())?));
+
+    let listen = shared.config.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: listen,
+        source,
+    })?;
+    info!(%local_addr, fingerprint = %shared.ca.fingerprint(), "keyserver listening");
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let refresh_task = tokio::spawn(refresh_server_cert(shared.clone(), slot));
+    let ca_fingerprint = shared.ca.fingerprint();
+    let ca_pem = shared.ca.cert_pem().to_string();
+    let accept_task = tokio::spawn(accept_loop(shared, listener, acceptor, shutdown_rx));
+    Ok(RunningKeyserver {
+        local_addr,
+        ca_fingerprint,
+        ca_pem,
+        shutdown,
+        accept_task,
+        refresh_task,
+    })
+}
+
+fn server_tls_config(
+    shared: &Shared,
+    slot: Arc<ServerCertSlot>,
+) -> Result<rustls::ServerConfig, StartError> {
+    let tls_error = |e: rustls::Error| StartError::Tls(e.to_string());
+    let mut roots = RootCertStore::empty();
+    roots.add(shared.ca.cert_der().clone()).map_err(tls_error)?;
+    let client_verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .with_client_cert_verifier(client_verifier)
+        .with_cert_resolver(slot);
+    Ok(config)
+}
+
+/// Issues a server certificate under the CA with a fresh key, and records it.
+fn issue_server_cert(shared: &Shared) -> Result<Arc<CertifiedKey>, StartError> {
+    let key = KeyPair::generate().map_err(CaError::from)?;
+    let profile = Profile::Server {
+        names: shared.config.server_names.clone(),
+    };
+    let signed = shared.ca.sign(
+        &key,
+        &profile,
+        OffsetDateTime::now_utc(),
+        shared.config.server_cert_lifetime,
+    )?;
+    shared
+        .store()
+        .record_issued(&signed, &profile, "keyserver")?;
+
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    // The CA certificate follows the leaf so that a node holding only the CA's
+    // fingerprint can find and pin it.
+    let chain = vec![
+        CertificateDer::from(signed.der.clone()),
+        shared.ca.cert_der().clone(),
+    ];
+    info!(serial = %signed.serial, not_after = signed.not_after, "issued keyserver server certificate");
+    Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+}
+
+async fn refresh_server_cert(shared: Arc<Shared>, slot: Arc<ServerCertSlot>) {
+    let period = shared.config.server_cert_lifetime / 3;
+    let retry = Duration::from_secs(60).min(period);
+    let mut wait = period;
+    loop {
+        tokio::time::sleep(wait).await;
+        let issued = {
+            let shared = shared.clone();
+            tokio::task::spawn_blocking(move || issue_server_cert(&shared)).await
+        };
+        match issued {
+            Ok(Ok(key)) => {
+                *slot.current.write().unwrap_or_else(|p| p.into_inner()) = key;
+                wait = period;
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, retry_in_secs = retry.as_secs(), "re-issuing the server certificate failed");
+                wait = retry;
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in_secs = retry.as_secs(), "server certificate task failed");
+                wait = retry;
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => {
+                info!("keyserver stopped accepting connections");
+                return;
+            }
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Usually a transient shortage (file descriptors); back off briefly.
+                warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            serve_connection(shared, acceptor, tcp, peer).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = tcp.set_nodelay(true);
+    let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let peer_cert: Option<Vec<u8>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| cert.to_vec());
+    let source = canonical_ip(peer.ip());
+
+    for _ in 0..MAX_REQUESTS_PER_CONNECTION {
+        let request: Request = match tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut tls)).await
+        {
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) | Err(_) => return,
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "unreadable request");
+                let response = Response::Error {
+                    code: spike_keyproto::ErrorCode::BadRequest,
+                    message: format!("unreadable request: {e}"),
+                };
+                let _ = write_frame(&mut tls, &response).await;
+                return;
+            }
+        };
+
+        let worker = shared.clone();
+        let cert = peer_cert.clone();
+        let handled = tokio::task::spawn_blocking(move || {
+            handle_request(&worker, request, source, cert.as_deref())
+        })
+        .await;
+        let response = handled.unwrap_or_else(|e| {
+            warn!(%peer, error = %e, "request handler panicked");
+            Response::Error {
+                code: spike_keyproto::ErrorCode::Internal,
+                message: "internal keyserver error; the keyserver log has the details".into(),
+            }
+        });
+        if let Err(e) = write_frame(&mut tls, &response).await {
+            // The client is gone. An issued certificate stays recorded; the node can renew
+            // or be given a new token.
+            debug!(%peer, error = %e, "writing the response failed");
+            return;
+        }
+    }
+}
+
+/// Runs one request to completion, logging and auditing failures.
+fn handle_request(
+    shared: &Shared,
+    request: Request,
+    source: IpAddr,
+    peer_cert: Option<&[u8]>,
+) -> Response {
+    let operation = request.operation();
+    let result = match request {
+        Request::Redeem { token, csr_pem } => redeem(shared, &token, &csr_pem, source),
+        Request::Renew { csr_pem } => renew(shared, &csr_pem, source, peer_cert),
+        admin_request => admin(shared, admin_request, source, peer_cert),
+    };
+
+    match result {
+        Ok(response) => response,
+        Err(e) => {
+            warn!(operation, %source, code = ?e.code(), error = %e, "request rejected");
+            let entry = AuditEntry {
+                operation: operation.to_string(),
+                source: Some(source.to_string()),
+                result: format!("{:?}", e.code()),
+                detail: Some(e.to_string()),
+                ..AuditEntry::default()
+            };
+            if let Err(audit_error) = shared.store().audit(&entry) {
+                warn!(operation, error = %audit_error, "writing the audit entry of a rejection failed");
+            }
+            Response::Error {
+                code: e.code(),
+                message: e.client_message(),
+            }
+        }
+    }
+}
+
+fn parse_csr(csr_pem: &str) -> Result<CertificateSigningRequestParams, OpError> {
+    CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| match e {
+        rcgen::Error::InvalidCertificationRequestSignature => OpError::CsrSignatureInvalid,
+        other => OpError::CsrInvalid {
+            reason: other.to_string(),
+        },
+    })
+}
+
+fn redeem(
+    shared: &Shared,
+    token_text: &str,
+    csr_pem: &str,
+    source: IpAddr,
+) -> Result<Response, OpError> {
+    let now = Instant::now();
+    if let Err(retry_after) = shared.limiter().check(source, now) {
+        return Err(OpError::RateLimited {
+            address: source,
+            retry_after_secs: retry_after.as_secs().max(1),
+        });
+    }
+
+    let result = (|| {
+        let parsed = token::parse(token_text).ok_or(OpError::TokenUnknown)?;
+        let csr = parse_csr(csr_pem)?;
+        shared.store().redeem(
+            &shared.ca,
+            &parsed,
+            &csr.public_key,
+            source,
+            &shared.issue,
+            OffsetDateTime::now_utc(),
+        )
+    })();
+
+    match result {
+        Ok((principal, signed)) => {
+            info!(%principal, %source, serial = %signed.serial, "token redeemed");
+            Ok(issued_response(shared, principal, signed))
+        }
+        Err(e) => {
+            if e.counts_as_failed_redemption() {
+                shared.limiter().record_failure(source, now);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn renew(
+    shared: &Shared,
+    csr_pem: &str,
+    source: IpAddr,
+    peer_cert: Option<&[u8]>,
+) -> Result<Response, OpError> {
+    let peer = identify(shared, peer_cert, CertKind::Node, "renew")?;
+    let csr = parse_csr(csr_pem)?;
+    let signed = shared.store().renew(
+        &shared.ca,
+        &peer,
+        &csr.public_key,
+        source,
+        &shared.issue,
+        OffsetDateTime::now_utc(),
+    )?;
+    info!(principal = %peer.principal, %source, serial = %signed.serial, "certificate renewed");
+    Ok(issued_response(shared, peer.principal, signed))
+}
+
+fn issued_response(shared: &Shared, principal: String, signed: crate::ca::SignedCert) -> Response {
+    Response::Issued(IssuedCert {
+        principal,
+        serial: signed.serial,
+        cert_pem: signed.pem,
+        ca_pem: shared.ca.cert_pem().to_string(),
+        not_before: signed.not_before,
+        not_after: signed.not_after,
+    })
+}
+
+/// Finds the holder of the client certificate and checks its kind and revocation.
+fn identify(
+    shared: &Shared,
+    peer_cert: Option<&[u8]>,
+    kind: CertKind,
+    operation: &'static str,
+) -> Result<PeerRecord, OpError> {
+    let needed = match kind {
+        CertKind::Admin => "an admin client certificate issued by this keyserver",
+        _ => "a node client certificate issued by this keyserver",
+    };
+    let not_authorized = OpError::NotAuthorized { operation, needed };
+    let Some(cert) = peer_cert else {
+        return Err(not_authorized);
+    };
+    let Some(peer) = shared.store().identify(cert)? else {
+        return Err(not_authorized);
+    };
+    if peer.kind != kind {
+        return Err(not_authorized);
+    }
+    if peer.principal_revoked {
+        return Err(OpError::PrincipalRevoked {
+            principal: peer.principal,
+        });
+    }
+    Ok(peer)
+}
+
+fn admin(
+    shared: &Shared,
+    request: Request,
+    source: IpAddr,
+    peer_cert: Option<&[u8]>,
+) -> Result<Response, OpError> {
+    let operation = request.operation();
+    let admin = identify(shared, peer_cert, CertKind::Admin, operation)?.principal;
+    let source_text = source.to_string();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+
+    let response = match request {
+        Request::CreateToken {
+            principal,
+            source_cidr,
+            lifetime_secs,
+            dns_names,
+        } => create_token(
+            shared,
+            &admin,
+            &source_text,
+            principal,
+            source_cidr,
+            lifetime_secs,
+            dns_names,
+        )?,
+        Request::ListTokens { all } => Response::Tokens {
+            tokens: shared.store().list_tokens(all, now)?,
+        },
+        Request::RevokeToken { token_id } => {
+            let principal = shared
+                .store()
+                .revoke_token(&token_id, &admin, &source_text, now)?;
+            info!(%admin, %principal, %token_id, "token revoked");
+            Response::Done
+        }
+        Request::RevokePrincipal { principal } => {
+            shared
+                .store()
+                .revoke_principal(&principal, &admin, &source_text, now)?;
+            info!(%admin, %principal, "principal revoked");
+            Response::Done
+        }
+        Request::ListCerts { principal } => Response::Certs {
+            certs: shared.store().list_certs(principal.as_deref())?,
+        },
+        Request::Redeem { .. } | Request::Renew { .. } => unreachable!("dispatched before"),
+    };
+
+    if matches!(operation, "list_tokens" | "list_certs") {
+        let entry = AuditEntry {
+            operation: operation.to_string(),
+            actor: Some(admin),
+            source: Some(source_text),
+            result: "ok".into(),
+            ..AuditEntry::default()
+        };
+        shared.store().audit(&entry)?;
+    }
+    Ok(response)
+}
+
+fn create_token(
+    shared: &Shared,
+    admin: &str,
+    source: &str,
+    principal: String,
+    source_cidr: Option<String>,
+    lifetime_secs: Option<u64>,
+    dns_names: Vec<String>,
+) -> Result<Response, OpError> {
+    policy::validate_principal(&principal)?;
+    for name in &dns_names {
+        policy::validate_dns_name(name)?;
+    }
+    let source_net = source_cidr
+        .as_deref()
+        .map(str::parse::<SourceNet>)
+        .transpose()?;
+    let lifetime = lifetime_secs
+        .map(Duration::from_secs)
+        .unwrap_or(shared.config.default_token_lifetime);
+    if lifetime > shared.config.max_token_lifetime || lifetime.is_zero() {
+        return Err(OpError::BadLifetime {
+            requested_secs: lifetime.as_secs(),
+            max_secs: shared.config.max_token_lifetime.as_secs(),
+        });
+    }
+
+    let request = TokenRequest {
+        principal,
+        source_net,
+        lifetime,
+        dns_names,
+        created_by: admin.to_string(),
+        source: source.to_string(),
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let new = shared.store().create_token(&request, now)?;
+    info!(%admin, principal = %request.principal, token_id = %new.id, "token created");
+    Ok(Response::TokenCreated(CreatedToken {
+        token: new.text,
+        token_id: new.id,
+        principal: request.principal,
+        expires_at: now + lifetime.as_secs() as i64,
+    }))
+}
