@@ -9,13 +9,23 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 
 export CARGO_TERM_COLOR=never
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee "$logs/cargo-test.log"
 echo "== live test: spike-dataplane between a client and flannel nodes in namespaces"
-bash tests/live/run.sh
+bash tests/live/run.sh 2>&1 | tee "$logs/live-test.log"
 echo "== fuzz: the frame parser and decision on libFuzzer, bounded"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh
+
+# One closing line for all suites; any failure has already stopped the script.
+cargo_passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$logs/cargo-test.log" |
+    awk '{ total += $4 } END { print total + 0 }')
+live_passed=$(grep -Eo '^[0-9]+ passed, 0 failed$' "$logs/live-test.log" | awk '{ print $1 }')
+echo "cargo tests: $cargo_passed, live checks: ${live_passed:-0}, fuzzing: 1 run"
+echo "total: $((cargo_passed + ${live_passed:-0} + 1)) passed, 0 failed"
