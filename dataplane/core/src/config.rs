@@ -126,6 +126,12 @@ pub struct DpdkConfig {
     pub tx_descriptors: u16,
     /// Transmit attempts for a burst before the unsent frames are freed and counted.
     pub tx_retries: u32,
+    /// Drop frames unicast to other MACs, and never forward broadcast or multicast
+    /// frames. Turn it off only to replay captured traffic through a port (net_pcap).
+    pub mac_filter: bool,
+    /// Shared-memory snapshot ring to take services from instead of this file's
+    /// `[[service]]` tables; `None` runs standalone.
+    pub snapshot_ring: Option<std::path::PathBuf>,
 }
 
 /// This Spike node's underlay identity.
@@ -232,6 +238,13 @@ struct RawDpdk {
     tx_descriptors: u16,
     #[serde(default = "default_tx_retries")]
     tx_retries: u32,
+    #[serde(default = "default_mac_filter")]
+    mac_filter: bool,
+    snapshot_ring: Option<std::path::PathBuf>,
+}
+
+fn default_mac_filter() -> bool {
+    true
 }
 
 fn default_workers() -> u16 {
@@ -513,6 +526,8 @@ fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, ConfigError> {
         rx_descriptors: raw.rx_descriptors,
         tx_descriptors: raw.tx_descriptors,
         tx_retries: raw.tx_retries,
+        mac_filter: raw.mac_filter,
+        snapshot_ring: raw.snapshot_ring.filter(|path| !path.as_os_str().is_empty()),
     })
 }
 

@@ -75,6 +75,11 @@ reason_enum! {
     /// Why a frame is dropped.
     DropReason {
         EthernetTruncated => "ethernet_truncated",
+        /// Unicast to another MAC address: seen only because the port is promiscuous.
+        OtherHostMac => "other_host_mac",
+        /// A broadcast or multicast Ethernet frame whose IP packet is for a service: a
+        /// VIP is reached by unicast, so such a frame is flooded and other hosts got it too.
+        MulticastToService => "l2_multicast_to_service",
         VlanTruncated => "vlan_truncated",
         Ipv4Truncated => "ipv4_truncated",
         Ipv4BadVersion => "ipv4_bad_version",

@@ -25,7 +25,7 @@ use crate::snapshot::{mapped, ServiceKey, Snapshot};
 use crate::verdict::{DropReason, KernelReason, Selection, Verdict};
 use crate::wire::{
     self, EtherType, EthernetFrame, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet,
-    TcpPacket, UdpPacket, VlanTag,
+    MacAddr, TcpPacket, UdpPacket, VlanTag,
 };
 
 /// Frames per burst that [`Worker::prefetch_burst`] prepares, DPDK's usual burst size.
@@ -136,6 +136,8 @@ struct Frame<'a> {
     bytes: &'a [u8],
     l3_start: usize,
     vlan: Option<[u8; 2]>,
+    /// Sent to a broadcast or multicast MAC while the worker filters by MAC.
+    flooded: bool,
 }
 
 /// A transport flow whose service is known, ready for backend selection.
@@ -156,6 +158,7 @@ pub struct Worker {
     generation: Option<u32>,
     next_ident: u32,
     udp_checksum_offload: bool,
+    mac_filter: Option<MacAddr>,
     /// Flow keys and hashes computed by `prefetch_burst`, consumed in order by `process`.
     hints: [Option<(FlowKey, u64)>; BURST_SIZE],
     hint_cursor: usize,
@@ -180,6 +183,7 @@ impl Worker {
             generation: None,
             next_ident: 0,
             udp_checksum_offload: false,
+            mac_filter: None,
             hints: [None; BURST_SIZE],
             hint_cursor: 0,
             hint_len: 0,
@@ -191,6 +195,14 @@ impl Worker {
     /// checksum offload; see [`Output::udp_checksum_offloaded`].
     pub fn set_udp_checksum_offload(&mut self, enabled: bool) {
         self.udp_checksum_offload = enabled;
+    }
+
+    /// Drops unicast frames to any MAC but `own` from now on, and never forwards or
+    /// answers a broadcast or multicast frame. A promiscuous port receives frames for
+    /// other hosts, which must not reach a backend twice. Off by default, so a capture
+    /// from anywhere can be traced.
+    pub fn set_mac_filter(&mut self, own: Option<MacAddr>) {
+        self.mac_filter = own;
     }
 
     pub fn counters(&self) -> &Counters {
@@ -283,11 +295,20 @@ impl Worker {
             Err(_) => return Verdict::Drop(DropReason::EthernetTruncated),
         };
         let mut ethertype = ethernet.ethertype();
+        let destination = ethernet.dst_addr();
         let mut frame = Frame {
             bytes,
             l3_start: ETHERNET_HEADER_LEN,
             vlan: None,
+            flooded: false,
         };
+        if let Some(own) = self.mac_filter {
+            if destination.is_multicast() {
+                frame.flooded = true;
+            } else if destination != own {
+                return Verdict::Drop(DropReason::OtherHostMac);
+            }
+        }
         if ethertype == EtherType::Vlan {
             let tag = match VlanTag::new_checked(&bytes[ETHERNET_HEADER_LEN..]) {
                 Ok(tag) => tag,
@@ -476,6 +497,9 @@ impl Worker {
         now_ns: u64,
         out: &mut Output,
     ) -> Verdict {
+        if frame.flooded {
+            return Verdict::Drop(DropReason::MulticastToService);
+        }
         out.flow = Some(classified.key);
         let flow_hash = match self.current_hint {
             Some((key, hash)) if key == classified.key => hash,
@@ -596,6 +620,9 @@ impl Worker {
         now_ns: u64,
         out: &mut Output,
     ) -> Verdict {
+        if frame.flooded {
+            return Verdict::Drop(DropReason::MulticastToService);
+        }
         let flow = FlowKey {
             src: key.src,
             dst: key.dst,

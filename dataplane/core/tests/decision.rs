@@ -1458,3 +1458,66 @@ fn udp_checksum_offload_leaves_pseudo_header() {
     );
     assert!(!harness.out.udp_checksum_offloaded);
 }
+
+fn with_destination(mut frame: Vec<u8>, mac: [u8; 6]) -> Vec<u8> {
+    frame[0..6].copy_from_slice(&mac);
+    frame
+}
+
+#[test]
+fn mac_filter_drops_other_hosts_frames() {
+    let mut harness = Harness::base();
+    harness
+        .worker
+        .set_mac_filter(Some(spike_core::wire::MacAddr(SPIKE_MAC)));
+    let other_host = [0x02, 0, 0, 0, 0, 0x99];
+    let broadcast = [0xff; 6];
+
+    assert_eq!(harness.process(&tcp_to_vip(1000, SYN), 0), Verdict::Forward);
+    assert_eq!(
+        harness.process(&with_destination(tcp_to_vip(1001, SYN), other_host), 0),
+        Verdict::Drop(DropReason::OtherHostMac),
+        "unicast to another MAC"
+    );
+    assert_eq!(
+        harness.process(&with_destination(tcp_to_vip(1002, SYN), broadcast), 0),
+        Verdict::Drop(DropReason::MulticastToService),
+        "a flooded frame to a service"
+    );
+    assert_eq!(
+        harness.worker.tracked_flows(),
+        1,
+        "filtered frames create no flow"
+    );
+
+    let mut arp_body = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    arp_body.extend_from_slice(&CLIENT_MAC);
+    arp_body.extend_from_slice(&CLIENT.octets());
+    arp_body.extend_from_slice(&[0; 6]);
+    arp_body.extend_from_slice(&VIP.octets());
+    let arp = with_destination(ethernet(0x0806, &arp_body), broadcast);
+    assert_eq!(harness.process(&arp, 0), Verdict::Kernel(KernelReason::Arp));
+
+    let solicited_node = "ff02::1:ff00:10".parse().expect("address");
+    let solicitation = ethernet(
+        0x86dd,
+        &ipv6(
+            CLIENT6,
+            solicited_node,
+            58,
+            &icmpv6(CLIENT6, solicited_node, 135, 0, [0; 4], &VIP6.octets()),
+        ),
+    );
+    let solicitation = with_destination(solicitation, [0x33, 0x33, 0xff, 0, 0, 0x10]);
+    assert_eq!(
+        harness.process(&solicitation, 0),
+        Verdict::Kernel(KernelReason::NeighborDiscovery)
+    );
+
+    let mut unfiltered = Harness::base();
+    assert_eq!(
+        unfiltered.process(&with_destination(tcp_to_vip(1001, SYN), other_host), 0),
+        Verdict::Forward,
+        "without the filter any destination MAC is accepted, as for traced captures"
+    );
+}
