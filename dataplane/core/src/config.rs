@@ -284,7 +284,7 @@ fn default_mtu() -> u16 {
 struct RawVxlan {
     vni: u32,
     port: u16,
-    source_port_range: [u16; 2],
+    source_port_range: Vec<u16>,
     ttl: u8,
     ipv4_udp_checksum: bool,
 }
@@ -294,7 +294,7 @@ impl Default for RawVxlan {
         RawVxlan {
             vni: 1,
             port: 8472,
-            source_port_range: [49152, 65535],
+            source_port_range: vec![49152, 65535],
             ttl: 64,
             ipv4_udp_checksum: false,
         }
@@ -444,6 +444,16 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut seen = HashSet::new();
     for (index, raw_service) in raw.services.into_iter().enumerate() {
         let service = validate_service(index, raw_service, &node)?;
+        if services
+            .iter()
+            .any(|other: &ServiceConfig| other.name == service.name)
+        {
+            return Err(ConfigError::invalid(
+                format!("service[{index}].name"),
+                &service.name,
+                "a name no other service has",
+            ));
+        }
         let key = (service.vip, service.protocol, service.port);
         if !seen.insert(key) {
             return Err(ConfigError::invalid(
@@ -527,7 +537,9 @@ fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, ConfigError> {
         tx_descriptors: raw.tx_descriptors,
         tx_retries: raw.tx_retries,
         mac_filter: raw.mac_filter,
-        snapshot_ring: raw.snapshot_ring.filter(|path| !path.as_os_str().is_empty()),
+        snapshot_ring: raw
+            .snapshot_ring
+            .filter(|path| !path.as_os_str().is_empty()),
     })
 }
 
@@ -585,7 +597,16 @@ fn validate_vxlan(raw: RawVxlan) -> Result<VxlanConfig, ConfigError> {
             "a UDP port from 1 to 65535",
         ));
     }
-    let [min, max] = raw.source_port_range;
+    let (min, max) = match raw.source_port_range[..] {
+        [min, max] => (min, max),
+        _ => {
+            return Err(ConfigError::invalid(
+                "vxlan.source_port_range",
+                format!("{:?}", raw.source_port_range),
+                "exactly two ports, [low, high]",
+            ))
+        }
+    };
     if min == 0 || min > max {
         return Err(ConfigError::invalid(
             "vxlan.source_port_range",
@@ -681,19 +702,32 @@ fn validate_icmp(raw: RawIcmp) -> Result<IcmpConfig, ConfigError> {
     })
 }
 
+/// Checks a service or backend name: it labels counters and metrics, so it must be a
+/// single word.
+fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    const MAX_LEN: usize = 63;
+    let valid = !name.is_empty()
+        && name.len() <= MAX_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if valid {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        key,
+        format!("{name:?}"),
+        "1 to 63 letters, digits, '-', '_', '.' or ':'",
+    ))
+}
+
 fn validate_service(
     index: usize,
     raw: RawService,
     node: &NodeConfig,
 ) -> Result<ServiceConfig, ConfigError> {
     let key = format!("service[{index}] ({})", raw.name);
-    if raw.name.is_empty() {
-        return Err(ConfigError::invalid(
-            format!("service[{index}].name"),
-            "\"\"",
-            "a non-empty name",
-        ));
-    }
+    validate_name(&format!("service[{index}].name"), &raw.name)?;
     if raw.port == 0 {
         return Err(ConfigError::invalid(
             format!("{key}.port"),
@@ -732,6 +766,24 @@ fn validate_service(
     for (backend_index, raw_backend) in raw.backends.into_iter().enumerate() {
         let backend_key = format!("{key}.backend[{backend_index}]");
         let backend = validate_backend(&backend_key, raw_backend, node)?;
+        if backend.vtep_mac == node.vtep_mac {
+            return Err(ConfigError::invalid(
+                format!("{backend_key}.vtep_mac"),
+                backend.vtep_mac,
+                "a VtepMAC other than node.vtep_mac, or the node drops Spike's frames as \
+                 its own",
+            ));
+        }
+        if backends
+            .iter()
+            .any(|other: &BackendConfig| other.name == backend.name)
+        {
+            return Err(ConfigError::invalid(
+                format!("{backend_key}.name"),
+                &backend.name,
+                "a name no other backend of this service has",
+            ));
+        }
         if !addresses.insert(backend.address) {
             return Err(ConfigError::invalid(
                 format!("{backend_key}.address"),
@@ -776,6 +828,9 @@ fn validate_backend(
             raw.address,
             "the backend node's unicast underlay address",
         ));
+    }
+    if let Some(name) = &raw.name {
+        validate_name(&format!("{key}.name"), name)?;
     }
     let next_hop_mac = match &raw.next_hop_mac {
         Some(text) => Some(parse_mac(&format!("{key}.next_hop_mac"), text)?),

@@ -162,6 +162,36 @@ const BAD_CASES: &[BadCase] = &[
         expected: &["address", "2001:db8::14", "node.ipv6"],
     },
     BadCase {
+        description: "three source ports",
+        from: "[49152, 65535]",
+        to: "[1, 2, 3]",
+        expected: &["vxlan.source_port_range", "[1, 2, 3]", "exactly two"],
+    },
+    BadCase {
+        description: "backend VtepMAC equal to Spike's",
+        from: "vtep_mac = \"0a:58:0a:f4:00:0a\"",
+        to: "vtep_mac = \"02:53:50:00:00:02\"",
+        expected: &["vtep_mac", "02:53:50:00:00:02", "node.vtep_mac"],
+    },
+    BadCase {
+        description: "duplicate service name",
+        from: "name = \"dns\"",
+        to: "name = \"web\"",
+        expected: &["service[1].name", "web", "no other service"],
+    },
+    BadCase {
+        description: "duplicate backend name",
+        from: "name = \"node-b\"",
+        to: "name = \"node-a\"",
+        expected: &["backend[1].name", "node-a", "no other backend"],
+    },
+    BadCase {
+        description: "service name with a space",
+        from: "name = \"sticky\"",
+        to: "name = \"my web\"",
+        expected: &["name", "\"my web\"", "letters, digits"],
+    },
+    BadCase {
         description: "port 0",
         from: "port = 443",
         to: "port = 0",
