@@ -41,6 +41,9 @@ pub enum TraceError {
 pub struct CapturedFrame<'a> {
     pub timestamp: Duration,
     pub data: Cow<'a, [u8]>,
+    /// Length of the frame on the wire, more than `data` holds when the capture tool cut
+    /// it short (a snapshot length such as `tcpdump -s`).
+    pub original_len: usize,
 }
 
 enum Format {
@@ -61,7 +64,19 @@ impl CaptureReader {
             path: display.clone(),
             source,
         };
+        if path.is_dir() {
+            return Err(TraceError::Open {
+                path: display,
+                source: std::io::Error::other("it is a directory, not a capture file"),
+            });
+        }
         let mut file = File::open(path).map_err(open_error)?;
+        if file.metadata().map_err(open_error)?.len() == 0 {
+            return Err(TraceError::Open {
+                path: display,
+                source: std::io::Error::other("the file is empty"),
+            });
+        }
         let mut magic = [0u8; 4];
         let is_pcapng = file.read_exact(&mut magic).is_ok() && magic == PCAPNG_MAGIC;
         file.seek(SeekFrom::Start(0)).map_err(open_error)?;
@@ -102,21 +117,26 @@ impl CaptureReader {
                 Some(Err(error)) => Err(format_error(error)),
                 Some(Ok(packet)) => Ok(Some(CapturedFrame {
                     timestamp: packet.timestamp,
+                    original_len: packet.orig_len as usize,
                     data: packet.data,
                 })),
             },
             Format::PcapNg(reader) => loop {
-                let (interface_id, timestamp, data) = match reader.next_block() {
+                let (interface_id, timestamp, original_len, data) = match reader.next_block() {
                     None => return Ok(None),
                     Some(Err(error)) => return Err(format_error(error)),
                     Some(Ok(Block::EnhancedPacket(packet))) => (
                         Some(packet.interface_id),
                         packet.timestamp,
+                        packet.original_len as usize,
                         packet.data.into_owned(),
                     ),
-                    Some(Ok(Block::SimplePacket(packet))) => {
-                        (Some(0), Duration::ZERO, packet.data.into_owned())
-                    }
+                    Some(Ok(Block::SimplePacket(packet))) => (
+                        Some(0),
+                        Duration::ZERO,
+                        packet.original_len as usize,
+                        packet.data.into_owned(),
+                    ),
                     Some(Ok(_)) => continue,
                 };
                 let link = interface_id
@@ -131,6 +151,7 @@ impl CaptureReader {
                 return Ok(Some(CapturedFrame {
                     timestamp,
                     data: Cow::Owned(data),
+                    original_len,
                 }));
             },
         }

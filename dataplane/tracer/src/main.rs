@@ -86,7 +86,16 @@ fn run(args: &Args) -> Result<(), TraceError> {
         number += 1;
         let now_ns = duration_ns(frame.timestamp);
         let verdict = worker.process(&snapshot, &frame.data, now_ns, &mut out);
-        let line = describe(number, &snapshot, &frame.data, verdict, &out);
+        let mut line = describe(number, &snapshot, &frame.data, verdict, &out);
+        if frame.original_len > frame.data.len() {
+            // Lengths inside the frame then point past the captured bytes, so header
+            // checks fail on what the capture tool removed, not on the packet.
+            line.push_str(&format!(
+                " capture-truncated({} of {} bytes)",
+                frame.data.len(),
+                frame.original_len
+            ));
+        }
         writeln!(stdout, "{line}").map_err(TraceError::Stdout)?;
 
         match verdict {

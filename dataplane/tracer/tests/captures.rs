@@ -425,3 +425,33 @@ fn bad_config_exits_with_error() {
         "error says what is expected: {stderr}"
     );
 }
+
+#[test]
+fn snapshot_length_cut_is_reported() {
+    let source = pcap_frames(&captures_dir().join("suricata-tcp-handshake-data-rst.pcap"));
+    let frame = &source[0];
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("cut.pcap");
+    // A little-endian pcap header (Ethernet), then one record cut to 40 bytes.
+    let mut bytes = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(&40u32.to_le_bytes());
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(&40u32.to_le_bytes());
+    bytes.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&frame[..40]);
+    std::fs::write(&input, bytes).expect("write the capture");
+
+    let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(config_path())
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .expect("run spike-trace");
+    assert!(result.status.success());
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let expected = format!("capture-truncated(40 of {} bytes)", frame.len());
+    assert!(stdout.contains(&expected), "{stdout}");
+}
