@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use pcap_file::pcapng::{Block, PcapNgReader};
-use pcap_file::{DataLink, PcapError};
+use pcap_file::{DataLink, PcapError, TsResolution};
 use thiserror::Error;
 
 /// Magic number at the start of a pcapng file (a section header block).
@@ -112,15 +112,28 @@ impl CaptureReader {
             source,
         };
         match &mut self.format {
-            Format::Pcap(reader) => match reader.next_packet() {
-                None => Ok(None),
-                Some(Err(error)) => Err(format_error(error)),
-                Some(Ok(packet)) => Ok(Some(CapturedFrame {
-                    timestamp: packet.timestamp,
-                    original_len: packet.orig_len as usize,
-                    data: packet.data,
-                })),
-            },
+            // Raw records, because pcap-file 2.0 rejects an original length above the
+            // file's snapshot length, which is exactly what `tcpdump -s` writes.
+            Format::Pcap(reader) => {
+                let nanoseconds = reader.header().ts_resolution == TsResolution::NanoSecond;
+                match reader.next_raw_packet() {
+                    None => Ok(None),
+                    Some(Err(error)) => Err(format_error(error)),
+                    Some(Ok(packet)) => {
+                        let fraction_ns = if nanoseconds {
+                            packet.ts_frac
+                        } else {
+                            packet.ts_frac.saturating_mul(1000)
+                        };
+                        Ok(Some(CapturedFrame {
+                            timestamp: Duration::new(u64::from(packet.ts_sec), 0)
+                                + Duration::from_nanos(u64::from(fraction_ns)),
+                            original_len: packet.orig_len as usize,
+                            data: packet.data,
+                        }))
+                    }
+                }
+            }
             Format::PcapNg(reader) => loop {
                 let (interface_id, timestamp, original_len, data) = match reader.next_block() {
                     None => return Ok(None),
