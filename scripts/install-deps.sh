@@ -9,6 +9,7 @@ packages=(
     libpcap-dev
     tshark                        # independent decoder in the tests
     iproute2 iputils-ping procps  # network namespaces for the live tests
+    prometheus                    # promtool checks the control plane's metrics
     nftables ethtool              # the live lab's node DNAT and client offload settings
     python3 curl
 )

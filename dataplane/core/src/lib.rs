@@ -20,6 +20,7 @@ pub mod icmp;
 pub mod maglev;
 pub mod ratelimit;
 pub mod snapshot;
+pub mod snapshot_parts;
 pub mod verdict;
 pub mod wire;
 pub mod worker;

@@ -348,6 +348,77 @@ fn populate(
     }
 }
 
+/// Invalid input to [`MaglevTable::from_slots`].
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum SlotsError {
+    #[error(transparent)]
+    Table(#[from] MaglevError),
+    #[error(
+        "maglev slot {slot} names backend index {index}, but the table has {backends} backends"
+    )]
+    IndexOutOfRange {
+        slot: u32,
+        index: u32,
+        backends: usize,
+    },
+}
+
+impl MaglevTable {
+    /// Rebuilds a table from its slots, for a table populated elsewhere (by another process).
+    /// `ids` gives the backend id per backend index and `entries` the backend index per slot.
+    ///
+    /// # Errors
+    ///
+    /// [`SlotsError`] when the number of entries is not a prime in
+    /// [`MIN_TABLE_SIZE`]`..=`[`MAX_TABLE_SIZE`], when `ids` is empty, longer than the table
+    /// or repeats an id, or when an entry is not an index into `ids`.
+    pub fn from_slots(ids: Vec<u64>, entries: Vec<u32>) -> Result<Self, SlotsError> {
+        let table_size = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+        let size = check_table_size(table_size)?;
+        if ids.is_empty() {
+            return Err(MaglevError::EmptyBackendSet.into());
+        }
+        if ids.len() > entries.len() {
+            return Err(MaglevError::TooManyBackends {
+                backends: ids.len(),
+                table_size,
+            }
+            .into());
+        }
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(MaglevError::DuplicateBackend(pair[0]).into());
+        }
+        if let Some((slot, &index)) = entries
+            .iter()
+            .enumerate()
+            .find(|(_, &index)| index as usize >= ids.len())
+        {
+            return Err(SlotsError::IndexOutOfRange {
+                slot: slot as u32,
+                index,
+                backends: ids.len(),
+            });
+        }
+        Ok(Self {
+            entries: entries.into_boxed_slice(),
+            ids: ids.into_boxed_slice(),
+            size,
+        })
+    }
+
+    /// Returns the backend index of every slot, in slot order.
+    pub fn entries(&self) -> &[u32] {
+        &self.entries
+    }
+
+    /// Returns the backend id of every backend index.
+    pub fn ids(&self) -> &[u64] {
+        &self.ids
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ mod error;
 mod poll;
 mod reload;
 mod report;
+mod ring;
 mod run;
 
 use std::io::IsTerminal;

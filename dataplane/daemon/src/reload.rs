@@ -58,19 +58,30 @@ pub fn reload(
 ) -> Result<(Arc<Snapshot>, u32), ReloadError> {
     let config = Config::load(path)?;
     check_restart_keys(running, &config)?;
-    let needed = usize::from(config.node.mtu) + ETHERNET_AND_VLAN_LEN;
-    if needed > max_frame_data {
-        return Err(ReloadError::MtuExceedsMbuf {
-            requested: config.node.mtu,
-            needed,
-            available: max_frame_data,
-        });
-    }
+    check_mtu(config.node.mtu, max_frame_data)?;
 
     let generation = shared.snapshot.load().generation.wrapping_add(1);
     let snapshot = Snapshot::build(&config, generation)?;
     let previous = shared.snapshot.swap(Arc::new(snapshot));
     Ok((previous, generation))
+}
+
+/// Checks that frames of `mtu` plus Ethernet and VLAN headers fit the `max_frame_data`
+/// bytes of an mbuf.
+///
+/// # Errors
+///
+/// [`ReloadError::MtuExceedsMbuf`] when they do not.
+pub fn check_mtu(mtu: u16, max_frame_data: usize) -> Result<(), ReloadError> {
+    let needed = usize::from(mtu) + ETHERNET_AND_VLAN_LEN;
+    if needed > max_frame_data {
+        return Err(ReloadError::MtuExceedsMbuf {
+            requested: mtu,
+            needed,
+            available: max_frame_data,
+        });
+    }
+    Ok(())
 }
 
 /// Ethernet header plus one VLAN tag: what a frame adds to an IP packet of MTU size.

@@ -24,6 +24,7 @@ use crate::error::{one_line, DaemonError};
 use crate::poll::{self, Lane, PollSettings, Shared, WorkerReport};
 use crate::reload::{self, ETHERNET_AND_VLAN_LEN};
 use crate::report::{write_atomically, PortCounters, Totals};
+use crate::ring::RingLink;
 use crate::Args;
 
 /// How long the main lcore sleeps between checks for signals and stopped workers.
@@ -83,11 +84,28 @@ pub fn run(args: &Args) -> Result<(), DaemonError> {
         Some(name) => Some(open_port(&eal, &pool, name, &dpdk, false)?.0),
         None => None,
     };
+    // The port is promiscuous, so frames for other hosts arrive too: workers drop them
+    // by the port's real MAC.
+    let port_mac = port.mac_address().ok().map(spike_core::wire::MacAddr);
+    match port_mac {
+        Some(mac) if mac != config.node.mac => warn!(
+            port = dpdk.port,
+            %mac,
+            configured = %config.node.mac,
+            "node.mac differs from the port's MAC; frames go out with node.mac as source"
+        ),
+        Some(_) => {}
+        None => warn!(
+            port = dpdk.port,
+            "cannot read the port's MAC; frames for other hosts are not filtered"
+        ),
+    }
     let workers = (0..usize::from(dpdk.workers))
         .map(|index| {
             let mut worker =
                 Worker::new(&config).map_err(|source| DaemonError::Worker { index, source })?;
             worker.set_udp_checksum_offload(udp_checksum_offload);
+            worker.set_mac_filter(port_mac.filter(|_| dpdk.mac_filter));
             Ok(worker)
         })
         .collect::<Result<Vec<_>, DaemonError>>()?;
@@ -107,6 +125,7 @@ pub fn run(args: &Args) -> Result<(), DaemonError> {
         shared: &shared,
         retired: None,
         counters_file_failing: false,
+        ring: dpdk.snapshot_ring.as_deref().map(RingLink::new),
     };
     let run_result = forward(
         &eal,
@@ -148,6 +167,8 @@ struct Control<'a> {
     retired: Option<(Arc<Snapshot>, Instant)>,
     /// Whether the last counters file write failed, so repeated failures log once.
     counters_file_failing: bool,
+    /// The snapshot ring, when `dpdk.snapshot_ring` is set.
+    ring: Option<RingLink>,
 }
 
 impl Control<'_> {
@@ -160,8 +181,12 @@ impl Control<'_> {
             && !self.shared.stop.load(Ordering::Relaxed)
         {
             if self.signals.reload.swap(false, Ordering::Relaxed) {
-                self.reload();
+                match &self.ring {
+                    Some(ring) => ring.log_reload_ignored(),
+                    None => self.reload(),
+                }
             }
+            self.poll_ring();
             if self
                 .retired
                 .as_ref()
@@ -172,6 +197,9 @@ impl Control<'_> {
             if Instant::now() >= next_write {
                 let totals = self.totals(stats.read());
                 self.write_counters_file(&totals);
+                if let Some(ring) = &self.ring {
+                    ring.publish_counters(&totals);
+                }
                 next_write = Instant::now() + interval;
             }
             std::thread::sleep(CONTROL_TICK);
@@ -198,6 +226,18 @@ impl Control<'_> {
                     "config reload rejected; the running snapshot stays"
                 );
             }
+        }
+    }
+
+    fn poll_ring(&mut self) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        if let Some(previous) = ring.poll(self.config, self.max_frame_data, self.shared) {
+            // A snapshot replaced within RETIRE_AFTER of the last one is retired only
+            // after it, so its predecessor is dropped here on the main lcore: workers
+            // hold a snapshot for one poll, far less than a control tick.
+            self.retired = Some((previous, Instant::now()));
         }
     }
 

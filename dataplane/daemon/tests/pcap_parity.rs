@@ -101,7 +101,13 @@ fn check_capture(test_name: &str, capture: &Path) -> Expected {
     let output = dir.file("out.pcap");
     let vdev = common::pcap_vdev(capture, &output);
     let eal_args = common::eal_args(test_name, "0,1", &["--vdev", &vdev]);
-    let text = base_config + &common::dpdk_section(&eal_args, "net_pcap0", "workers = 1");
+    let text = base_config
+        + &common::dpdk_section(
+            &eal_args,
+            "net_pcap0",
+            // Captured frames carry other hosts' MACs.
+            "workers = 1\nmac_filter = false",
+        );
     let mut daemon = Daemon::start(&dir, &dir.write_config(&text));
 
     let frame_count = input.len() as u64;

@@ -29,7 +29,13 @@ fn config(test_name: &str, dir: &TestDir, extra: &str, dpdk_lines: &str) -> Stri
     let capture = common::captures_dir().join(CAPTURE);
     let vdev = common::pcap_vdev(&capture, &dir.file("out.pcap"));
     let eal_args = common::eal_args(test_name, "0,1", &["--vdev", &vdev]);
-    common::example_config() + extra + &common::dpdk_section(&eal_args, "net_pcap0", dpdk_lines)
+    common::example_config()
+        + extra
+        + &common::dpdk_section(
+            &eal_args,
+            "net_pcap0",
+            &format!("mac_filter = false\n{dpdk_lines}"),
+        )
 }
 
 fn backend_names(counters: &Value, service: &str) -> Vec<String> {

@@ -1,0 +1,104 @@
+//! Creating a kube [`Client`] from [`ApiServerConfig`].
+
+use std::path::PathBuf;
+
+use kube::config::{Config, KubeConfigOptions, Kubeconfig, KubeconfigError};
+use kube::Client;
+
+use crate::config::ApiServerConfig;
+
+/// Error while setting up the connection to the API server.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The `url` mode's value does not parse as a URL.
+    #[error(
+        "invalid API server URL {url:?} in kubernetes.api_server.url: {source}; \
+         write it like http://127.0.0.1:8001"
+    )]
+    InvalidUrl {
+        url: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    /// The kubeconfig file cannot be read or parsed.
+    #[error("failed to read kubeconfig {path}: {source}; check kubernetes.api_server.path")]
+    ReadKubeconfig {
+        path: PathBuf,
+        #[source]
+        source: KubeconfigError,
+    },
+    /// The kubeconfig file lacks the context, cluster or credentials it needs.
+    #[error(
+        "kubeconfig {path} is unusable: {source}; check its current context or set \
+         kubernetes.api_server.context"
+    )]
+    LoadKubeconfig {
+        path: PathBuf,
+        #[source]
+        source: KubeconfigError,
+    },
+    /// The process does not run in a pod, or the service account is not mounted.
+    #[error(
+        "in-cluster configuration is unavailable: {0}; run Spike in a pod with a service \
+         account, or use mode = \"kubeconfig\""
+    )]
+    InCluster(#[source] kube::config::InClusterError),
+    /// kube could not build its HTTP client, for example from invalid TLS material.
+    #[error("failed to create the Kubernetes client: {0}; check the CA and client certificate")]
+    Client(#[source] kube::Error),
+}
+
+/// Creates a client for the configured API server. Nothing is sent until the client is
+/// used. The kubeconfig mode reads the file, and the in-cluster mode reads the pod's
+/// service account files and environment.
+///
+/// TLS goes through rustls with the ring provider, the workspace's only one. If no process
+/// default provider is installed yet, this installs ring. A binary that also links
+/// aws-lc-rs through another crate then still gets ring here, instead of a panic.
+///
+/// # Errors
+///
+/// [`ConnectError`] naming the setting to fix.
+pub async fn connect(api_server: &ApiServerConfig) -> Result<Client, ConnectError> {
+    let config = match api_server {
+        ApiServerConfig::InCluster {} => Config::incluster().map_err(ConnectError::InCluster)?,
+        ApiServerConfig::Kubeconfig { path, context } => {
+            kubeconfig_config(path, context.clone()).await?
+        }
+        ApiServerConfig::Url { url } => {
+            let uri = url.parse().map_err(|source| ConnectError::InvalidUrl {
+                url: url.clone(),
+                source,
+            })?;
+            Config::new(uri)
+        }
+    };
+
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Fails only when another thread installed a provider in between, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    Client::try_from(config).map_err(ConnectError::Client)
+}
+
+async fn kubeconfig_config(
+    path: &PathBuf,
+    context: Option<String>,
+) -> Result<Config, ConnectError> {
+    let kubeconfig =
+        Kubeconfig::read_from(path).map_err(|source| ConnectError::ReadKubeconfig {
+            path: path.clone(),
+            source,
+        })?;
+    let options = KubeConfigOptions {
+        context,
+        ..KubeConfigOptions::default()
+    };
+
+    Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|source| ConnectError::LoadKubeconfig {
+            path: path.clone(),
+            source,
+        })
+}

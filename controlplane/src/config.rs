@@ -1,0 +1,374 @@
+//! The control plane's TOML configuration.
+//!
+//! The file is the dataplane's config format for `[node]`, `[vxlan]`, `[hash]` and
+//! `[[service]]` (validated by spike-core's own parser), plus:
+//!
+//! - `[controlplane]`: the ring path, the metrics address and the ring's slot size;
+//! - `[service.health_check]` per service, and `health_address` per backend, the
+//!   address the checks connect to when it differs from the backend's underlay address.
+//!
+//! `[conntrack]`, `[icmp]` and `[dpdk]` belong in the dataplane's file and are rejected.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use spike_core::Config;
+use thiserror::Error;
+
+/// A config error, naming the key and what to do.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("invalid config: {0}")]
+    Core(#[from] spike_core::config::ConfigError),
+    #[error("[{0}] belongs in the dataplane's config file: remove it from this one")]
+    DataplaneSection(String),
+    #[error("invalid value {value} for {key}: expected {expected}")]
+    Invalid {
+        key: String,
+        value: String,
+        expected: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, value: impl std::fmt::Display, expected: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        expected: expected.to_owned(),
+    }
+}
+
+/// The validated config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlConfig {
+    pub ring: PathBuf,
+    pub metrics_listen: SocketAddr,
+    pub slot_size_bytes: u64,
+    /// Node, VXLAN, hash and statically configured services, as the dataplane reads them.
+    pub base: Config,
+    /// Health check per service of `base`, in the same order.
+    pub health_checks: Vec<Option<HealthCheck>>,
+    /// Address each backend's checks connect to, per service and backend of `base`.
+    pub health_addresses: Vec<Vec<IpAddr>>,
+}
+
+/// How a service's backends are checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    pub port: u16,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    pub fall: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Succeeds when a TCP connection is established.
+    Tcp,
+    /// Succeeds when `GET path` answers with `expected_status`.
+    Http { path: String, expected_status: u16 },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    ring: PathBuf,
+    metrics_listen: SocketAddr,
+    #[serde(default = "default_slot_size_mib")]
+    ring_slot_size_mib: u64,
+}
+
+fn default_slot_size_mib() -> u64 {
+    16
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    kind: String,
+    port: Option<u16>,
+    path: Option<String>,
+    expected_status: Option<u16>,
+    #[serde(default = "default_interval_ms")]
+    interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_rise")]
+    rise: u32,
+    #[serde(default = "default_fall")]
+    fall: u32,
+}
+
+fn default_interval_ms() -> u64 {
+    2000
+}
+
+fn default_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_rise() -> u32 {
+    2
+}
+
+fn default_fall() -> u32 {
+    3
+}
+
+impl ControlConfig {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first invalid key.
+    pub fn load(path: &Path) -> Result<ControlConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        ControlConfig::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first invalid key.
+    pub fn parse(text: &str) -> Result<ControlConfig, ConfigError> {
+        let mut root: toml::Table = toml::from_str(text)?;
+        for section in ["conntrack", "icmp", "dpdk"] {
+            if root.contains_key(section) {
+                return Err(ConfigError::DataplaneSection(section.to_owned()));
+            }
+        }
+        let control: RawControl = root
+            .remove("controlplane")
+            .ok_or_else(|| invalid("controlplane", "(missing)", "a [controlplane] section"))?
+            .try_into()?;
+        let (raw_checks, raw_addresses) = take_health_keys(&mut root)?;
+
+        let base: Config = toml::to_string(&root)
+            .map_err(|error| invalid("(config)", error, "a config TOML can represent"))?
+            .parse()?;
+        let health_checks = raw_checks
+            .into_iter()
+            .enumerate()
+            .map(|(index, raw)| raw.map(|raw| validate_check(index, raw, &base)).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        let health_addresses = raw_addresses
+            .into_iter()
+            .zip(&base.services)
+            .map(|(addresses, service)| {
+                addresses
+                    .into_iter()
+                    .zip(&service.backends)
+                    .map(|(address, backend)| address.unwrap_or(backend.address))
+                    .collect()
+            })
+            .collect();
+
+        if !(1..=1024).contains(&control.ring_slot_size_mib) {
+            return Err(invalid(
+                "controlplane.ring_slot_size_mib",
+                control.ring_slot_size_mib,
+                "1 to 1024 MiB",
+            ));
+        }
+        Ok(ControlConfig {
+            ring: control.ring,
+            metrics_listen: control.metrics_listen,
+            slot_size_bytes: control.ring_slot_size_mib << 20,
+            base,
+            health_checks,
+            health_addresses,
+        })
+    }
+}
+
+type HealthKeys = (Vec<Option<RawHealthCheck>>, Vec<Vec<Option<IpAddr>>>);
+
+/// Removes the control plane's keys from the `[[service]]` tables, so that what remains
+/// is the dataplane's format.
+fn take_health_keys(root: &mut toml::Table) -> Result<HealthKeys, ConfigError> {
+    let mut checks = Vec::new();
+    let mut addresses = Vec::new();
+    let Some(toml::Value::Array(services)) = root.get_mut("service") else {
+        return Ok((checks, addresses));
+    };
+    for service in services.iter_mut() {
+        let Some(service) = service.as_table_mut() else {
+            continue;
+        };
+        checks.push(
+            service
+                .remove("health_check")
+                .map(|value| value.try_into())
+                .transpose()?,
+        );
+        let mut backend_addresses = Vec::new();
+        if let Some(toml::Value::Array(backends)) = service.get_mut("backend") {
+            for backend in backends.iter_mut().filter_map(toml::Value::as_table_mut) {
+                backend_addresses.push(
+                    backend
+                        .remove("health_address")
+                        .map(|value| value.try_into())
+                        .transpose()?,
+                );
+            }
+        }
+        addresses.push(backend_addresses);
+    }
+    Ok((checks, addresses))
+}
+
+fn validate_check(
+    index: usize,
+    raw: RawHealthCheck,
+    base: &Config,
+) -> Result<HealthCheck, ConfigError> {
+    let service = &base.services[index];
+    let key = format!("service[{index}] ({}).health_check", service.name);
+    let kind = match raw.kind.as_str() {
+        "tcp" => CheckKind::Tcp,
+        "http" => CheckKind::Http {
+            path: raw.path.unwrap_or_else(|| "/".to_owned()),
+            expected_status: raw.expected_status.unwrap_or(200),
+        },
+        other => return Err(invalid(format!("{key}.kind"), other, "\"tcp\" or \"http\"")),
+    };
+    if let CheckKind::Http { path, .. } = &kind {
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            return Err(invalid(
+                format!("{key}.path"),
+                path,
+                "an absolute path without spaces, such as /healthz",
+            ));
+        }
+    }
+    if raw.timeout_ms == 0 || raw.interval_ms < raw.timeout_ms {
+        return Err(invalid(
+            format!("{key}.timeout_ms"),
+            raw.timeout_ms,
+            &format!("1 ms up to interval_ms = {}", raw.interval_ms),
+        ));
+    }
+    for (name, value) in [("rise", raw.rise), ("fall", raw.fall)] {
+        if !(1..=100).contains(&value) {
+            return Err(invalid(format!("{key}.{name}"), value, "1 to 100 checks"));
+        }
+    }
+    Ok(HealthCheck {
+        kind,
+        port: raw.port.unwrap_or(service.port),
+        interval: Duration::from_millis(raw.interval_ms),
+        timeout: Duration::from_millis(raw.timeout_ms),
+        rise: raw.rise,
+        fall: raw.fall,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+        [controlplane]
+        ring = "/dev/shm/spike-test"
+        metrics_listen = "127.0.0.1:9300"
+
+        [node]
+        mac = "02:00:00:00:00:01"
+        ipv4 = "192.0.2.1"
+        gateway_mac = "02:00:00:00:00:fe"
+        vtep_mac = "02:00:00:00:00:02"
+
+        [hash]
+        key = "000102030405060708090a0b0c0d0e0f"
+
+        [[service]]
+        name = "web"
+        vip = "198.51.100.1"
+        protocol = "tcp"
+        port = 80
+
+        [service.health_check]
+        kind = "http"
+        path = "/healthz"
+        interval_ms = 500
+        timeout_ms = 200
+
+        [[service.backend]]
+        address = "192.0.2.11"
+        vtep_mac = "0a:58:0a:f4:00:0a"
+        health_address = "127.0.0.1"
+
+        [[service.backend]]
+        address = "192.0.2.12"
+        vtep_mac = "0a:58:0a:f4:00:0b"
+    "#;
+
+    #[test]
+    fn example_parses() {
+        let config = ControlConfig::parse(BASE).unwrap();
+        assert_eq!(config.base.services.len(), 1);
+        let check = config.health_checks[0].as_ref().unwrap();
+        assert_eq!(check.port, 80);
+        assert_eq!(check.rise, 2);
+        assert_eq!(
+            check.kind,
+            CheckKind::Http {
+                path: "/healthz".into(),
+                expected_status: 200
+            }
+        );
+        assert_eq!(
+            config.health_addresses[0],
+            vec![
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "192.0.2.12".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn committed_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/controlplane.toml");
+        ControlConfig::load(&path).unwrap();
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let cases = [
+            (("kind = \"http\"", "kind = \"icmp\""), "health_check.kind"),
+            (("timeout_ms = 200", "timeout_ms = 900"), "timeout_ms"),
+            (("interval_ms = 500", "interval_ms = 500\nrise = 0"), "rise"),
+            (("path = \"/healthz\"", "path = \"healthz\""), "path"),
+            (("port = 80", "port = 0"), "port"),
+        ];
+        for ((from, to), key) in cases {
+            let text = BASE.replace(from, to);
+            let error = ControlConfig::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
+        }
+    }
+
+    #[test]
+    fn dataplane_sections_are_rejected() {
+        let text = format!("{BASE}\n[dpdk]\nport = \"net_null0\"\n");
+        let error = ControlConfig::parse(&text).unwrap_err();
+        assert!(error.to_string().contains("[dpdk] belongs"), "{error}");
+    }
+}

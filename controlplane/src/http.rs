@@ -1,0 +1,117 @@
+//! The metrics, liveness and readiness endpoints: a minimal HTTP/1.1 server that reads
+//! one request head per connection and closes the connection after the response.
+//!
+//! - `GET /metrics`: Prometheus text exposition.
+//! - `GET /healthz`: 200 while the process runs.
+//! - `GET /readyz`: 200 once the dataplane runs the latest published snapshot, else 503.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::warn;
+
+use crate::metrics;
+
+/// Largest request head accepted.
+const MAX_REQUEST_BYTES: usize = 8192;
+/// Time a client has to send its request head.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the control plane is ready, computed per request.
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Serves connections until the task is dropped.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: Readiness) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "cannot accept a metrics connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let registry = Arc::clone(&registry);
+        let ready = Arc::clone(&ready);
+        tokio::spawn(async move {
+            if let Err(error) = handle(stream, &registry, &ready).await {
+                tracing::debug!(%peer, %error, "metrics connection failed");
+            }
+        });
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    registry: &Registry,
+    ready: &Readiness,
+) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
+        Ok(head) => head?,
+        Err(_) => return Ok(()),
+    };
+    let path = request_path(&head);
+    let (status, content_type, body) = match path.as_deref() {
+        Some("/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::encode(registry),
+        ),
+        Some("/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
+        Some("/readyz") => match ready() {
+            Ok(()) => ("200 OK", "text/plain", "ready\n".to_owned()),
+            Err(reason) => ("503 Service Unavailable", "text/plain", reason + "\n"),
+        },
+        Some(_) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+        None => ("400 Bad Request", "text/plain", "bad request\n".to_owned()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") && head.len() < MAX_REQUEST_BYTES {
+        let read = stream.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        head.extend_from_slice(&buffer[..read]);
+    }
+    Ok(head)
+}
+
+/// Returns the path of a `GET` request line, without its query.
+fn request_path(head: &[u8]) -> Option<String> {
+    let line = head.split(|&byte| byte == b'\r').next()?;
+    let mut parts = std::str::from_utf8(line).ok()?.split(' ');
+    if parts.next()? != "GET" {
+        return None;
+    }
+    let target = parts.next()?;
+    Some(target.split('?').next()?.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_path_parses_get() {
+        assert_eq!(
+            request_path(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").as_deref(),
+            Some("/metrics")
+        );
+        assert_eq!(request_path(b"POST /metrics HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(request_path(b""), None);
+    }
+}

@@ -1,0 +1,278 @@
+//! Prometheus metrics.
+//!
+//! The control plane's own metrics (publication, health, table shares and fingerprints)
+//! live in a prometheus-client registry. The dataplane's counters are read from the
+//! ring on every scrape by [`DataplaneCollector`] and exposed as they are, so they
+//! restart from 0 only when the dataplane does.
+
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use serde_json::Value;
+use spike_snapring::Publisher;
+
+use crate::discovery::BackendLabels;
+
+/// Metrics the control plane updates itself.
+#[derive(Debug)]
+pub struct Metrics {
+    pub generation: Gauge,
+    pub publications: Counter,
+    pub publish_seconds: Histogram,
+    pub backend_health: Family<BackendLabels, Gauge>,
+    /// Share of each backend in its service's table, in parts per million.
+    pub table_share_ppm: Family<BackendLabels, Gauge>,
+    pub fingerprint: Family<[(&'static str, String); 2], Gauge>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them, with the dataplane collector, in a new
+    /// registry.
+    pub fn register(ring: Arc<Mutex<Publisher>>) -> (Arc<Metrics>, Registry) {
+        let metrics = Metrics {
+            generation: Gauge::default(),
+            publications: Counter::default(),
+            // 100 µs to about 3.3 s in factors of 2.
+            publish_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
+            ),
+            backend_health: Family::default(),
+            table_share_ppm: Family::default(),
+            fingerprint: Family::default(),
+        };
+        let mut registry = Registry::with_prefix("spike");
+        registry.register(
+            "snapshot_generation",
+            "Generation of the latest published snapshot",
+            metrics.generation.clone(),
+        );
+        registry.register(
+            "snapshot_publications",
+            "Snapshots published to the ring",
+            metrics.publications.clone(),
+        );
+        registry.register_with_unit(
+            "snapshot_publish",
+            "Time to encode a snapshot and write it to the ring",
+            Unit::Seconds,
+            metrics.publish_seconds.clone(),
+        );
+        registry.register(
+            "backend_health",
+            "1 when the backend passes its health checks (or has none), else 0",
+            metrics.backend_health.clone(),
+        );
+        registry.register(
+            "backend_table_share_ppm",
+            "Slots of the service's Maglev table that go to the backend, in parts per million",
+            metrics.table_share_ppm.clone(),
+        );
+        registry.register(
+            "service_table_fingerprint",
+            "Always 1; the fingerprint label is a hash of the service's Maglev table, equal \
+             on every Spike node that agrees on it",
+            metrics.fingerprint.clone(),
+        );
+        registry.register_collector(Box::new(DataplaneCollector { ring }));
+        (Arc::new(metrics), registry)
+    }
+}
+
+/// Encodes the registry in the Prometheus text format 0.0.4, which `promtool check
+/// metrics` and every Prometheus server parse.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    if prometheus_client::encoding::prometheus_text::encode(&mut text, registry).is_err() {
+        text.clear();
+    }
+    text
+}
+
+/// Reads the dataplane's status and counters from the ring at scrape time.
+#[derive(Debug)]
+pub struct DataplaneCollector {
+    ring: Arc<Mutex<Publisher>>,
+}
+
+impl Collector for DataplaneCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (status, published, counters) = {
+            let ring = self
+                .ring
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            (ring.dataplane(), ring.published(), ring.read_counters())
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64);
+
+        gauge(
+            &mut encoder,
+            "dataplane_applied_generation",
+            "Generation of the snapshot the dataplane runs",
+            status.applied_generation as i64,
+        )?;
+        counter(
+            &mut encoder,
+            "dataplane_refused_snapshots",
+            "Snapshots the dataplane refused after validation",
+            status.refused,
+        )?;
+        if let Some(published) = published {
+            let age = now_ms.saturating_sub(published.published_unix_ms) as f64 / 1000.0;
+            let metric = ConstGauge::new(age);
+            let family = encoder.encode_descriptor(
+                "snapshot_age",
+                "Time since the latest snapshot was published",
+                Some(&Unit::Seconds),
+                metric.metric_type(),
+            )?;
+            metric.encode(family)?;
+        }
+        if status.heartbeat_unix_ms > 0 {
+            let age = now_ms.saturating_sub(status.heartbeat_unix_ms) as f64 / 1000.0;
+            let metric = ConstGauge::new(age);
+            let family = encoder.encode_descriptor(
+                "dataplane_heartbeat_age",
+                "Time since the dataplane last polled the ring",
+                Some(&Unit::Seconds),
+                metric.metric_type(),
+            )?;
+            metric.encode(family)?;
+        }
+
+        let Some(counters) = counters.and_then(|bytes| serde_json::from_slice(&bytes).ok()) else {
+            return Ok(());
+        };
+        encode_counters(&mut encoder, &counters)
+    }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// Encodes one labelled counter family; `rows` are label sets with values.
+fn counter_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&'static str, String)>, u64)],
+) -> Result<(), std::fmt::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (labels, value) in rows {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// Encodes the counters file's JSON object that the dataplane writes to the ring.
+fn encode_counters(
+    encoder: &mut DescriptorEncoder,
+    counters: &Value,
+) -> Result<(), std::fmt::Error> {
+    let number = |value: &Value| value.as_u64().unwrap_or(0);
+    for (key, help) in [
+        ("rx_packets", "Frames the dataplane received"),
+        ("forwarded", "Packets the dataplane forwarded to a backend"),
+        ("tx_dropped", "Frames the dataplane's tx queues rejected"),
+    ] {
+        counter(
+            encoder,
+            &format!("dataplane_{key}"),
+            help,
+            number(&counters[key]),
+        )?;
+    }
+
+    let drops: Vec<_> = counters["drops"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(reason, value)| (vec![("reason", reason.clone())], number(value)))
+        .collect();
+    counter_family(
+        encoder,
+        "dataplane_drops",
+        "Frames dropped, by reason",
+        &drops,
+    )?;
+
+    let mut service_packets = Vec::new();
+    let mut service_bytes = Vec::new();
+    let mut backend_packets = Vec::new();
+    let mut backend_bytes = Vec::new();
+    for service in counters["services"].as_array().into_iter().flatten() {
+        let name = service["name"].as_str().unwrap_or_default().to_owned();
+        let labels = vec![("service", name.clone())];
+        service_packets.push((labels.clone(), number(&service["packets"])));
+        service_bytes.push((labels, number(&service["bytes"])));
+        for backend in service["backends"].as_array().into_iter().flatten() {
+            let labels = vec![
+                ("service", name.clone()),
+                (
+                    "backend",
+                    backend["name"].as_str().unwrap_or_default().to_owned(),
+                ),
+            ];
+            backend_packets.push((labels.clone(), number(&backend["packets"])));
+            backend_bytes.push((labels, number(&backend["bytes"])));
+        }
+    }
+    counter_family(
+        encoder,
+        "dataplane_service_packets",
+        "Packets forwarded for the service",
+        &service_packets,
+    )?;
+    counter_family(
+        encoder,
+        "dataplane_service_bytes",
+        "Bytes of inner IP packets forwarded for the service",
+        &service_bytes,
+    )?;
+    counter_family(
+        encoder,
+        "dataplane_backend_packets",
+        "Packets forwarded to the backend",
+        &backend_packets,
+    )?;
+    counter_family(
+        encoder,
+        "dataplane_backend_bytes",
+        "Bytes of inner IP packets forwarded to the backend",
+        &backend_bytes,
+    )
+}

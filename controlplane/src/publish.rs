@@ -1,0 +1,281 @@
+//! The control loop: sources in, snapshots out.
+//!
+//! Each source update replaces that source's service set. The merged set is encoded
+//! off the packet path (Maglev population included) and published to the ring when it
+//! differs from what the ring already publishes, compared by payload checksum.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use spike_core::config::ServiceConfig;
+use spike_snapring::payload::{self, EncodeError};
+use spike_snapring::{checksum, Geometry, Publisher, RingError};
+use thiserror::Error;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::config::{ConfigError, ControlConfig};
+use crate::discovery::{Discovery, HealthMemory, SourceUpdate, StaticSource};
+use crate::http;
+use crate::metrics::Metrics;
+
+/// How often the control plane records its heartbeat in the ring.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A dataplane whose heartbeat is older than this counts as not running.
+const DATAPLANE_STALE_MS: u64 = 3000;
+
+/// A failure that stops the control plane.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error("cannot listen for metrics on {address}: {source}; set controlplane.metrics_listen")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The state shared with the readiness endpoint.
+#[derive(Debug, Default)]
+struct Current {
+    /// Generation of the latest snapshot in the ring, 0 before the first.
+    generation: u64,
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn run(path: &Path) -> Result<(), RunError> {
+    let mut config = Arc::new(ControlConfig::load(path)?);
+    let geometry = Geometry {
+        slot_size: config.slot_size_bytes,
+        ..Geometry::default()
+    };
+    let ring = Arc::new(Mutex::new(Publisher::attach(&config.ring, geometry)?));
+    let (metrics, registry) = Metrics::register(Arc::clone(&ring));
+    let current = Arc::new(Mutex::new(Current::default()));
+    if let Some(published) = lock(&ring).published() {
+        lock(&current).generation = published.generation;
+        metrics.generation.set(published.generation as i64);
+        info!(
+            ring = %config.ring.display(),
+            generation = published.generation,
+            "attached to a ring with a published snapshot"
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            address: config.metrics_listen,
+            source,
+        })?;
+    let server = tokio::spawn(http::serve(
+        listener,
+        Arc::new(registry),
+        readiness(Arc::clone(&ring), Arc::clone(&current)),
+    ));
+
+    let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let (updates_tx, mut updates) = mpsc::channel::<SourceUpdate>(16);
+    let memory = HealthMemory::default();
+    let mut sources = start_sources(&config, &memory, &metrics, &updates_tx);
+    let mut services: BTreeMap<&'static str, Vec<ServiceConfig>> = BTreeMap::new();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    info!(config = %path.display(), ring = %config.ring.display(), "control plane started");
+
+    loop {
+        tokio::select! {
+            Some(update) = updates.recv() => {
+                services.insert(update.source, update.services);
+                publish(&config, &services, &ring, &metrics, &current);
+            }
+            _ = heartbeat.tick() => lock(&ring).heartbeat(),
+            _ = hangup.recv() => match ControlConfig::load(path) {
+                Ok(reloaded) if reloaded.ring != config.ring
+                    || reloaded.metrics_listen != config.metrics_listen
+                    || reloaded.slot_size_bytes != config.slot_size_bytes => {
+                    error!(
+                        config = %path.display(),
+                        "config reload rejected: the [controlplane] section changed; \
+                         restart spike-controlplane to apply it"
+                    );
+                }
+                Ok(reloaded) => {
+                    config = Arc::new(reloaded);
+                    stop_sources(&mut sources);
+                    services.clear();
+                    sources = start_sources(&config, &memory, &metrics, &updates_tx);
+                    info!(config = %path.display(), "config reloaded");
+                }
+                Err(error) => error!(
+                    config = %path.display(),
+                    %error,
+                    "config reload rejected; the running config stays"
+                ),
+            },
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    info!("stop signal received; the dataplane keeps its last snapshot");
+    stop_sources(&mut sources);
+    server.abort();
+    Ok(())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Starts every discovery source. Kubernetes discovery joins the list here.
+fn start_sources(
+    config: &Arc<ControlConfig>,
+    memory: &HealthMemory,
+    metrics: &Metrics,
+    updates: &mpsc::Sender<SourceUpdate>,
+) -> Vec<JoinHandle<()>> {
+    let sources: Vec<Box<dyn Discovery>> = vec![Box::new(StaticSource::new(
+        Arc::clone(config),
+        Arc::clone(memory),
+        metrics.backend_health.clone(),
+    ))];
+    sources
+        .into_iter()
+        .map(|source| tokio::spawn(source.run(updates.clone())))
+        .collect()
+}
+
+fn stop_sources(sources: &mut Vec<JoinHandle<()>>) {
+    for source in sources.drain(..) {
+        source.abort();
+    }
+}
+
+fn readiness(ring: Arc<Mutex<Publisher>>, current: Arc<Mutex<Current>>) -> http::Readiness {
+    Arc::new(move || {
+        let generation = lock(&current).generation;
+        let status = lock(&ring).dataplane();
+        let now_ms = unix_ms();
+        if generation == 0 {
+            return Err("no snapshot published yet".to_owned());
+        }
+        if now_ms.saturating_sub(status.heartbeat_unix_ms) > DATAPLANE_STALE_MS {
+            return Err("the dataplane has not polled the ring in the last 3 s".to_owned());
+        }
+        if status.applied_generation != generation {
+            return Err(format!(
+                "the dataplane runs generation {}, the latest is {generation}",
+                status.applied_generation
+            ));
+        }
+        Ok(())
+    })
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// Encodes the merged service set and publishes it unless the ring already has it.
+fn publish(
+    config: &ControlConfig,
+    services: &BTreeMap<&'static str, Vec<ServiceConfig>>,
+    ring: &Mutex<Publisher>,
+    metrics: &Metrics,
+    current: &Mutex<Current>,
+) {
+    let started = Instant::now();
+    let mut merged = config.base.clone();
+    merged.services = services.values().flatten().cloned().collect();
+    let encoded = match payload::encode(&merged) {
+        Ok(encoded) => encoded,
+        Err(error) => {
+            log_encode_error(&error);
+            return;
+        }
+    };
+    record_tables(&encoded, metrics);
+
+    let mut ring = lock(ring);
+    let sum = checksum(&encoded.bytes);
+    if ring
+        .published()
+        .is_some_and(|published| published.checksum == sum)
+    {
+        return;
+    }
+    let generation = lock(current).generation + 1;
+    match ring.publish(generation, &encoded.bytes) {
+        Ok(published) => {
+            lock(current).generation = generation;
+            let seconds = started.elapsed().as_secs_f64();
+            metrics.generation.set(generation as i64);
+            metrics.publications.inc();
+            metrics.publish_seconds.observe(seconds);
+            info!(
+                generation,
+                sequence = published.sequence,
+                services = merged.services.len(),
+                tables = encoded.tables.len(),
+                bytes = encoded.bytes.len(),
+                publish_ms = seconds * 1000.0,
+                "snapshot published"
+            );
+        }
+        Err(error) => error!(%error, generation, "cannot publish the snapshot"),
+    }
+}
+
+fn log_encode_error(error: &EncodeError) {
+    warn!(%error, "snapshot not built; the published one stays");
+}
+
+/// Updates the table share and fingerprint metrics for the encoded services.
+fn record_tables(encoded: &payload::Encoded, metrics: &Metrics) {
+    metrics.table_share_ppm.clear();
+    metrics.fingerprint.clear();
+    for (index, service) in encoded.config.services.iter().enumerate() {
+        let fingerprint = format!("{:016x}", encoded.fingerprint(index));
+        metrics
+            .fingerprint
+            .get_or_create(&[
+                ("service", service.name.clone()),
+                ("fingerprint", fingerprint),
+            ])
+            .set(1);
+        let Some(table) = encoded.service_tables[index].map(|table| &encoded.tables[table]) else {
+            continue;
+        };
+        let size = u64::from(table.size());
+        for (backend, slots) in service.backends.iter().zip(table.slot_counts()) {
+            metrics
+                .table_share_ppm
+                .get_or_create(&[
+                    ("service", service.name.clone()),
+                    ("backend", backend.name.clone()),
+                ])
+                .set((u64::from(slots) * 1_000_000 / size) as i64);
+        }
+    }
+}

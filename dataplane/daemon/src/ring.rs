@@ -1,0 +1,175 @@
+//! Snapshots from the control plane through the shared-memory ring, and counters back.
+//!
+//! With `dpdk.snapshot_ring` set, the main lcore polls the ring every control tick. A
+//! new snapshot is copied out, validated (slot magic, version, checksum and length in
+//! the ring; then every payload length, the config and each table's fit to its
+//! service) and swapped in through the same `ArcSwap` a reload uses, so workers pick it
+//! up at their next burst. A refused snapshot is counted in the ring, logged, and the
+//! running one stays. When the control plane dies nothing is published, so the
+//! dataplane keeps its last snapshot and its conntrack tables.
+//!
+//! `[conntrack]`, `[icmp]` and `[dpdk]` always come from the dataplane's own file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spike_core::{Config, Snapshot};
+use spike_snapring::payload::{self, DecodeError};
+use spike_snapring::{Geometry, Received, Subscriber};
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use crate::error::one_line;
+use crate::poll::Shared;
+use crate::reload::{self, ReloadError};
+use crate::report::Totals;
+
+/// How long the main lcore waits between attempts to open a ring it could not open.
+const ATTACH_RETRY: Duration = Duration::from_secs(1);
+
+/// Why a snapshot from the ring was refused.
+#[derive(Debug, Error)]
+enum Refusal {
+    #[error(transparent)]
+    Slot(#[from] spike_snapring::SlotError),
+    #[error(transparent)]
+    Payload(#[from] DecodeError),
+    #[error(transparent)]
+    Frame(#[from] ReloadError),
+}
+
+/// The dataplane's link to the ring, opened when `dpdk.snapshot_ring` is set.
+#[derive(Debug)]
+pub struct RingLink {
+    path: PathBuf,
+    subscriber: Option<Subscriber>,
+    next_attach: Instant,
+    /// Whether the last attempt to open the ring failed, so repeated failures log once.
+    attach_failing: bool,
+}
+
+impl RingLink {
+    /// Opens the ring at `path`, creating it when the control plane has not yet. A ring
+    /// that cannot be opened is logged and retried every second from [`RingLink::poll`]
+    /// while the dataplane forwards with the snapshot from its file.
+    pub fn new(path: &Path) -> RingLink {
+        let mut link = RingLink {
+            path: path.to_owned(),
+            subscriber: None,
+            next_attach: Instant::now(),
+            attach_failing: false,
+        };
+        link.try_attach();
+        link
+    }
+
+    fn try_attach(&mut self) {
+        self.next_attach = Instant::now() + ATTACH_RETRY;
+        match Subscriber::attach(&self.path, Geometry::default()) {
+            Ok(subscriber) => {
+                info!(ring = %self.path.display(), "snapshot ring attached");
+                self.subscriber = Some(subscriber);
+                self.attach_failing = false;
+            }
+            Err(error) => {
+                if !self.attach_failing {
+                    error!(
+                        ring = %self.path.display(),
+                        error = %error,
+                        "cannot open the snapshot ring; forwarding with the snapshot from \
+                         the config file and retrying every second"
+                    );
+                }
+                self.attach_failing = true;
+            }
+        }
+    }
+
+    /// Takes a new snapshot from the ring if one was published and swaps it in.
+    /// Returns the replaced snapshot, which the caller keeps alive for a while so that
+    /// its memory is not freed on a worker.
+    pub fn poll(
+        &mut self,
+        running: &Config,
+        max_frame_data: usize,
+        shared: &Shared,
+    ) -> Option<Arc<Snapshot>> {
+        if self.subscriber.is_none() && Instant::now() >= self.next_attach {
+            self.try_attach();
+        }
+        let subscriber = self.subscriber.as_mut()?;
+        subscriber.heartbeat();
+        let (delivery, result) = match subscriber.poll() {
+            Received::Nothing => return None,
+            Received::Snapshot(delivery) => {
+                let result = build(&delivery.payload, running, max_frame_data, shared);
+                ((delivery.sequence, delivery.generation), result)
+            }
+            Received::Invalid {
+                sequence,
+                generation,
+                error,
+            } => ((sequence, generation), Err(Refusal::Slot(error))),
+        };
+        let (sequence, generation) = delivery;
+        match result {
+            Ok(snapshot) => {
+                let services = snapshot.services.len();
+                let local = snapshot.generation;
+                let previous = shared.snapshot.swap(Arc::new(snapshot));
+                subscriber.report_applied(generation);
+                info!(
+                    generation,
+                    sequence, local, services, "snapshot from the ring applied"
+                );
+                Some(previous)
+            }
+            Err(refusal) => {
+                subscriber.report_refused(generation);
+                error!(
+                    generation,
+                    sequence,
+                    error = %one_line(&refusal.to_string()),
+                    "snapshot from the ring refused; the running snapshot stays"
+                );
+                None
+            }
+        }
+    }
+
+    /// Publishes `totals` (the counters file's JSON object) for the control plane.
+    pub fn publish_counters(&self, totals: &Totals) {
+        let Some(subscriber) = &self.subscriber else {
+            return;
+        };
+        let text = totals.to_json().to_string();
+        if let Err(error) = subscriber.write_counters(text.as_bytes()) {
+            warn!(%error, "cannot publish the counters through the snapshot ring");
+        }
+    }
+
+    /// Logs that a SIGHUP reload does not apply while the ring provides the services.
+    pub fn log_reload_ignored(&self) {
+        warn!(
+            ring = %self.path.display(),
+            "SIGHUP ignored: services come from the snapshot ring while dpdk.snapshot_ring \
+             is set"
+        );
+    }
+}
+
+/// Decodes a payload and builds its snapshot with the next local generation, which
+/// differs from the running one so that workers revalidate tracked flows.
+fn build(
+    bytes: &[u8],
+    running: &Config,
+    max_frame_data: usize,
+    shared: &Shared,
+) -> Result<Snapshot, Refusal> {
+    let decoded = payload::decode(bytes)?;
+    let generation = shared.snapshot.load().generation.wrapping_add(1);
+    let (config, snapshot) = decoded.into_snapshot(running, generation)?;
+    reload::check_mtu(config.node.mtu, max_frame_data)?;
+    Ok(snapshot)
+}
