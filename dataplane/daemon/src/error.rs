@@ -32,8 +32,23 @@ pub enum DaemonError {
     )]
     NotEnoughLcores { workers: u16, available: usize },
 
-    #[error("port {name} not found; available ports: {available}")]
+    #[error(
+        "port {name} not found (if dpdk.eal_args creates it with --vdev, its driver failed \
+         to start: see the EAL messages above); available ports: {available}"
+    )]
     PortNotFound { name: String, available: String },
+
+    #[error(
+        "another spike-dataplane already runs port {port} (it holds {path}); stop it first, \
+         or give each instance its own RUNTIME_DIRECTORY if they use different ports"
+    )]
+    PortInUse { port: String, path: String },
+
+    #[error("cannot take the port lock {path}: {source}")]
+    PortLock {
+        path: String,
+        source: std::io::Error,
+    },
 
     #[error(
         "port {name} (driver {driver}) supports at most {max_queues} queue pairs, but \
@@ -60,20 +75,25 @@ pub enum DaemonError {
 }
 
 /// Joins a multi-line message into one line. TOML parse errors quote the offending
-/// source line with a caret underneath. Those snippet lines are left out, because the
-/// message keeps the line and column.
+/// source line (`149 | queues = 4`) with a caret line underneath: the source line is
+/// kept in backquotes, because it shows the key and the value, and the gutter and caret
+/// lines are left out.
 pub fn one_line(message: &str) -> String {
-    let is_snippet = |line: &str| {
-        let line = line.trim_start();
-        let after_number = line.trim_start_matches(|c: char| c.is_ascii_digit());
-        line.is_empty() || line.starts_with('|') || after_number.trim_start().starts_with('|')
-    };
-    message
-        .lines()
-        .filter(|line| !is_snippet(line))
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join(": ")
+    let mut parts = Vec::new();
+    for line in message.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('|') {
+            continue;
+        }
+        let after_number = trimmed.trim_start_matches(|c: char| c.is_ascii_digit());
+        match after_number.trim_start().strip_prefix('|') {
+            Some(source) if after_number.len() < trimmed.len() => {
+                parts.push(format!("`{}`", source.trim()));
+            }
+            _ => parts.push(trimmed.to_owned()),
+        }
+    }
+    parts.join(": ")
 }
 
 impl DaemonError {
@@ -91,6 +111,8 @@ impl DaemonError {
             | DaemonError::Snapshot(_)
             | DaemonError::NotEnoughLcores { .. } => EXIT_CONFIG,
             DaemonError::PortNotFound { .. }
+            | DaemonError::PortInUse { .. }
+            | DaemonError::PortLock { .. }
             | DaemonError::TooFewQueues { .. }
             | DaemonError::Dpdk { .. }
             | DaemonError::Worker { .. }
@@ -105,14 +127,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_line_drops_toml_snippet() {
+    fn one_line_keeps_toml_source_line() {
         let error =
             "invalid config: TOML parse error at line 149, column 1\n    |\n149 | queues = \
                      4\n    | ^^^^^^\nunknown field `queues`, expected one of `port`\n";
         assert_eq!(
             one_line(error),
-            "invalid config: TOML parse error at line 149, column 1: unknown field `queues`, \
-             expected one of `port`"
+            "invalid config: TOML parse error at line 149, column 1: `queues = 4`: unknown \
+             field `queues`, expected one of `port`"
         );
     }
 

@@ -22,6 +22,12 @@ pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] spike_core::config::ConfigError),
 
+    #[error("the [dpdk] section is missing; the running dataplane keeps its own")]
+    MissingDpdk,
+
+    #[error("the [dpdk] section changed; restart spike-dataplane to apply it")]
+    DpdkChanged,
+
     #[error("{key} changed from {running} to {requested}; restart spike-dataplane to apply it")]
     NeedsRestart {
         key: &'static str,
@@ -91,7 +97,7 @@ pub const ETHERNET_AND_VLAN_LEN: usize = 18;
 /// `requested` and cannot change without a restart.
 fn check_restart_keys(running: &Config, requested: &Config) -> Result<(), ReloadError> {
     let (Some(old), Some(new)) = (&running.dpdk, &requested.dpdk) else {
-        return differ("dpdk", &running.dpdk.is_some(), &requested.dpdk.is_some());
+        return Err(ReloadError::MissingDpdk);
     };
     same("dpdk.eal_args", &old.eal_args, &new.eal_args)?;
     same("dpdk.port", &old.port, &new.port)?;
@@ -109,6 +115,12 @@ fn check_restart_keys(running: &Config, requested: &Config) -> Result<(), Reload
         &new.tx_descriptors,
     )?;
     same("dpdk.tx_retries", &old.tx_retries, &new.tx_retries)?;
+    same("dpdk.mac_filter", &old.mac_filter, &new.mac_filter)?;
+    same("dpdk.snapshot_ring", &old.snapshot_ring, &new.snapshot_ring)?;
+    // A key added to [dpdk] later must not be accepted silently and then ignored.
+    if old != new {
+        return Err(ReloadError::DpdkChanged);
+    }
 
     let (old, new) = (&running.conntrack, &requested.conntrack);
     same("conntrack.capacity", &old.capacity, &new.capacity)?;
@@ -226,6 +238,7 @@ mod tests {
         match check_restart_keys(&running, requested) {
             Ok(()) => None,
             Err(ReloadError::NeedsRestart { key, .. }) => Some(key),
+            Err(ReloadError::MissingDpdk | ReloadError::DpdkChanged) => Some("dpdk"),
             Err(other) => panic!("unexpected error {other}"),
         }
     }
@@ -236,6 +249,10 @@ mod tests {
             (("\"0,1\"", "\"0-2\""), "dpdk.eal_args"),
             (("net_null0", "net_null1"), "dpdk.port"),
             (("mbufs = 8191", "mbufs = 16383"), "dpdk.mbufs"),
+            (
+                ("mbufs = 8191", "mbufs = 8191\nmac_filter = false"),
+                "dpdk.mac_filter",
+            ),
             (
                 ("mbufs = 8191", "mbufs = 8191\nworkers = 2"),
                 "dpdk.workers",

@@ -75,6 +75,9 @@ pub fn run(args: &Args) -> Result<(), DaemonError> {
     let snapshot = Snapshot::build(&config, 1)?;
     let signals = Signals::install()?;
 
+    // Held until exit: a second dataplane on the same port would forward every packet
+    // twice.
+    let _port_lock = lock_port(&dpdk.port)?;
     let eal = init_eal(&dpdk)?;
     let lcores = worker_lcores(&eal, dpdk.workers)?;
     let data_room = data_room_for(config.node.mtu);
@@ -390,6 +393,44 @@ struct StopGuard<'a>(&'a AtomicBool);
 impl Drop for StopGuard<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Takes an exclusive lock named after `port` in `$RUNTIME_DIRECTORY` (or /run/spike),
+/// released by the kernel when this process exits, however it exits.
+fn lock_port(port: &str) -> Result<std::fs::File, DaemonError> {
+    let directory = std::env::var_os("RUNTIME_DIRECTORY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/run/spike"));
+    let name: String = port
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = directory.join(format!("spike-dataplane-{name}.lock"));
+    let lock_error = |source: std::io::Error| DaemonError::PortLock {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&directory).map_err(lock_error)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(lock_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::PortInUse {
+            port: port.to_owned(),
+            path: path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(lock_error(source)),
     }
 }
 

@@ -111,7 +111,9 @@ fn missing_port_lists_available_ports() {
     assert_eq!(code, Some(1), "{line}");
     assert_eq!(
         line,
-        "spike-dataplane: port net_pcap9 not found; available ports: net_null0"
+        "spike-dataplane: port net_pcap9 not found (if dpdk.eal_args creates it with \
+         --vdev, its driver failed to start: see the EAL messages above); available ports: \
+         net_null0"
     );
 }
 
@@ -126,4 +128,34 @@ fn too_little_memory_exits_1() {
     assert_eq!(code, Some(1), "{line}");
     assert!(line.contains("dpdk.mbufs = 65535"), "{line}");
     assert!(line.contains("raise -m"), "{line}");
+}
+
+#[test]
+fn second_instance_on_port_exits_1() {
+    let dir = TestDir::new("second-instance");
+    let first_config = common::example_config() + &null_port_section("first", "0,1", "");
+    let path = dir.write_config(&first_config);
+    let mut first = common::Daemon::start(&dir, &path);
+    first.wait_log(std::time::Duration::from_secs(20), "forwarding started");
+
+    // Same port name and runtime directory, but its own EAL file prefix.
+    let second_config = common::example_config() + &null_port_section("second", "0,1", "");
+    let second_path = dir.file("second.toml");
+    std::fs::write(&second_path, second_config).expect("write the second config");
+    let output = std::process::Command::new(common::BINARY)
+        .arg("--config")
+        .arg(&second_path)
+        .env("RUNTIME_DIRECTORY", dir.path())
+        .output()
+        .expect("run the second instance");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("another spike-dataplane already runs port net_null0"),
+        "{stderr}"
+    );
+
+    let stdout = first.stop_with("INT");
+    assert!(common::has_line(&stdout, "generation 1"), "{stdout}");
 }

@@ -66,10 +66,17 @@ impl Eal {
         let ret = unsafe { sys::rte_eal_init(argc, argv) };
         if ret < 0 {
             let errno = rte_errno();
+            // Some failures (a locked shared config, say) leave rte_errno at 0, whose
+            // text "Success" would mislead; the cause is then only in EAL's own log.
+            let reason = if errno == 0 {
+                "see the EAL messages above for the cause".to_owned()
+            } else {
+                strerror(errno)
+            };
             return Err(DpdkError::EalInit {
                 args: args.to_vec(),
                 errno,
-                reason: strerror(errno),
+                reason,
             });
         }
 
