@@ -5,16 +5,24 @@
 //!
 //! - `[controlplane]`: the ring path, the metrics address and the ring's slot size;
 //! - `[service.health_check]` per service, and `health_address` per backend, the
-//!   address the checks connect to when it differs from the backend's underlay address.
+//!   address the checks connect to when it differs from the backend's underlay address;
+//! - an optional `[kubernetes]` section: spike-kube's `KubernetesConfig` (API server,
+//!   namespace, service selector) plus `hash`, `table_size` and `next_hop_macs`, which
+//!   apply to every service that Kubernetes discovery finds.
 //!
 //! `[conntrack]`, `[icmp]` and `[dpdk]` belong in the dataplane's file and are rejected.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use spike_core::flow::HashFields;
+use spike_core::maglev;
+use spike_core::wire::MacAddr;
 use spike_core::Config;
+use spike_kube::{KubernetesConfig, Selection};
 use thiserror::Error;
 
 /// A config error, naming the key and what to do.
@@ -31,6 +39,8 @@ pub enum ConfigError {
     Core(#[from] spike_core::config::ConfigError),
     #[error("[{0}] belongs in the dataplane's config file: remove it from this one")]
     DataplaneSection(String),
+    #[error("invalid config: {0}")]
+    Kubernetes(#[from] spike_kube::ConfigError),
     #[error("invalid value {value} for {key}: expected {expected}")]
     Invalid {
         key: String,
@@ -59,9 +69,27 @@ pub struct ControlConfig {
     pub health_checks: Vec<Option<HealthCheck>>,
     /// Address each backend's checks connect to, per service and backend of `base`.
     pub health_addresses: Vec<Vec<IpAddr>>,
+    /// Kubernetes discovery, when the file has a `[kubernetes]` section.
+    pub kubernetes: Option<KubernetesSettings>,
 }
 
-/// How a service's backends are checked.
+/// Kubernetes discovery settings: what to watch, and how each discovered VIP, protocol
+/// and port becomes a service of the snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubernetesSettings {
+    /// spike-kube's part of the section: API server, namespace and service selector.
+    pub discovery: KubernetesConfig,
+    /// `discovery`'s validated selector.
+    pub selection: Selection,
+    /// Flow hash fields of every Kubernetes service; `5-tuple` unless set.
+    pub hash: HashFields,
+    /// Maglev table size of every Kubernetes service; spike-core's default unless set.
+    pub table_size: u32,
+    /// Next-hop MAC per node name. Nodes not listed use `node.gateway_mac`.
+    pub next_hop_macs: BTreeMap<String, MacAddr>,
+}
+
+/// Health check settings of a service's backends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthCheck {
     pub kind: CheckKind,
@@ -78,7 +106,7 @@ pub struct HealthCheck {
 pub enum CheckKind {
     /// Succeeds when a TCP connection is established.
     Tcp,
-    /// Succeeds when `GET path` answers with `expected_status`.
+    /// Succeeds when `GET path` returns `expected_status`.
     Http { path: String, expected_status: u16 },
 }
 
@@ -159,6 +187,10 @@ impl ControlConfig {
             .ok_or_else(|| invalid("controlplane", "(missing)", "a [controlplane] section"))?
             .try_into()?;
         let (raw_checks, raw_addresses) = take_health_keys(&mut root)?;
+        let kubernetes = root
+            .remove("kubernetes")
+            .map(parse_kubernetes)
+            .transpose()?;
 
         let base: Config = toml::to_string(&root)
             .map_err(|error| invalid("(config)", error, "a config TOML can represent"))?
@@ -194,8 +226,86 @@ impl ControlConfig {
             base,
             health_checks,
             health_addresses,
+            kubernetes,
         })
     }
+}
+
+/// Splits the `[kubernetes]` table into the control plane's keys and spike-kube's
+/// `KubernetesConfig`, and validates both.
+fn parse_kubernetes(value: toml::Value) -> Result<KubernetesSettings, ConfigError> {
+    let toml::Value::Table(mut table) = value else {
+        return Err(invalid("kubernetes", value, "a [kubernetes] table"));
+    };
+    let hash = match table.remove("hash") {
+        Some(value) => value.clone().try_into().map_err(|_| {
+            invalid(
+                "kubernetes.hash",
+                value,
+                "\"5-tuple\", \"3-tuple\" or \"source-address\"",
+            )
+        })?,
+        None => HashFields::default(),
+    };
+    let table_size = match table.remove("table_size") {
+        Some(value) => value
+            .as_integer()
+            .and_then(|size| u32::try_from(size).ok())
+            .filter(|&size| maglev::is_prime(size) && size <= maglev::MAX_TABLE_SIZE)
+            .ok_or_else(|| {
+                invalid(
+                    "kubernetes.table_size",
+                    &value,
+                    &format!(
+                        "a prime number of Maglev slots up to {} (65537 is the default)",
+                        maglev::MAX_TABLE_SIZE
+                    ),
+                )
+            })?,
+        None => maglev::DEFAULT_TABLE_SIZE,
+    };
+    let next_hop_macs = match table.remove("next_hop_macs") {
+        Some(value) => parse_next_hop_macs(value)?,
+        None => BTreeMap::new(),
+    };
+
+    let discovery: KubernetesConfig = toml::Value::Table(table).try_into()?;
+    let selection = discovery.selection()?;
+    Ok(KubernetesSettings {
+        discovery,
+        selection,
+        hash,
+        table_size,
+        next_hop_macs,
+    })
+}
+
+/// Parses `kubernetes.next_hop_macs`, a table of node name to unicast MAC address.
+fn parse_next_hop_macs(value: toml::Value) -> Result<BTreeMap<String, MacAddr>, ConfigError> {
+    let toml::Value::Table(table) = value else {
+        return Err(invalid(
+            "kubernetes.next_hop_macs",
+            value,
+            "a table of node name = \"MAC address\"",
+        ));
+    };
+    let mut macs = BTreeMap::new();
+    for (node, value) in table {
+        let key = format!("kubernetes.next_hop_macs.{node:?}");
+        let mac = value
+            .as_str()
+            .and_then(|text| text.parse::<MacAddr>().ok())
+            .filter(|mac| *mac != MacAddr::default() && !mac.is_multicast())
+            .ok_or_else(|| {
+                invalid(
+                    &key,
+                    &value,
+                    "a unicast MAC address such as \"02:00:00:00:00:01\"",
+                )
+            })?;
+        macs.insert(node, mac);
+    }
+    Ok(macs)
 }
 
 type HealthKeys = (Vec<Option<RawHealthCheck>>, Vec<Vec<Option<IpAddr>>>);
@@ -360,6 +470,79 @@ mod tests {
         ];
         for ((from, to), key) in cases {
             let text = BASE.replace(from, to);
+            let error = ControlConfig::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
+        }
+    }
+
+    const KUBERNETES: &str = r#"
+        [kubernetes]
+        namespace = "web"
+        hash = "source-address"
+        table_size = 251
+
+        [kubernetes.api_server]
+        mode = "url"
+        url = "http://127.0.0.1:8001"
+
+        [kubernetes.services]
+        match_labels = { spike = "yes" }
+
+        [kubernetes.next_hop_macs]
+        "node-1" = "02:00:00:00:01:01"
+    "#;
+
+    #[test]
+    fn kubernetes_section_parses() {
+        let config = ControlConfig::parse(&format!("{BASE}{KUBERNETES}")).unwrap();
+        let kubernetes = config.kubernetes.unwrap();
+        assert_eq!(kubernetes.hash, HashFields::SourceAddress);
+        assert_eq!(kubernetes.table_size, 251);
+        assert_eq!(kubernetes.selection.namespace.as_deref(), Some("web"));
+        assert_eq!(
+            kubernetes.selection.label_selector().as_deref(),
+            Some("spike=yes")
+        );
+        let mac: MacAddr = "02:00:00:00:01:01".parse().unwrap();
+        assert_eq!(kubernetes.next_hop_macs.get("node-1"), Some(&mac));
+    }
+
+    #[test]
+    fn kubernetes_defaults_apply() {
+        let text = format!("{BASE}{KUBERNETES}")
+            .replace("hash = \"source-address\"", "")
+            .replace("table_size = 251", "");
+        let kubernetes = ControlConfig::parse(&text).unwrap().kubernetes.unwrap();
+        assert_eq!(kubernetes.hash, HashFields::FiveTuple);
+        assert_eq!(kubernetes.table_size, maglev::DEFAULT_TABLE_SIZE);
+    }
+
+    #[test]
+    fn invalid_kubernetes_values_name_the_key() {
+        let cases = [
+            (
+                ("table_size = 251", "table_size = 250"),
+                "kubernetes.table_size",
+            ),
+            (
+                ("hash = \"source-address\"", "hash = \"ports\""),
+                "kubernetes.hash",
+            ),
+            (
+                ("02:00:00:00:01:01", "01:00:5e:00:00:01"),
+                "kubernetes.next_hop_macs",
+            ),
+            (
+                ("match_labels = { spike = \"yes\" }", ""),
+                "kubernetes.services",
+            ),
+            (
+                ("namespace = \"web\"", "namespace = \"web\"\ncolour = 1"),
+                "colour",
+            ),
+        ];
+        for ((from, to), key) in cases {
+            let text = format!("{BASE}{KUBERNETES}").replace(from, to);
             let error = ControlConfig::parse(&text).unwrap_err().to_string();
             assert!(error.contains(key), "{key}: {error}");
         }

@@ -1,14 +1,15 @@
-//! Where services and backends come from.
+//! Discovery sources: the origins of services and backends.
 //!
 //! A [`Discovery`] source runs as a task and sends its complete, current service set
-//! whenever it changes; the control plane merges the sets of all sources (in source
-//! name order), builds a snapshot and publishes it. Sources must not send a set before
-//! they know it (the static source waits for one round of health checks), so that a
-//! restarted control plane rebuilds the snapshot the dataplane already runs.
+//! whenever it changes. The control plane merges the sets of all sources (the static
+//! source first, then the others in name order), builds a snapshot and publishes it.
+//! Sources must not send a set before it is complete (the static source waits for one
+//! round of health checks), so that a restarted control plane rebuilds the snapshot
+//! the dataplane already runs.
 //!
 //! [`StaticSource`] reads services from the config file and drops backends whose health
-//! checks fail. Kubernetes discovery (EndpointSlices and Nodes) is another
-//! implementation of this trait, in its own crate.
+//! checks fail. `KubernetesSource`, in the `kubernetes` module, is the other
+//! implementation: it turns spike-kube's model of EndpointSlices and Nodes into services.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -15,6 +15,7 @@ mod config;
 mod discovery;
 mod health;
 mod http;
+mod kubernetes;
 mod metrics;
 mod publish;
 

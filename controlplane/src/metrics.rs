@@ -1,10 +1,11 @@
 //! Prometheus metrics.
 //!
-//! The control plane's own metrics (publication, health, table shares and fingerprints)
-//! live in a prometheus-client registry. The dataplane's counters are read from the
+//! The control plane's own metrics (publication, health, table shares, fingerprints and
+//! Kubernetes discovery) live in a prometheus-client registry. The dataplane's counters are read from the
 //! ring on every scrape by [`DataplaneCollector`] and exposed as they are, so they
 //! restart from 0 only when the dataplane does.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,9 +17,11 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use serde_json::Value;
+use spike_kube::{ResourceKind, WatchCounters};
 use spike_snapring::Publisher;
 
 use crate::discovery::BackendLabels;
+use crate::kubernetes::KubernetesMetrics;
 
 /// Metrics the control plane updates itself.
 #[derive(Debug)]
@@ -30,6 +33,10 @@ pub struct Metrics {
     /// Share of each backend in its service's table, in parts per million.
     pub table_share_ppm: Family<BackendLabels, Gauge>,
     pub fingerprint: Family<[(&'static str, String); 2], Gauge>,
+    /// Services left out because a service of an earlier source (static first) has their
+    /// VIP, protocol and port, or their name.
+    pub conflicting_services: Gauge,
+    pub kubernetes: KubernetesMetrics,
 }
 
 impl Metrics {
@@ -46,7 +53,13 @@ impl Metrics {
             backend_health: Family::default(),
             table_share_ppm: Family::default(),
             fingerprint: Family::default(),
+            conflicting_services: Gauge::default(),
+            kubernetes: KubernetesMetrics {
+                skipped_nodes: Family::default(),
+                watch: Arc::default(),
+            },
         };
+
         let mut registry = Registry::with_prefix("spike");
         registry.register(
             "snapshot_generation",
@@ -64,6 +77,7 @@ impl Metrics {
             Unit::Seconds,
             metrics.publish_seconds.clone(),
         );
+
         registry.register(
             "backend_health",
             "1 when the backend passes its health checks (or has none), else 0",
@@ -80,8 +94,28 @@ impl Metrics {
              on every Spike node that agrees on it",
             metrics.fingerprint.clone(),
         );
+
+        metrics.register_discovery(&mut registry);
         registry.register_collector(Box::new(DataplaneCollector { ring }));
         (Arc::new(metrics), registry)
+    }
+
+    /// Registers the metrics of source merging and Kubernetes discovery.
+    fn register_discovery(&self, registry: &mut Registry) {
+        registry.register(
+            "conflicting_services",
+            "Services left out because a service of an earlier source (static first) has \
+             their VIP, protocol and port, or their name",
+            self.conflicting_services.clone(),
+        );
+        registry.register(
+            "kubernetes_skipped_nodes",
+            "Nodes with endpoints of a served Service that cannot be backends, by reason",
+            self.kubernetes.skipped_nodes.clone(),
+        );
+        registry.register_collector(Box::new(WatchCollector {
+            totals: Arc::clone(&self.kubernetes.watch),
+        }));
     }
 }
 
@@ -123,8 +157,8 @@ impl Collector for DataplaneCollector {
         counter(
             &mut encoder,
             "dataplane_refused_snapshots",
-            "Snapshots the dataplane refused after validation",
-            status.refused,
+            "Snapshots the dataplane rejected after validation",
+            status.rejected,
         )?;
         if let Some(published) = published {
             let age = now_ms.saturating_sub(published.published_unix_ms) as f64 / 1000.0;
@@ -275,4 +309,116 @@ fn encode_counters(
         "Bytes of inner IP packets forwarded to the backend",
         &backend_bytes,
     )
+}
+
+/// Totals of the Kubernetes watchers' counters. A config reload starts a new watcher with
+/// new counters; the old watcher's final values are kept, so the totals never decrease.
+#[derive(Debug, Default)]
+pub struct WatchTotals {
+    state: Mutex<WatchTotalsState>,
+}
+
+#[derive(Debug, Default)]
+struct WatchTotalsState {
+    current: Option<Arc<WatchCounters>>,
+    /// Events, errors and lists per kind, in [`ResourceKind::ALL`] order, of the
+    /// watchers replaced so far.
+    retired: [[u64; 3]; 3],
+    retired_models: u64,
+}
+
+/// Counter values read from the watchers.
+struct WatchValues {
+    /// Events, errors and lists per kind, in [`ResourceKind::ALL`] order.
+    per_kind: [[u64; 3]; 3],
+    models_published: u64,
+}
+
+fn read_counters(counters: &WatchCounters) -> WatchValues {
+    let per_kind = ResourceKind::ALL.map(|kind| {
+        let kind = counters.kind(kind);
+        [&kind.events, &kind.errors, &kind.lists].map(|counter| counter.load(Ordering::Relaxed))
+    });
+    WatchValues {
+        per_kind,
+        models_published: counters.models_published.load(Ordering::Relaxed),
+    }
+}
+
+impl WatchTotals {
+    /// Makes `counters` the current watcher's and keeps the previous watcher's values.
+    pub fn attach(&self, counters: Arc<WatchCounters>) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(previous) = state.current.take() {
+            let values = read_counters(&previous);
+            for (retired, values) in state.retired.iter_mut().zip(values.per_kind) {
+                for (total, value) in retired.iter_mut().zip(values) {
+                    *total += value;
+                }
+            }
+            state.retired_models += values.models_published;
+        }
+        state.current = Some(counters);
+    }
+
+    /// Returns the totals, or `None` before the first watcher started.
+    fn read(&self) -> Option<WatchValues> {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let mut values = read_counters(state.current.as_ref()?);
+        for (values, retired) in values.per_kind.iter_mut().zip(state.retired) {
+            for (value, total) in values.iter_mut().zip(retired) {
+                *value += total;
+            }
+        }
+        values.models_published += state.retired_models;
+        Some(values)
+    }
+}
+
+/// Exposes the Kubernetes watch counters at scrape time, once a watcher has started.
+#[derive(Debug)]
+struct WatchCollector {
+    totals: Arc<WatchTotals>,
+}
+
+impl Collector for WatchCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(values) = self.totals.read() else {
+            return Ok(());
+        };
+        let families = [
+            (
+                "kubernetes_watch_events",
+                "Objects received from Kubernetes lists and watch events, by resource kind",
+            ),
+            (
+                "kubernetes_watch_errors",
+                "Errors of the Kubernetes watches (410 Gone included), by resource kind",
+            ),
+            (
+                "kubernetes_watch_lists",
+                "Kubernetes lists started (the first and every re-list), by resource kind",
+            ),
+        ];
+        for (column, (name, help)) in families.into_iter().enumerate() {
+            let rows: Vec<_> = ResourceKind::ALL
+                .iter()
+                .zip(&values.per_kind)
+                .map(|(kind, row)| (vec![("kind", kind.as_str().to_owned())], row[column]))
+                .collect();
+            counter_family(&mut encoder, name, help, &rows)?;
+        }
+        counter(
+            &mut encoder,
+            "kubernetes_models_published",
+            "Discovery models the Kubernetes watcher published",
+            values.models_published,
+        )
+    }
 }

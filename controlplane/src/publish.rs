@@ -1,15 +1,21 @@
 //! The control loop: sources in, snapshots out.
 //!
-//! Each source update replaces that source's service set. The merged set is encoded
-//! off the packet path (Maglev population included) and published to the ring when it
-//! differs from what the ring already publishes, compared by payload checksum.
+//! Each source update replaces that source's service set. The sets are merged with the
+//! static source first, so a static service wins over a Kubernetes one. A service whose
+//! VIP, protocol and port (or name) an earlier service already has is left out. Such
+//! conflicts are logged when their set changes and counted in
+//! `spike_conflicting_services`. The merged set is validated as the dataplane will parse
+//! it, encoded off the packet path (Maglev population included) and published to the
+//! ring when it differs from what the ring already publishes, compared by payload
+//! checksum.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use spike_core::config::ServiceConfig;
+use spike_core::Config;
 use spike_snapring::payload::{self, EncodeError};
 use spike_snapring::{checksum, Geometry, Publisher, RingError};
 use thiserror::Error;
@@ -21,9 +27,10 @@ use tracing::{error, info, warn};
 use crate::config::{ConfigError, ControlConfig};
 use crate::discovery::{Discovery, HealthMemory, SourceUpdate, StaticSource};
 use crate::http;
+use crate::kubernetes::KubernetesSource;
 use crate::metrics::Metrics;
 
-/// How often the control plane records its heartbeat in the ring.
+/// Interval between the control plane's heartbeats in the ring.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A dataplane whose heartbeat is older than this counts as not running.
 const DATAPLANE_STALE_MS: u64 = 3000;
@@ -99,6 +106,7 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
     let memory = HealthMemory::default();
     let mut sources = start_sources(&config, &memory, &metrics, &updates_tx);
     let mut services: BTreeMap<&'static str, Vec<ServiceConfig>> = BTreeMap::new();
+    let mut conflicts = BTreeSet::new();
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     info!(config = %path.display(), ring = %config.ring.display(), "control plane started");
 
@@ -106,7 +114,8 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
         tokio::select! {
             Some(update) = updates.recv() => {
                 services.insert(update.source, update.services);
-                publish(&config, &services, &ring, &metrics, &current);
+                let merged = merge_sources(&services, &mut conflicts, &metrics);
+                publish(&config, merged, &ring, &metrics, &current);
             }
             _ = heartbeat.tick() => lock(&ring).heartbeat(),
             _ = hangup.recv() => match ControlConfig::load(path) {
@@ -146,18 +155,22 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-/// Starts every discovery source. Kubernetes discovery joins the list here.
+/// Starts every discovery source: the static one, and Kubernetes discovery when the
+/// config has a `[kubernetes]` section.
 fn start_sources(
     config: &Arc<ControlConfig>,
     memory: &HealthMemory,
     metrics: &Metrics,
     updates: &mpsc::Sender<SourceUpdate>,
 ) -> Vec<JoinHandle<()>> {
-    let sources: Vec<Box<dyn Discovery>> = vec![Box::new(StaticSource::new(
+    let mut sources: Vec<Box<dyn Discovery>> = vec![Box::new(StaticSource::new(
         Arc::clone(config),
         Arc::clone(memory),
         metrics.backend_health.clone(),
     ))];
+    if let Some(source) = KubernetesSource::new(Arc::clone(config), metrics.kubernetes.clone()) {
+        sources.push(Box::new(source));
+    }
     sources
         .into_iter()
         .map(|source| tokio::spawn(source.run(updates.clone())))
@@ -197,17 +210,89 @@ fn unix_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
+/// The source whose services win a conflict.
+const PREFERRED_SOURCE: &str = "static";
+
+/// Merges the sources' service sets, the static source first and then the others in
+/// name order. A service whose VIP, protocol and port, or name, an earlier service has
+/// is left out. Conflicts are logged when their set changes.
+fn merge_sources(
+    sources: &BTreeMap<&'static str, Vec<ServiceConfig>>,
+    reported: &mut BTreeSet<String>,
+    metrics: &Metrics,
+) -> Vec<ServiceConfig> {
+    let ordered = sources
+        .iter()
+        .filter(|(name, _)| **name == PREFERRED_SOURCE)
+        .chain(
+            sources
+                .iter()
+                .filter(|(name, _)| **name != PREFERRED_SOURCE),
+        );
+    let mut merged: Vec<ServiceConfig> = Vec::new();
+    let mut owners: HashMap<(std::net::IpAddr, u8, u16), (&str, &str)> = HashMap::new();
+    let mut names: HashMap<&str, &str> = HashMap::new();
+    let mut conflicts = BTreeSet::new();
+
+    for (&source, services) in ordered {
+        for service in services {
+            let key = (service.vip, service.protocol.number(), service.port);
+            let owner = owners.get(&key).copied().or_else(|| {
+                let owner_source = names.get(service.name.as_str())?;
+                Some((*owner_source, service.name.as_str()))
+            });
+            if let Some((owner_source, owner_name)) = owner {
+                conflicts.insert(format!(
+                    "{source} service {} ({} {} port {}) conflicts with {owner_source} \
+                     service {owner_name}",
+                    service.name, service.vip, service.protocol, service.port
+                ));
+                continue;
+            }
+            owners.insert(key, (source, service.name.as_str()));
+            names.insert(service.name.as_str(), source);
+            merged.push(service.clone());
+        }
+    }
+
+    metrics.conflicting_services.set(conflicts.len() as i64);
+    if conflicts != *reported {
+        for conflict in conflicts.difference(reported) {
+            warn!(
+                conflict = %conflict,
+                "service left out: an earlier source (static first) has its VIP, protocol \
+                 and port, or its name"
+            );
+        }
+        *reported = conflicts;
+    }
+    merged
+}
+
+/// Checks the snapshot's config as the dataplane will parse it, so that a service the
+/// dataplane would reject stops here with the reason instead of in the dataplane.
+fn validate(config: &Config) -> Result<(), String> {
+    let text = payload::config_to_toml(config).map_err(|error| error.to_string())?;
+    text.parse::<Config>()
+        .map(drop)
+        .map_err(|error| error.to_string())
+}
+
 /// Encodes the merged service set and publishes it unless the ring already has it.
 fn publish(
     config: &ControlConfig,
-    services: &BTreeMap<&'static str, Vec<ServiceConfig>>,
+    services: Vec<ServiceConfig>,
     ring: &Mutex<Publisher>,
     metrics: &Metrics,
     current: &Mutex<Current>,
 ) {
     let started = Instant::now();
     let mut merged = config.base.clone();
-    merged.services = services.values().flatten().cloned().collect();
+    merged.services = services;
+    if let Err(error) = validate(&merged) {
+        error!(%error, "snapshot not built: the merged config is invalid; the published one stays");
+        return;
+    }
     let encoded = match payload::encode(&merged) {
         Ok(encoded) => encoded,
         Err(error) => {

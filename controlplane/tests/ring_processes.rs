@@ -412,7 +412,7 @@ fn dataplane_survives_controlplane_kill() {
     assert_eq!(after["selections"]["new_flow"], u64::from(FLOWS));
     assert_eq!(after["selections"]["reselected_backend_removed"], 0);
 
-    // Corrupted snapshots written into the ring are refused, counted and logged.
+    // Corrupted snapshots written into the ring are rejected, counted and logged.
     {
         let mut ring = Publisher::attach(&setup.ring, Geometry::default()).unwrap();
         let generation = ring.published().unwrap().generation + 1;
@@ -425,22 +425,22 @@ fn dataplane_survives_controlplane_kill() {
             ..SlotHeader::default()
         };
         ring.publish_unchecked(bad_checksum, b"junk").unwrap();
-        wait_until("the corrupted snapshot's refusal", || {
-            (ring.dataplane().refused == 1).then_some(())
+        wait_until("the corrupted snapshot's rejection", || {
+            (ring.dataplane().rejected == 1).then_some(())
         });
         ring.publish(generation, b"a payload that does not decode")
             .unwrap();
-        wait_until("the undecodable snapshot's refusal", || {
-            (ring.dataplane().refused == 2).then_some(())
+        wait_until("the undecodable snapshot's rejection", || {
+            (ring.dataplane().rejected == 2).then_some(())
         });
         assert_eq!(ring.dataplane().applied_generation, 1);
     }
     let log = dataplane.log();
     assert!(log.contains("checksum"), "{log}");
     assert!(log.contains("snapshot from the ring refused"), "{log}");
-    let refused = counters(&counters_path).unwrap();
-    assert_eq!(refused["generation"], before["generation"]);
-    assert_eq!(dropped(&refused), dropped(&before));
+    let rejected = counters(&counters_path).unwrap();
+    assert_eq!(rejected["generation"], before["generation"]);
+    assert_eq!(dropped(&rejected), dropped(&before));
 
     // A restarted control plane attaches and publishes the next generation, which the
     // dataplane applies without disturbing the tracked flows.

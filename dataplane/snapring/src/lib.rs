@@ -2,7 +2,7 @@
 //!
 //! One file under `/dev/shm` (any file on a tmpfs works) is mapped by both processes.
 //! The control plane is the only writer of snapshots and the dataplane's main lcore the
-//! only reader; in the other direction the dataplane writes its counter totals and the
+//! only reader. In the other direction, the dataplane writes its counter totals and the
 //! control plane reads them. Neither side ever waits for the other:
 //!
 //! - Snapshots go to one of several slots. The header's `published` word names the

@@ -45,7 +45,7 @@ pub enum EncodeError {
     Toml(#[from] toml::ser::Error),
 }
 
-/// Why a payload was refused.
+/// Reason a payload is rejected.
 #[derive(Debug, Error)]
 pub enum DecodeError {
     #[error("payload ends at byte {at}, but {field} needs {needed} bytes there")]
@@ -97,7 +97,7 @@ impl Encoded {
     }
 }
 
-/// A SipHash-1-3 digest of a table's size and the backend id of every slot.
+/// Computes a SipHash-1-3 digest of a table's size and the backend id of every slot.
 pub fn table_fingerprint(table: &MaglevTable) -> u64 {
     let mut hasher = SipHasher13::new_with_keys(0, 0);
     hasher.write_u32(table.size());
@@ -326,7 +326,7 @@ impl<'a> Cursor<'a> {
         Ok(u32::from_le_bytes(word))
     }
 
-    /// Reads a count of items of `item_len` bytes each, refusing counts whose items
+    /// Reads a count of items of `item_len` bytes each, rejecting counts whose items
     /// could not fit the rest of the payload, so a corrupt count allocates nothing.
     fn count(&mut self, field: &'static str, item_len: usize) -> Result<usize, DecodeError> {
         let count = self.u32(field)? as usize;

@@ -36,7 +36,7 @@ pub const SLOT_HEADER_LEN: u64 = 64;
 const MAX_SLOTS: u32 = 255;
 /// At least three slots: one published, one the reader may hold, one to write.
 const MIN_SLOTS: u32 = 3;
-/// How many times the reader retries when the writer moved while it was starting a read.
+/// Maximum read attempts when the writer moves while the reader is starting a read.
 const READ_ATTEMPTS: u32 = 8;
 
 /// Indices of the header words.
@@ -52,15 +52,15 @@ mod word {
     pub const HAZARD: usize = 5;
     /// Generation of the snapshot the dataplane runs.
     pub const APPLIED_GENERATION: usize = 6;
-    /// Number of snapshots the dataplane refused.
-    pub const REFUSED: usize = 7;
-    /// Generation of the last refused snapshot.
-    pub const REFUSED_GENERATION: usize = 8;
+    /// Number of snapshots the dataplane rejected.
+    pub const REJECTED: usize = 7;
+    /// Generation of the last rejected snapshot.
+    pub const REJECTED_GENERATION: usize = 8;
     pub const DATAPLANE_HEARTBEAT_MS: usize = 9;
     pub const CONTROLPLANE_HEARTBEAT_MS: usize = 10;
     /// Sequence lock of the counters area: odd while the dataplane writes it.
     pub const COUNTERS_SEQUENCE: usize = 11;
-    /// Sequence number of the last snapshot the dataplane consumed, applied or refused.
+    /// Sequence number of the last snapshot the dataplane consumed, applied or rejected.
     pub const CONSUMED_SEQUENCE: usize = 12;
 }
 
@@ -103,7 +103,7 @@ pub enum RingError {
     TooLarge { len: usize, capacity: u64 },
 }
 
-/// Why the reader refused the contents of a slot.
+/// Reason the reader rejects the contents of a slot.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
 pub enum SlotError {
     #[error("published word names slot {slot}, but the ring has {slots} slots")]
@@ -112,7 +112,7 @@ pub enum SlotError {
     Magic(u64),
     #[error("payload version {0} is not the supported version {PAYLOAD_VERSION}")]
     Version(u64),
-    #[error("slot holds sequence {found}, but sequence {expected} was published")]
+    #[error("slot contains sequence {found}, but sequence {expected} was published")]
     Sequence { found: u64, expected: u64 },
     #[error("payload length {len} exceeds the slot's capacity of {capacity} bytes")]
     Length { len: u64, capacity: u64 },
@@ -210,7 +210,7 @@ impl Region {
     }
 
     /// Creates the file under a temporary name and links it into place, so that a
-    /// process opening `path` never sees a half-initialized header. When another process
+    /// process opening `path` never maps a half-initialized header. When another process
     /// won the race, its file stays and this one is discarded.
     fn create(path: &Path, geometry: Geometry) -> Result<(), RingError> {
         let io_error = |action, source| RingError::Io {
@@ -396,8 +396,8 @@ fn load_bytes(words: &[AtomicU64], len: usize) -> Vec<u8> {
     bytes
 }
 
-/// The payload checksum: SipHash-1-3 with fixed keys. It detects corruption and torn
-/// copies; it is no defence against a writer that forges snapshots on purpose.
+/// Computes the payload checksum: SipHash-1-3 with fixed keys. It detects corruption and
+/// torn copies, but it is no defence against a writer that forges snapshots on purpose.
 pub fn checksum(payload: &[u8]) -> u64 {
     use std::hash::Hasher;
 
@@ -434,19 +434,19 @@ pub struct Published {
     pub published_unix_ms: u64,
 }
 
-/// What the dataplane last reported through the region.
+/// The dataplane's latest report through the region.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DataplaneStatus {
     pub applied_generation: u64,
-    pub refused: u64,
-    pub refused_generation: u64,
+    pub rejected: u64,
+    pub rejected_generation: u64,
     pub consumed_sequence: u64,
     /// 0 when no dataplane has attached yet.
     pub heartbeat_unix_ms: u64,
 }
 
 /// The control plane's side: publishes snapshots and reads the dataplane's counters.
-/// It holds an exclusive `flock` on the file, so a second writer is rejected; the
+/// It takes an exclusive `flock` on the file, so a second writer is rejected. The
 /// kernel releases the lock when the process dies, even by SIGKILL.
 #[derive(Debug)]
 pub struct Publisher {
@@ -485,7 +485,7 @@ impl Publisher {
         self.region.geometry
     }
 
-    /// Returns the snapshot the region publishes now, if any, as its header says.
+    /// Returns the snapshot that the region's header names as published, if any.
     pub fn published(&self) -> Option<Published> {
         let published = self.region.word(word::PUBLISHED).load(Ordering::SeqCst);
         if published == 0 {
@@ -505,8 +505,9 @@ impl Publisher {
         })
     }
 
-    /// Writes `payload` as `generation` into a free slot and publishes it. Never waits:
-    /// the slot is one the reader does not hold.
+    /// Writes `payload` as `generation` into a free slot and publishes it. Never waits,
+    /// because with at least 3 slots (which `Geometry` enforces) one slot is neither
+    /// published nor held by the reader.
     ///
     /// # Errors
     ///
@@ -581,7 +582,7 @@ impl Publisher {
     /// The reader stores its hazard and then re-reads `published`, all SeqCst. If its
     /// re-read still saw slot `s` published, its hazard store came before any later
     /// publication, and this function runs after the writer's latest publication, so
-    /// it sees the hazard and avoids `s`.
+    /// it loads that hazard and avoids `s`.
     fn free_slot(&self, published: u64) -> u32 {
         let current = (published != 0).then_some((published & 0xff) as u32);
         let hazard = self.region.word(word::HAZARD).load(Ordering::SeqCst);
@@ -596,8 +597,8 @@ impl Publisher {
         let load = |index| self.region.word(index).load(Ordering::Acquire);
         DataplaneStatus {
             applied_generation: load(word::APPLIED_GENERATION),
-            refused: load(word::REFUSED),
-            refused_generation: load(word::REFUSED_GENERATION),
+            rejected: load(word::REJECTED),
+            rejected_generation: load(word::REJECTED_GENERATION),
             consumed_sequence: load(word::CONSUMED_SEQUENCE),
             heartbeat_unix_ms: load(word::DATAPLANE_HEARTBEAT_MS),
         }
@@ -789,14 +790,14 @@ impl Subscriber {
             .store(generation, Ordering::Release);
     }
 
-    /// Counts a refused snapshot of `generation`; also for snapshots whose payload
-    /// passed the checksum but failed decoding.
+    /// Counts a rejected snapshot of `generation`, including one whose payload passed
+    /// the checksum but failed decoding.
     pub fn report_refused(&self, generation: u64) {
         self.region
-            .word(word::REFUSED_GENERATION)
+            .word(word::REJECTED_GENERATION)
             .store(generation, Ordering::Release);
         self.region
-            .word(word::REFUSED)
+            .word(word::REJECTED)
             .fetch_add(1, Ordering::AcqRel);
     }
 

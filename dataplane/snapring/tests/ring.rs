@@ -43,7 +43,7 @@ fn snapshot_is_delivered_once() {
 }
 
 #[test]
-fn corrupted_snapshots_are_refused() {
+fn corrupted_snapshots_are_rejected() {
     let (_dir, mut publisher, mut subscriber) = pair();
     let valid = SlotHeader {
         magic: u64::from_le_bytes(*b"SPIKSNAP"),
@@ -95,7 +95,7 @@ fn corrupted_snapshots_are_refused() {
                 };
                 assert!(expected_kind, "{case}: {error}");
             }
-            other => panic!("{case} was not refused: {other:?}"),
+            other => panic!("{case} was not rejected: {other:?}"),
         }
         assert_eq!(subscriber.poll(), Received::Nothing, "{case} offered twice");
     }
@@ -196,7 +196,7 @@ fn counters_round_trip() {
 }
 
 #[test]
-fn status_reports_applied_and_refused() {
+fn status_reports_applied_and_rejected() {
     let (_dir, publisher, subscriber) = pair();
     subscriber.report_applied(4);
     subscriber.report_refused(5);
@@ -204,8 +204,8 @@ fn status_reports_applied_and_refused() {
     subscriber.heartbeat();
     let status = publisher.dataplane();
     assert_eq!(status.applied_generation, 4);
-    assert_eq!(status.refused, 2);
-    assert_eq!(status.refused_generation, 6);
+    assert_eq!(status.rejected, 2);
+    assert_eq!(status.rejected_generation, 6);
     assert!(status.heartbeat_unix_ms > 0);
 }
 
