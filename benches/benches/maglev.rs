@@ -1,4 +1,4 @@
-//! Time to populate a Maglev lookup table, `MaglevTable::build`, for 10, 100 and 1000
+//! Time to populate a Maglev lookup table, `MaglevTable::build`, for 10, 100, 1000 and 5000
 //! backends of weight 1 at table sizes 65537 and 655373.
 
 use std::hint::black_box;
@@ -21,7 +21,7 @@ fn backends(count: u32) -> Vec<MaglevBackend> {
 fn bench_build(c: &mut Criterion) {
     let mut group = c.benchmark_group("maglev_build");
     for table_size in [65_537u32, 655_373] {
-        for count in [10u32, 100, 1000] {
+        for count in [10u32, 100, 1000, 5000] {
             let backends = backends(count);
             let id = BenchmarkId::new(format!("m{table_size}"), count);
             group.bench_with_input(id, &backends, |b, backends| {

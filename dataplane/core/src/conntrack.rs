@@ -7,10 +7,11 @@
 //! [`Conntrack::reap`] clears a bounded number of slots per call.
 //!
 //! Memory: each slot takes a 4-byte tag plus an entry of expiry (8 bytes), [`FlowKey`] (38 bytes),
-//! class (1 byte) and value, padded to 8 bytes. With a `u32` value the entry is 56 bytes, so a
-//! slot is 60 bytes. The slot count is the smallest power of two that keeps the load at or below
-//! 3/4, so a table uses between 80 and 160 bytes per flow of capacity (120 MiB for a capacity of
-//! 2^20, which rounds up to 2^21 slots).
+//! class (1 byte) and value, padded to 8 bytes ([`Conntrack::slot_bytes`]). With a `u32` value
+//! the entry is 56 bytes, so a slot is 60 bytes; the worker's 20-byte value makes a 76-byte slot.
+//! The slot count is the smallest power of two that keeps the load at or below 3/4, so a table
+//! uses between 4/3 and 8/3 slots per flow of capacity (a capacity of 2^20 rounds up to 2^21
+//! slots: 120 MiB with a `u32` value, 152 MiB for the worker).
 
 use std::fmt;
 
@@ -281,6 +282,12 @@ impl<V: Copy> Conntrack<V> {
     /// Returns the number of slots allocated, a power of two.
     pub fn slot_count(&self) -> usize {
         self.table.slot_count()
+    }
+
+    /// Returns the memory one slot takes: its tag plus its entry, in bytes.
+    pub fn slot_bytes() -> usize {
+        std::mem::size_of::<u32>()
+            + std::mem::size_of::<fixed_table::Entry<FlowKey, FlowState<V>>>()
     }
 
     fn expiry(&self, class: FlowClass, now_ns: u64) -> u64 {
