@@ -32,6 +32,9 @@ uint8_t *spike_pktmbuf_mtod(struct rte_mbuf *m);
 uint16_t spike_pktmbuf_data_len(const struct rte_mbuf *m);
 uint32_t spike_pktmbuf_pkt_len(const struct rte_mbuf *m);
 uint16_t spike_pktmbuf_nb_segs(const struct rte_mbuf *m);
+/* Copies the whole packet, every segment, into buf (len bytes); returns 0 when the
+ * packet is not exactly len bytes long. */
+int spike_pktmbuf_copy_all(const struct rte_mbuf *m, uint8_t *buf, uint32_t len);
 uint16_t spike_pktmbuf_headroom(const struct rte_mbuf *m);
 uint16_t spike_pktmbuf_tailroom(const struct rte_mbuf *m);
 uint8_t *spike_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);

@@ -39,6 +39,8 @@ const REAP_SLOTS_PER_POLL: usize = 64;
 /// Scratch room for one outer fragment: the largest MTU the config accepts plus the
 /// Ethernet header.
 const MAX_FRAME_LEN: usize = 9216 + 14;
+/// The largest IP datagram plus an Ethernet header and two VLAN tags.
+const MAX_CHAINED_FRAME_LEN: usize = 65535 + 22;
 
 /// Counters a worker keeps itself, beyond the core's [`Counters`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,8 +52,10 @@ pub struct TxCounters {
     pub mbuf_alloc_failed: u64,
     /// Forwards freed because the mbuf had no headroom for the encapsulation header.
     pub encap_failed: u64,
-    /// Frames freed without a decision because the driver chained them over several
-    /// mbufs, which the in-place encapsulation cannot edit.
+    /// Frames the driver chained over several mbufs, decided from a linear copy. They
+    /// are longer than one mbuf, which is sized for the MTU, so they can be answered
+    /// (too big), fragmented, handed to the kernel or dropped, never encapsulated in
+    /// place.
     pub rx_multi_segment: u64,
     /// Frames from the kernel port sent out of the main port.
     pub from_kernel: u64,
@@ -148,6 +152,8 @@ struct Dispatch<'port, 'pool> {
     to_kernel: Option<Sender<'port, 'pool>>,
     out: Output,
     scratch: Vec<u8>,
+    /// A chained frame copied into one buffer: room for the largest IP datagram.
+    linear: Vec<u8>,
     tx: TxCounters,
 }
 
@@ -156,7 +162,17 @@ impl<'pool> Dispatch<'_, 'pool> {
     #[inline]
     fn dispatch(&mut self, verdict: Verdict, mut mbuf: Mbuf<'pool>) {
         match verdict {
-            Verdict::Forward if self.out.fragment => self.send_fragments(&mbuf),
+            Verdict::Forward if self.out.fragment => {
+                let Dispatch {
+                    pool,
+                    to_port,
+                    out,
+                    scratch,
+                    tx,
+                    ..
+                } = self;
+                send_fragments(pool, to_port, out, scratch, tx, mbuf.data());
+            }
             Verdict::Forward => {
                 if encapsulate(&mut mbuf, &self.out) {
                     self.to_port.push(mbuf, &mut self.tx);
@@ -174,35 +190,46 @@ impl<'pool> Dispatch<'_, 'pool> {
         }
     }
 
-    /// Copies the encapsulated packet into outer fragments; the original is freed by
-    /// the caller.
-    fn send_fragments(&mut self, mbuf: &Mbuf<'pool>) {
-        let Some(inner) = mbuf.data().get(self.out.inner.clone()) else {
+    /// Decides a frame the driver chained over several mbufs, from a linear copy.
+    fn decide_chained(
+        &mut self,
+        worker: &mut Worker,
+        snapshot: &Snapshot,
+        now_ns: u64,
+        mbuf: Mbuf<'pool>,
+    ) {
+        self.tx.rx_multi_segment += 1;
+        let Some(len) = mbuf.copy_all(&mut self.linear) else {
             self.tx.encap_failed += 1;
             return;
         };
         let Dispatch {
             pool,
             to_port,
+            to_kernel,
             out,
             scratch,
+            linear,
             tx,
-            ..
         } = self;
-        let emitted = write_outer_fragments(
-            out.header(),
-            inner,
-            out.outer_ipv6,
-            out.mtu,
-            out.fragment_ident,
-            scratch,
-            |frame| match copy_to_mbuf(pool, frame) {
-                Some(fragment) => to_port.push(fragment, tx),
+        let frame = &linear[..len];
+        match worker.process(snapshot, frame, now_ns, out) {
+            Verdict::Forward if out.fragment => {
+                send_fragments(pool, to_port, out, scratch, tx, frame);
+            }
+            // One mbuf holds any frame that fits the MTU, so an unfragmented forward of
+            // a chained frame means the pool's data room and the MTU disagree.
+            Verdict::Forward => tx.encap_failed += 1,
+            Verdict::Reply => match copy_to_mbuf(pool, out.reply()) {
+                Some(reply) => to_port.push(reply, tx),
                 None => tx.mbuf_alloc_failed += 1,
             },
-        );
-        if emitted == 0 {
-            tx.encap_failed += 1;
+            Verdict::Kernel(_) => {
+                if let Some(to_kernel) = to_kernel.as_mut() {
+                    to_kernel.push(mbuf, tx);
+                }
+            }
+            Verdict::Drop(_) => {}
         }
     }
 
@@ -218,6 +245,37 @@ impl<'pool> Dispatch<'_, 'pool> {
         if let Some(to_kernel) = self.to_kernel.as_mut() {
             to_kernel.flush(&mut self.tx);
         }
+    }
+}
+
+/// Copies the encapsulated packet of `frame` into outer fragments and queues them; the
+/// original is freed by the caller.
+fn send_fragments<'pool>(
+    pool: &'pool Mempool<'_>,
+    to_port: &mut Sender<'_, 'pool>,
+    out: &Output,
+    scratch: &mut [u8],
+    tx: &mut TxCounters,
+    frame: &[u8],
+) {
+    let Some(inner) = frame.get(out.inner.clone()) else {
+        tx.encap_failed += 1;
+        return;
+    };
+    let emitted = write_outer_fragments(
+        out.header(),
+        inner,
+        out.outer_ipv6,
+        out.mtu,
+        out.fragment_ident,
+        scratch,
+        |fragment| match copy_to_mbuf(pool, fragment) {
+            Some(fragment) => to_port.push(fragment, tx),
+            None => tx.mbuf_alloc_failed += 1,
+        },
+    );
+    if emitted == 0 {
+        tx.encap_failed += 1;
     }
 }
 
@@ -308,6 +366,7 @@ pub fn run<'pool>(
         }),
         out: Output::default(),
         scratch: vec![0; MAX_FRAME_LEN],
+        linear: vec![0; MAX_CHAINED_FRAME_LEN],
         tx: TxCounters::default(),
     };
     let mut received = MbufBurst::new();
@@ -330,7 +389,7 @@ pub fn run<'pool>(
             );
             for mbuf in received.drain() {
                 if mbuf.nb_segs() != 1 {
-                    dispatch.tx.rx_multi_segment += 1;
+                    dispatch.decide_chained(&mut worker, &snapshot, now_ns, mbuf);
                     continue;
                 }
                 let verdict = worker.process(&snapshot, mbuf.data(), now_ns, &mut dispatch.out);

@@ -22,7 +22,7 @@
 //!   "tx_dropped": 0,              frames the tx queues rejected after dpdk.tx_retries
 //!   "mbuf_alloc_failed": 0,       fragments and replies lost to an empty mbuf pool
 //!   "encap_failed": 0,            forwards whose mbuf could not take the header
-//!   "rx_multi_segment": 0,        chained mbufs freed without a decision
+//!   "rx_multi_segment": 0,        frames chained over several mbufs, decided from a copy
 //!   "from_kernel": 0,             frames from the kernel port sent out of the port
 //!   "kernel": {"arp": 0, ...},    every kernel reason, by label
 //!   "drops": {"ethernet_truncated": 0, ...},

@@ -55,7 +55,8 @@ fn sample_captures_match_core() {
 
 /// Frames that take every path of the poll loop: a padded frame (the padding is cut
 /// before the header is prepended), a VLAN tag, outer fragmentation, an ICMP too-big
-/// reply, the kernel and a UDP service.
+/// reply, the kernel and a UDP service, and frames longer than one mbuf, which the
+/// driver chains and the worker decides from a copy.
 #[test]
 fn synthetic_capture_covers_slow_paths() {
     let dir = TestDir::new("synthetic");
@@ -67,18 +68,20 @@ fn synthetic_capture_covers_slow_paths() {
         arp_request(),
         tcp_frame(WEB_VIP, 40_004, 8080, 100, true, Some(7)),
         udp_frame(DNS_VIP, 53_001, 53, 60),
+        tcp_frame(WEB_VIP, 40_005, 8080, 3000, true, None),
+        tcp_frame(WEB_VIP, 40_006, 8080, 3000, false, None),
     ];
     write_capture(&capture, &frames);
 
     let expected = check_capture("synthetic", &capture);
-    assert_eq!(expected.counters.forwarded, 4);
-    assert_eq!(expected.counters.outer_fragmented, 1);
-    assert_eq!(expected.counters.replies, 1);
+    assert_eq!(expected.counters.forwarded, 5);
+    assert_eq!(expected.counters.outer_fragmented, 2);
+    assert_eq!(expected.counters.replies, 2);
     assert_eq!(expected.counters.kernel_count(KernelReason::Arp), 1);
     assert_eq!(
         expected.frames.len(),
-        6,
-        "3 whole forwards, 2 fragments, 1 reply"
+        10,
+        "3 whole forwards, 2 + 3 fragments, 2 replies"
     );
 }
 

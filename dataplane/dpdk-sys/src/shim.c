@@ -3,6 +3,7 @@
  * as static inline functions, macros or thread-local variables in the
  * headers. Each one forwards unchanged, so DPDK's own documentation applies.
  */
+#include <string.h>
 #include "../wrapper.h"
 
 uint16_t spike_eth_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **rx_pkts,
@@ -45,6 +46,20 @@ uint32_t spike_pktmbuf_pkt_len(const struct rte_mbuf *m)
 uint16_t spike_pktmbuf_nb_segs(const struct rte_mbuf *m)
 {
 	return m->nb_segs;
+}
+
+int spike_pktmbuf_copy_all(const struct rte_mbuf *m, uint8_t *buf, uint32_t len)
+{
+	if (rte_pktmbuf_pkt_len(m) != len)
+		return 0;
+	/* rte_pktmbuf_read copies into buf when the data spans segments and returns a
+	 * pointer into the mbuf otherwise, so copy in that case too. */
+	const void *data = rte_pktmbuf_read(m, 0, len, buf);
+	if (data == NULL)
+		return 0;
+	if (data != buf)
+		memcpy(buf, data, len);
+	return 1;
 }
 
 uint16_t spike_pktmbuf_headroom(const struct rte_mbuf *m)

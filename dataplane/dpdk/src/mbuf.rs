@@ -125,6 +125,20 @@ impl<'pool> Mbuf<'pool> {
         unsafe { sys::spike_pktmbuf_pkt_len(self.raw.as_ptr()) }
     }
 
+    /// Copies the whole packet, every segment, into the front of `buffer` and returns
+    /// its length, or `None` if `buffer` is too short. This is the slow path for frames
+    /// the driver chained over several mbufs.
+    pub fn copy_all(&self, buffer: &mut [u8]) -> Option<usize> {
+        let len = self.pkt_len();
+        let target = buffer.get_mut(..usize::try_from(len).ok()?)?;
+        // SAFETY: raw is a valid mbuf owned by self, and target is a writable slice of
+        // exactly pkt_len bytes that the shim fills and does not keep.
+        let copied = unsafe {
+            sys::spike_pktmbuf_copy_all(self.raw.as_ptr(), target.as_mut_ptr(), len)
+        };
+        (copied == 1).then_some(target.len())
+    }
+
     /// Returns the number of chained segments.
     #[inline]
     pub fn nb_segs(&self) -> u16 {
