@@ -35,14 +35,32 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
+    /// A TOML syntax or type error; the message quotes the offending line.
     #[error("invalid config: {0}")]
-    Syntax(#[from] toml::de::Error),
+    Syntax(String),
     #[error("invalid value {value} for {key}: expected {expected}")]
     Invalid {
         key: String,
         value: String,
         expected: String,
     },
+}
+
+/// Rewrites serde's Rust type names in a TOML error into the ranges an operator
+/// needs, for example `expected u16` into `expected an integer from 0 to 65535`.
+fn explain_types(message: &str) -> String {
+    const RANGES: &[(&str, &str)] = &[
+        ("expected u8", "expected an integer from 0 to 255"),
+        ("expected u16", "expected an integer from 0 to 65535"),
+        ("expected u32", "expected an integer from 0 to 4294967295"),
+        ("expected usize", "expected a non-negative integer"),
+        ("expected f64", "expected a number"),
+    ];
+    let mut text = message.to_owned();
+    for (rust, plain) in RANGES {
+        text = text.replace(rust, plain);
+    }
+    text
 }
 
 impl ConfigError {
@@ -406,7 +424,8 @@ impl FromStr for Config {
     type Err = ConfigError;
 
     fn from_str(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|error| ConfigError::Syntax(explain_types(&error.to_string())))?;
         validate(raw)
     }
 }

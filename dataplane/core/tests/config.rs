@@ -132,6 +132,12 @@ const BAD_CASES: &[BadCase] = &[
         expected: &["node.mtu", "600", "1280"],
     },
     BadCase {
+        description: "MTU beyond its integer type",
+        from: "mtu = 1500",
+        to: "mtu = 100000",
+        expected: &["mtu = 100000", "from 0 to 65535"],
+    },
+    BadCase {
         description: "unknown key",
         from: "mtu = 1500",
         to: "mtu = 1500\nmtuu = 9000",
