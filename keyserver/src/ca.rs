@@ -347,6 +347,37 @@ mod tests {
     }
 
     #[test]
+    fn import_keeps_existing_ca() {
+        let source = tempfile::tempdir().unwrap();
+        let (ca, _) = CertAuthority::load_or_create(source.path()).unwrap();
+        let key_pem = std::fs::read_to_string(source.path().join(CA_KEY_FILE)).unwrap();
+        let target = tempfile::tempdir().unwrap();
+
+        let imported = CertAuthority::import(target.path(), ca.cert_pem(), &key_pem).unwrap();
+        assert_eq!(imported.fingerprint(), ca.fingerprint());
+        let reloaded = CertAuthority::load(target.path()).unwrap();
+        assert_eq!(reloaded.fingerprint(), ca.fingerprint());
+        let key_mode = std::fs::metadata(target.path().join(CA_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(key_mode & 0o777, 0o600, "the imported key is private");
+
+        let node_key = KeyPair::generate().unwrap();
+        let profile = Profile::Node {
+            principal: "node-1".into(),
+            dns_names: vec!["node-1".into()],
+        };
+        let signed = reloaded.sign(
+            &node_key,
+            &profile,
+            OffsetDateTime::now_utc(),
+            Duration::from_secs(3600),
+        );
+        assert!(signed.is_ok(), "the imported CA signs");
+    }
+
+    #[test]
     fn node_certificate_carries_policy_names() {
         let dir = tempfile::tempdir().unwrap();
         let (ca, _) = CertAuthority::load_or_create(dir.path()).unwrap();
