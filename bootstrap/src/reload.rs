@@ -2,6 +2,8 @@
 //! up a renewed certificate without restarting.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,16 +18,39 @@ use crate::node::{BootstrapError, IdentityPaths};
 /// How often a handshake may trigger a look at the files.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// One version of `cert.pem`. The modification time alone misses a replacement written
+/// within the same timestamp tick (Linux file systems usually stamp files from a clock that
+/// advances every few milliseconds), so the inode, which each atomic rename changes, and
+/// the length count too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    inode: u64,
+    len: u64,
+}
+
+impl FileStamp {
+    /// Returns the stamp of `path`, or `None` if its metadata cannot be read.
+    fn of(path: &Path) -> Option<FileStamp> {
+        let metadata = fs::metadata(path).ok()?;
+        Some(FileStamp {
+            modified: metadata.modified().ok(),
+            inode: metadata.ino(),
+            len: metadata.len(),
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Loaded {
     key: Arc<CertifiedKey>,
-    cert_modified: Option<SystemTime>,
+    cert_stamp: Option<FileStamp>,
     checked: Instant,
 }
 
 /// Server certificate resolver over `cert.pem` and `key.pem`. At most once a second a
-/// handshake checks the modification time of `cert.pem`, and reloads both files when it
-/// changed. A reload that fails (a half-written file from some other tool, a key that
+/// handshake checks the modification time, inode and length of `cert.pem`, and reloads
+/// both files when one of them changed. A reload that fails (a half-written file from some other tool, a key that
 /// does not match) keeps the previous certificate and logs a warning.
 #[derive(Debug)]
 pub struct ReloadingIdentity {
@@ -40,12 +65,12 @@ impl ReloadingIdentity {
     ///
     /// [`BootstrapError`] if the files cannot be read or do not match.
     pub fn load(paths: IdentityPaths) -> Result<Self, BootstrapError> {
-        let (key, cert_modified) = load_certified_key(&paths)?;
+        let (key, cert_stamp) = load_certified_key(&paths)?;
         Ok(Self {
             paths,
             loaded: Mutex::new(Loaded {
                 key,
-                cert_modified,
+                cert_stamp,
                 checked: Instant::now(),
             }),
         })
@@ -60,15 +85,12 @@ impl ReloadingIdentity {
         }
         loaded.checked = Instant::now();
 
-        let modified = fs::metadata(self.paths.cert())
-            .and_then(|m| m.modified())
-            .ok();
-        if modified != loaded.cert_modified {
+        if FileStamp::of(&self.paths.cert()) != loaded.cert_stamp {
             match load_certified_key(&self.paths) {
-                Ok((key, cert_modified)) => {
+                Ok((key, cert_stamp)) => {
                     info!(dir = %self.paths.dir.display(), "reloaded the TLS identity");
                     loaded.key = key;
-                    loaded.cert_modified = cert_modified;
+                    loaded.cert_stamp = cert_stamp;
                 }
                 Err(e) => {
                     warn!(error = %e, "reloading the TLS identity failed; keeping the previous one")
@@ -87,8 +109,9 @@ impl ResolvesServerCert for ReloadingIdentity {
 
 fn load_certified_key(
     paths: &IdentityPaths,
-) -> Result<(Arc<CertifiedKey>, Option<SystemTime>), BootstrapError> {
-    let cert_modified = fs::metadata(paths.cert()).and_then(|m| m.modified()).ok();
+) -> Result<(Arc<CertifiedKey>, Option<FileStamp>), BootstrapError> {
+    // Stamped before reading: a replacement in between is loaded again at the next check.
+    let cert_stamp = FileStamp::of(&paths.cert());
     let cert_pem = files::read_text(&paths.cert())?;
     let key_pem = files::read_secret(&paths.key())?;
     let mut chain = tls::certs_from_pem(&cert_pem, &paths.cert().display().to_string())?;
@@ -99,5 +122,5 @@ fn load_certified_key(
     let key = tls::key_from_pem(&key_pem, &paths.key().display().to_string())?;
     let certified =
         CertifiedKey::from_der(chain, key, &provider()).map_err(tls::TlsSetupError::from)?;
-    Ok((Arc::new(certified), cert_modified))
+    Ok((Arc::new(certified), cert_stamp))
 }

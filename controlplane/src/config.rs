@@ -3,7 +3,9 @@
 //! The file is the dataplane's config format for `[node]`, `[vxlan]`, `[hash]` and
 //! `[[service]]` (validated by spike-core's own parser), plus:
 //!
-//! - `[controlplane]`: the ring path, the metrics address and the ring's slot size;
+//! - `[controlplane]`: the ring path, the metrics address and the ring's slot size, and
+//!   an optional `[controlplane.metrics_tls]` table that serves the metrics endpoint over
+//!   TLS with the node identity that spike-bootstrap writes;
 //! - `[service.health_check]` per service, and `health_address` per backend, the
 //!   address the checks connect to when it differs from the backend's underlay address;
 //! - an optional `[kubernetes]` section: spike-kube's `KubernetesConfig` (API server,
@@ -63,6 +65,8 @@ pub struct ControlConfig {
     pub ring: PathBuf,
     pub metrics_listen: SocketAddr,
     pub slot_size_bytes: u64,
+    /// TLS of the metrics endpoint, or `None` for plain HTTP.
+    pub metrics_tls: Option<MetricsTls>,
     /// Node, VXLAN, hash and statically configured services, as the dataplane reads them.
     pub base: Config,
     /// Health check per service of `base`, in the same order.
@@ -71,6 +75,17 @@ pub struct ControlConfig {
     pub health_addresses: Vec<Vec<IpAddr>>,
     /// Kubernetes discovery, when the file has a `[kubernetes]` section.
     pub kubernetes: Option<KubernetesSettings>,
+}
+
+/// TLS settings of the metrics endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsTls {
+    /// Identity directory that spike-bootstrap writes: `key.pem`, `cert.pem` and `ca.pem`.
+    pub identity_dir: PathBuf,
+    /// Whether clients must present a certificate signed by the identity's `ca.pem`.
+    #[serde(default)]
+    pub require_client_cert: bool,
 }
 
 /// Kubernetes discovery settings: what to watch, and how each discovered VIP, protocol
@@ -117,6 +132,7 @@ struct RawControl {
     metrics_listen: SocketAddr,
     #[serde(default = "default_slot_size_mib")]
     ring_slot_size_mib: u64,
+    metrics_tls: Option<MetricsTls>,
 }
 
 fn default_slot_size_mib() -> u64 {
@@ -219,10 +235,20 @@ impl ControlConfig {
                 "1 to 1024 MiB",
             ));
         }
+        if let Some(tls) = &control.metrics_tls {
+            if tls.identity_dir.as_os_str().is_empty() {
+                return Err(invalid(
+                    "controlplane.metrics_tls.identity_dir",
+                    "\"\"",
+                    "the directory where spike-bootstrap writes key.pem, cert.pem and ca.pem",
+                ));
+            }
+        }
         Ok(ControlConfig {
             ring: control.ring,
             metrics_listen: control.metrics_listen,
             slot_size_bytes: control.ring_slot_size_mib << 20,
+            metrics_tls: control.metrics_tls,
             base,
             health_checks,
             health_addresses,
@@ -543,6 +569,48 @@ mod tests {
         ];
         for ((from, to), key) in cases {
             let text = format!("{BASE}{KUBERNETES}").replace(from, to);
+            let error = ControlConfig::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
+        }
+    }
+
+    #[test]
+    fn metrics_tls_is_off_by_default() {
+        let config = ControlConfig::parse(BASE).unwrap();
+        assert_eq!(config.metrics_tls, None);
+    }
+
+    #[test]
+    fn metrics_tls_section_parses() {
+        let section = "ring_slot_size_mib = 16\n\
+                       [controlplane.metrics_tls]\n\
+                       identity_dir = \"/var/lib/spike/identity\"\n\
+                       require_client_cert = true\n";
+        let text = BASE.replace("[node]", &format!("{section}\n[node]"));
+        let tls = ControlConfig::parse(&text).unwrap().metrics_tls.unwrap();
+        assert_eq!(tls.identity_dir, Path::new("/var/lib/spike/identity"));
+        assert!(tls.require_client_cert);
+
+        let text = text.replace("require_client_cert = true\n", "");
+        let tls = ControlConfig::parse(&text).unwrap().metrics_tls.unwrap();
+        assert!(!tls.require_client_cert);
+    }
+
+    #[test]
+    fn invalid_metrics_tls_names_the_key() {
+        let cases = [
+            (
+                "identity_dir = \"\"",
+                "controlplane.metrics_tls.identity_dir",
+            ),
+            ("identity_dir = \"/x\"\nclient_ca = \"/y\"", "client_ca"),
+            ("require_client_cert = true", "identity_dir"),
+        ];
+        for (section, key) in cases {
+            let text = BASE.replace(
+                "[node]",
+                &format!("[controlplane.metrics_tls]\n{section}\n\n[node]"),
+            );
             let error = ControlConfig::parse(&text).unwrap_err().to_string();
             assert!(error.contains(key), "{key}: {error}");
         }

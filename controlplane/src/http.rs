@@ -4,27 +4,37 @@
 //! - `GET /metrics`: Prometheus text exposition.
 //! - `GET /healthz`: 200 while the process runs.
 //! - `GET /readyz`: 200 once the dataplane runs the latest published snapshot, else 503.
+//!
+//! With a TLS acceptor (see `metrics_tls`) every connection starts with a TLS handshake,
+//! which has the same time limit as the request head.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tracing::warn;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
 
 use crate::metrics;
 
 /// Largest request head accepted.
 const MAX_REQUEST_BYTES: usize = 8192;
-/// Time a client has to send its request head.
+/// Time a client has to send its request head, and, over TLS, to finish the handshake.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether the control plane is ready, computed per request.
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// Serves connections until the task is dropped.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: Readiness) {
+/// Serves connections until the task is dropped: over TLS when `tls` is set, else plain
+/// HTTP.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    ready: Readiness,
+    tls: Option<TlsAcceptor>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -36,16 +46,27 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: Readin
         };
         let registry = Arc::clone(&registry);
         let ready = Arc::clone(&ready);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(error) = handle(stream, &registry, &ready).await {
-                tracing::debug!(%peer, %error, "metrics connection failed");
+            let result = match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(REQUEST_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => handle(stream, &registry, &ready).await,
+                        Ok(Err(error)) => Err(error),
+                        Err(_) => Ok(()),
+                    }
+                }
+                None => handle(stream, &registry, &ready).await,
+            };
+            if let Err(error) = result {
+                debug!(%peer, %error, "metrics connection failed");
             }
         });
     }
 }
 
-async fn handle(
-    mut stream: TcpStream,
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     registry: &Registry,
     ready: &Readiness,
 ) -> std::io::Result<()> {
@@ -77,7 +98,7 @@ async fn handle(
     stream.shutdown().await
 }
 
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::new();
     let mut buffer = [0u8; 1024];
     while !head.windows(4).any(|window| window == b"\r\n\r\n") && head.len() < MAX_REQUEST_BYTES {

@@ -1,7 +1,7 @@
 //! `spike-controlplane`: discovers services and backends, checks their health, builds
 //! snapshots (one Maglev table per distinct backend set) and publishes them to the
 //! dataplane through the shared-memory snapshot ring. It serves Prometheus metrics and
-//! liveness and readiness endpoints.
+//! liveness and readiness endpoints, over TLS with the node identity when configured.
 //!
 //! The dataplane keeps forwarding with its last snapshot while this process is down.
 //! On start it attaches to the ring, and when the snapshot it builds equals the one
@@ -17,6 +17,7 @@ mod health;
 mod http;
 mod kubernetes;
 mod metrics;
+mod metrics_tls;
 mod publish;
 
 use std::io::IsTerminal;

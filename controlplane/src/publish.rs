@@ -29,6 +29,7 @@ use crate::discovery::{Discovery, HealthMemory, SourceUpdate, StaticSource};
 use crate::http;
 use crate::kubernetes::KubernetesSource;
 use crate::metrics::Metrics;
+use crate::metrics_tls::{self, MetricsTlsError};
 
 /// Interval between the control plane's heartbeats in the ring.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -47,6 +48,8 @@ pub enum RunError {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    MetricsTls(#[from] MetricsTlsError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -87,6 +90,11 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
         );
     }
 
+    let tls = config
+        .metrics_tls
+        .as_ref()
+        .map(metrics_tls::acceptor)
+        .transpose()?;
     let listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
         .map_err(|source| RunError::Listen {
@@ -97,6 +105,7 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
         listener,
         Arc::new(registry),
         readiness(Arc::clone(&ring), Arc::clone(&current)),
+        tls,
     ));
 
     let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
@@ -121,6 +130,7 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
             _ = hangup.recv() => match ControlConfig::load(path) {
                 Ok(reloaded) if reloaded.ring != config.ring
                     || reloaded.metrics_listen != config.metrics_listen
+                    || reloaded.metrics_tls != config.metrics_tls
                     || reloaded.slot_size_bytes != config.slot_size_bytes => {
                     error!(
                         config = %path.display(),
