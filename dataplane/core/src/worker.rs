@@ -33,6 +33,7 @@ pub const BURST_SIZE: usize = 32;
 
 const ETHERNET_HEADER_LEN: usize = 14;
 const VLAN_TAG_LEN: usize = 4;
+const IPV6_HEADER_LEN: usize = 40;
 const PROTOCOL_TCP: u8 = 6;
 const PROTOCOL_UDP: u8 = 17;
 
@@ -152,6 +153,43 @@ struct Frame<'a> {
     flooded: bool,
 }
 
+/// The parse result and flow hash that [`Worker::prefetch_burst`] stores for an unfragmented
+/// TCP or UDP frame, so that [`Worker::process`] need not parse the frame again.
+#[derive(Clone, Copy, Debug)]
+struct Hint {
+    /// Address and length of the frame the hint was computed from. `process` uses the hint
+    /// only for the very same slice.
+    frame_addr: usize,
+    frame_len: usize,
+    key: FlowKey,
+    hash: u64,
+    l3_start: usize,
+    /// Offsets in the frame of the transport header and of the end of the IP packet.
+    transport_start: usize,
+    ip_end: usize,
+    /// The IPv4 don't-fragment flag, always true for IPv6 because routers never fragment
+    /// IPv6 packets.
+    dont_frag: bool,
+}
+
+impl Hint {
+    fn matches(&self, frame: &[u8]) -> bool {
+        self.frame_addr == frame.as_ptr() as usize && self.frame_len == frame.len()
+    }
+}
+
+/// The last service lookup of [`classify_transport`]. It is valid only for the snapshot
+/// at the same address with the same generation. A snapshot is immutable, and a new one at
+/// a freed one's address has another generation as long as callers keep the contract of
+/// [`Snapshot::build`] that each generation differs from the previous one.
+#[derive(Clone, Copy, Debug)]
+struct ServiceCache {
+    snapshot_addr: usize,
+    generation: u32,
+    key: ServiceKey,
+    service: Option<u32>,
+}
+
 /// A transport flow whose service is known, ready for backend selection.
 struct Classified {
     service: u32,
@@ -171,11 +209,12 @@ pub struct Worker {
     next_ident: u32,
     udp_checksum_offload: bool,
     mac_filter: Option<MacAddr>,
-    /// Flow keys and hashes computed by `prefetch_burst`, consumed in order by `process`.
-    hints: [Option<(FlowKey, u64)>; BURST_SIZE],
+    /// Parsed flows and hashes computed by `prefetch_burst`, consumed in order by `process`.
+    hints: [Option<Hint>; BURST_SIZE],
     hint_cursor: usize,
     hint_len: usize,
-    current_hint: Option<(FlowKey, u64)>,
+    current_hint: Option<Hint>,
+    service_cache: Option<ServiceCache>,
 }
 
 impl Worker {
@@ -200,6 +239,7 @@ impl Worker {
             hint_cursor: 0,
             hint_len: 0,
             current_hint: None,
+            service_cache: None,
         })
     }
 
@@ -235,7 +275,9 @@ impl Worker {
     /// Prepares a burst: computes each TCP or UDP frame's flow hash and prefetches its
     /// conntrack lines, so the table's memory latency overlaps across the burst instead of
     /// stalling each packet in turn. Then call [`Worker::process`] on the same frames in
-    /// the same order, which reuses the hashes. Frames beyond [`BURST_SIZE`] are ignored.
+    /// the same order, which reuses the hashes and, for a TCP or UDP frame passed as the
+    /// same slice, the parsed headers: the frames must not change in between. Frames
+    /// beyond [`BURST_SIZE`] are ignored.
     pub fn prefetch_burst<'a>(
         &mut self,
         snapshot: &Snapshot,
@@ -243,15 +285,15 @@ impl Worker {
     ) {
         let mut len = 0;
         for (hint, frame) in self.hints.iter_mut().zip(frames) {
-            *hint = quick_flow_key(frame).map(|key| {
-                let hash = snapshot.hasher.hash(&key, HashFields::FiveTuple);
-                self.conntrack.prefetch_buckets(hash);
-                (key, hash)
+            *hint = parse_flow(frame).map(|mut parsed| {
+                parsed.hash = snapshot.hasher.hash(&parsed.key, HashFields::FiveTuple);
+                self.conntrack.prefetch_buckets(parsed.hash);
+                parsed
             });
             len += 1;
         }
-        for (_, hash) in self.hints[..len].iter().flatten() {
-            self.conntrack.prefetch_entry(*hash);
+        for hint in self.hints[..len].iter().flatten() {
+            self.conntrack.prefetch_entry(hint.hash);
         }
         self.hint_cursor = 0;
         self.hint_len = len;
@@ -278,7 +320,12 @@ impl Worker {
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += frame.len() as u64;
 
-        let verdict = self.decide(snapshot, frame, now_ns, out);
+        let verdict = match self.current_hint {
+            Some(hint) if hint.matches(frame) => {
+                self.decide_hinted(snapshot, frame, &hint, now_ns, out)
+            }
+            _ => self.decide(snapshot, frame, now_ns, out),
+        };
         self.counters.count_verdict(verdict);
         if verdict == Verdict::Forward {
             if let (Some(service), Some(backend)) = (out.service, out.backend) {
@@ -339,6 +386,62 @@ impl Worker {
         }
     }
 
+    /// Decides a frame that `prefetch_burst` parsed as an unfragmented TCP or UDP packet,
+    /// with the same checks and results as [`Worker::decide`] minus those the parse passed.
+    fn decide_hinted(
+        &mut self,
+        snapshot: &Snapshot,
+        bytes: &[u8],
+        hint: &Hint,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        let mut frame = Frame {
+            bytes,
+            l3_start: hint.l3_start,
+            vlan: None,
+            flooded: false,
+        };
+        if let Some(own) = self.mac_filter {
+            let destination = EthernetFrame::new_unchecked(bytes).dst_addr();
+            if destination.is_multicast() {
+                frame.flooded = true;
+            } else if destination != own {
+                return Verdict::Drop(DropReason::OtherHostMac);
+            }
+        }
+        if hint.l3_start != ETHERNET_HEADER_LEN {
+            frame.vlan = Some([bytes[ETHERNET_HEADER_LEN], bytes[ETHERNET_HEADER_LEN + 1]]);
+        }
+        out.inner = hint.l3_start..hint.ip_end;
+
+        // The IPv6 path checks the VIP before the service, but a packet to another address
+        // has no service either, so both give `NotService`.
+        let transport = &bytes[hint.transport_start..hint.ip_end];
+        let key = &hint.key;
+        let classified = match classify_transport(
+            &mut self.service_cache,
+            snapshot,
+            key.src,
+            key.dst,
+            key.protocol,
+            transport,
+            false,
+        ) {
+            Ok(classified) => classified,
+            Err(verdict) => return verdict,
+        };
+        self.select_and_forward(
+            snapshot,
+            &frame,
+            classified,
+            false,
+            hint.dont_frag,
+            now_ns,
+            out,
+        )
+    }
+
     fn decide_ipv4(
         &mut self,
         snapshot: &Snapshot,
@@ -387,7 +490,15 @@ impl Worker {
                 Err(verdict) => return verdict,
             }
         } else {
-            match classify_transport(snapshot, src, dst, protocol, payload, first_fragment) {
+            match classify_transport(
+                &mut self.service_cache,
+                snapshot,
+                src,
+                dst,
+                protocol,
+                payload,
+                first_fragment,
+            ) {
                 Ok(classified) => classified,
                 Err(verdict) => return verdict,
             }
@@ -475,7 +586,15 @@ impl Worker {
         let classified = if upper.protocol == IpProtocol::Icmpv6 {
             classify_icmpv6(snapshot, transport)
         } else {
-            classify_transport(snapshot, src, dst, protocol, transport, first_fragment)
+            classify_transport(
+                &mut self.service_cache,
+                snapshot,
+                src,
+                dst,
+                protocol,
+                transport,
+                first_fragment,
+            )
         };
         let classified = match classified {
             Ok(classified) => classified,
@@ -514,7 +633,7 @@ impl Worker {
         }
         out.flow = Some(classified.key);
         let flow_hash = match self.current_hint {
-            Some((key, hash)) if key == classified.key => hash,
+            Some(hint) if hint.key == classified.key => hint.hash,
             _ => snapshot.hasher.hash(&classified.key, HashFields::FiveTuple),
         };
         let selected = if is_icmp_error {
@@ -802,9 +921,11 @@ impl Worker {
     }
 }
 
-/// The flow key of an unfragmented TCP or UDP packet, parsed just far enough to hash
-/// it. Anything else returns `None` and is hashed, if at all, during `process`.
-fn quick_flow_key(frame: &[u8]) -> Option<FlowKey> {
+/// Parses an unfragmented TCP or UDP packet just far enough to hash its flow, with the
+/// same validity checks as [`Worker::decide`] up to the transport header. Anything else
+/// returns `None` and is parsed, and hashed if at all, during `process`. The returned
+/// hint's `hash` is 0 until the caller fills it in.
+fn parse_flow(frame: &[u8]) -> Option<Hint> {
     let ethernet = EthernetFrame::new_checked(frame).ok()?;
     let (ethertype, l3_start) = match ethernet.ethertype() {
         EtherType::Vlan => {
@@ -814,7 +935,7 @@ fn quick_flow_key(frame: &[u8]) -> Option<FlowKey> {
         other => (other, ETHERNET_HEADER_LEN),
     };
     let l3 = frame.get(l3_start..)?;
-    let (src, dst, protocol, ports) = match ethertype {
+    let (src, dst, protocol, transport_start, ip_end, dont_frag) = match ethertype {
         EtherType::Ipv4 => {
             let packet = Ipv4Packet::new_checked(l3).ok()?;
             if packet.frag_offset() != 0 || packet.more_frags() {
@@ -824,7 +945,9 @@ fn quick_flow_key(frame: &[u8]) -> Option<FlowKey> {
                 mapped(IpAddr::V4(packet.src_addr())),
                 mapped(IpAddr::V4(packet.dst_addr())),
                 u8::from(packet.protocol()),
-                wire::transport_ports(packet.payload()),
+                l3_start + packet.header_len(),
+                l3_start + usize::from(packet.total_len()),
+                packet.dont_frag(),
             )
         }
         EtherType::Ipv6 => {
@@ -833,7 +956,9 @@ fn quick_flow_key(frame: &[u8]) -> Option<FlowKey> {
                 packet.src_addr().octets(),
                 packet.dst_addr().octets(),
                 u8::from(packet.next_header()),
-                wire::transport_ports(packet.payload()),
+                l3_start + IPV6_HEADER_LEN,
+                l3_start + IPV6_HEADER_LEN + usize::from(packet.payload_len()),
+                true,
             )
         }
         _ => return None,
@@ -841,13 +966,22 @@ fn quick_flow_key(frame: &[u8]) -> Option<FlowKey> {
     if protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP {
         return None;
     }
-    let (src_port, dst_port) = ports?;
-    Some(FlowKey {
-        src,
-        dst,
-        src_port,
-        dst_port,
-        protocol,
+    let (src_port, dst_port) = wire::transport_ports(frame.get(transport_start..ip_end)?)?;
+    Some(Hint {
+        frame_addr: frame.as_ptr() as usize,
+        frame_len: frame.len(),
+        key: FlowKey {
+            src,
+            dst,
+            src_port,
+            dst_port,
+            protocol,
+        },
+        hash: 0,
+        l3_start,
+        transport_start,
+        ip_end,
+        dont_frag,
     })
 }
 
@@ -900,6 +1034,7 @@ fn maglev_lookup(
 /// Finds the service of a TCP or UDP packet and its conntrack class. A first fragment
 /// may carry only the ports, so it is not required to hold a whole transport header.
 fn classify_transport(
+    cache: &mut Option<ServiceCache>,
     snapshot: &Snapshot,
     src: [u8; 16],
     dst: [u8; 16],
@@ -915,11 +1050,12 @@ fn classify_transport(
     }
     let src_port = u16::from_be_bytes([transport[0], transport[1]]);
     let dst_port = u16::from_be_bytes([transport[2], transport[3]]);
-    let Some(service) = snapshot.service(&ServiceKey {
+    let service_key = ServiceKey {
         vip: dst,
         protocol,
         port: dst_port,
-    }) else {
+    };
+    let Some(service) = cached_service(cache, snapshot, &service_key) else {
         return Err(Verdict::Kernel(KernelReason::NotService));
     };
 
@@ -951,6 +1087,33 @@ fn classify_transport(
         class,
         syn,
     })
+}
+
+/// Returns `snapshot.service(key)`, from `cache` when the previous lookup was for the same
+/// key in the same snapshot. Most bursts go to few services, so this skips most map lookups.
+#[inline]
+fn cached_service(
+    cache: &mut Option<ServiceCache>,
+    snapshot: &Snapshot,
+    key: &ServiceKey,
+) -> Option<u32> {
+    let snapshot_addr = snapshot as *const Snapshot as usize;
+    if let Some(cached) = cache {
+        if cached.snapshot_addr == snapshot_addr
+            && cached.generation == snapshot.generation
+            && cached.key == *key
+        {
+            return cached.service;
+        }
+    }
+    let service = snapshot.service(key);
+    *cache = Some(ServiceCache {
+        snapshot_addr,
+        generation: snapshot.generation,
+        key: *key,
+        service,
+    });
+    service
 }
 
 /// Maps an ICMP error's quoted packet (sent from a VIP by a backend, directly to the

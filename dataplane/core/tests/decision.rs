@@ -1371,9 +1371,54 @@ fn service_and_backend_counters() {
 #[test]
 fn prefetched_burst_decides_identically() {
     let mut frames = Vec::new();
-    for port in 3000..3020 {
+    for port in 3000..3010 {
         frames.push(tcp_to_vip(port, SYN));
     }
+    let syn = ipv4(V4::to_vip(6), &tcp(41000, 80, SYN, b""));
+    frames.push(vlan_ethernet(6, 0x0800, &syn));
+    frames.push(ethernet(
+        0x0800,
+        &ipv4(
+            V4 {
+                dst: VIP_3TUPLE,
+                ..V4::to_vip(17)
+            },
+            &udp(41001, 53, b"query"),
+        ),
+    ));
+    frames.push(ethernet(
+        0x86dd,
+        &ipv6(CLIENT6, VIP6, 17, &udp(41002, 53, b"q")),
+    ));
+    let mut bad_offset = tcp(41003, 80, SYN, b"");
+    bad_offset[12] = 4 << 4;
+    frames.push(ethernet(0x0800, &ipv4(V4::to_vip(6), &bad_offset)));
+    frames.push(with_destination(
+        tcp_to_vip(41004, SYN),
+        [0x02, 0, 0, 0, 0, 0x99],
+    ));
+    frames.push(with_destination(tcp_to_vip(41005, SYN), [0xff; 6]));
+    let first_fragment = V4 {
+        dont_fragment: false,
+        more_fragments: true,
+        ident: 99,
+        ..V4::to_vip(6)
+    };
+    frames.push(ethernet(
+        0x0800,
+        &ipv4(first_fragment, &tcp(41006, 80, ACK, &[1; 20])[..24]),
+    ));
+    frames.push(ethernet(
+        0x0800,
+        &ipv4(
+            V4 {
+                offset_bytes: 24,
+                more_fragments: false,
+                ..first_fragment
+            },
+            &[2; 16],
+        ),
+    ));
     frames.push(ethernet(
         0x86dd,
         &ipv6(CLIENT6, VIP6, 6, &tcp(40000, 80, SYN, b"")),
@@ -1383,24 +1428,40 @@ fn prefetched_burst_decides_identically() {
     frames.push(big_packet(true, 1460));
     frames.push(tcp_v4(V4::to_vip(6), 1, 22, SYN));
 
-    let mut plain = Harness::base();
-    let mut prefetched = Harness::base();
-    prefetched
-        .worker
-        .prefetch_burst(&prefetched.snapshot, frames.iter().map(Vec::as_slice));
-    for (index, frame) in frames.iter().enumerate() {
-        let expected = plain.process(frame, 0);
-        let verdict = prefetched.process(frame, 0);
-        assert_eq!(verdict, expected, "frame {index}");
+    assert!(frames.len() <= 32, "one burst");
+
+    // Without and with the MAC filter, which the fast path must apply too.
+    for filter in [None, Some(spike_core::wire::MacAddr(SPIKE_MAC))] {
+        let mut plain = Harness::base();
+        let mut prefetched = Harness::base();
+        plain.worker.set_mac_filter(filter);
+        prefetched.worker.set_mac_filter(filter);
+        prefetched
+            .worker
+            .prefetch_burst(&prefetched.snapshot, frames.iter().map(Vec::as_slice));
+        for (index, frame) in frames.iter().enumerate() {
+            let expected = plain.process(frame, 0);
+            let verdict = prefetched.process(frame, 0);
+            assert_eq!(verdict, expected, "frame {index}, filter {filter:?}");
+            assert_eq!(
+                prefetched.out.header(),
+                plain.out.header(),
+                "frame {index} header, filter {filter:?}"
+            );
+            assert_eq!(
+                prefetched.out.reply(),
+                plain.out.reply(),
+                "frame {index} reply, filter {filter:?}"
+            );
+            assert_eq!(
+                prefetched.out.selection, plain.out.selection,
+                "frame {index} selection, filter {filter:?}"
+            );
+        }
         assert_eq!(
-            prefetched.out.header(),
-            plain.out.header(),
-            "frame {index} header"
-        );
-        assert_eq!(
-            prefetched.out.reply(),
-            plain.out.reply(),
-            "frame {index} reply"
+            prefetched.worker.counters(),
+            plain.worker.counters(),
+            "filter {filter:?}"
         );
     }
 

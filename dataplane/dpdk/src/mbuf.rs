@@ -133,9 +133,8 @@ impl<'pool> Mbuf<'pool> {
         let target = buffer.get_mut(..usize::try_from(len).ok()?)?;
         // SAFETY: raw is a valid mbuf owned by self, and target is a writable slice of
         // exactly pkt_len bytes that the shim fills and does not keep.
-        let copied = unsafe {
-            sys::spike_pktmbuf_copy_all(self.raw.as_ptr(), target.as_mut_ptr(), len)
-        };
+        let copied =
+            unsafe { sys::spike_pktmbuf_copy_all(self.raw.as_ptr(), target.as_mut_ptr(), len) };
         (copied == 1).then_some(target.len())
     }
 
