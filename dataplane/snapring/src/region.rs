@@ -14,6 +14,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
@@ -225,10 +226,13 @@ impl Region {
         temporary.push(format!(".{}.tmp", std::process::id()));
         let temporary = PathBuf::from(temporary);
 
+        // Only the owner may read or write: a snapshot carries the flow hash key, which
+        // lets whoever knows it steer flows to chosen backends.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&temporary)
             .map_err(|source| io_error("create", source))?;
         let initialized = file

@@ -43,6 +43,18 @@ fn snapshot_is_delivered_once() {
 }
 
 #[test]
+fn ring_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let (dir, _publisher, _subscriber) = pair();
+    let mode = std::fs::metadata(dir.path().join("ring"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "snapshots carry the flow hash key");
+}
+
+#[test]
 fn corrupted_snapshots_are_rejected() {
     let (_dir, mut publisher, mut subscriber) = pair();
     let valid = SlotHeader {
