@@ -37,7 +37,8 @@ pub enum ConfigError {
     },
     #[error("invalid config: {0}")]
     Syntax(#[from] toml::de::Error),
-    #[error("invalid config: {0}")]
+    /// The core's message already starts with what failed.
+    #[error("{0}")]
     Core(#[from] spike_core::config::ConfigError),
     #[error("[{0}] belongs in the dataplane's config file: remove it from this one")]
     DataplaneSection(String),
@@ -394,6 +395,31 @@ fn validate_check(
             ));
         }
     }
+    if let CheckKind::Http {
+        expected_status, ..
+    } = &kind
+    {
+        if !(100..=599).contains(expected_status) {
+            return Err(invalid(
+                format!("{key}.expected_status"),
+                expected_status,
+                "an HTTP status code from 100 to 599",
+            ));
+        }
+    }
+    if raw.port == Some(0) {
+        return Err(invalid(format!("{key}.port"), 0, "a port from 1 to 65535"));
+    }
+    // An hour bounds the interval: a longer one means a dead backend keeps its flows for
+    // longer than any operator would wait for a health check.
+    const MAX_INTERVAL_MS: u64 = 3_600_000;
+    if !(10..=MAX_INTERVAL_MS).contains(&raw.interval_ms) {
+        return Err(invalid(
+            format!("{key}.interval_ms"),
+            raw.interval_ms,
+            "10 to 3600000 ms",
+        ));
+    }
     if raw.timeout_ms == 0 || raw.interval_ms < raw.timeout_ms {
         return Err(invalid(
             format!("{key}.timeout_ms"),
@@ -493,6 +519,17 @@ mod tests {
             (("interval_ms = 500", "interval_ms = 500\nrise = 0"), "rise"),
             (("path = \"/healthz\"", "path = \"healthz\""), "path"),
             (("port = 80", "port = 0"), "port"),
+            (
+                (
+                    "path = \"/healthz\"",
+                    "path = \"/healthz\"\nexpected_status = 0",
+                ),
+                "health_check.expected_status",
+            ),
+            (
+                ("interval_ms = 500", "interval_ms = 9223372036854775807"),
+                "health_check.interval_ms",
+            ),
         ];
         for ((from, to), key) in cases {
             let text = BASE.replace(from, to);
