@@ -240,8 +240,31 @@ fn encode_counters(
     let number = |value: &Value| value.as_u64().unwrap_or(0);
     for (key, help) in [
         ("rx_packets", "Frames the dataplane received"),
+        ("rx_bytes", "Bytes of the frames the dataplane received"),
         ("forwarded", "Packets the dataplane forwarded to a backend"),
+        ("replies", "ICMP too-big replies the dataplane sent"),
+        ("outer_fragmented", "Forwards sent as outer IP fragments"),
+        (
+            "fragment_table_full",
+            "First fragments not recorded because the table was full",
+        ),
         ("tx_dropped", "Frames the dataplane's tx queues rejected"),
+        (
+            "mbuf_alloc_failed",
+            "Fragments and replies lost to an empty mbuf pool",
+        ),
+        (
+            "encap_failed",
+            "Forwards freed because the mbuf could not take the header",
+        ),
+        (
+            "rx_multi_segment",
+            "Frames longer than one mbuf, decided from a copy",
+        ),
+        (
+            "from_kernel",
+            "Frames from the kernel port sent out of the main port",
+        ),
     ] {
         counter(
             encoder,
@@ -262,6 +285,32 @@ fn encode_counters(
         "dataplane_drops",
         "Frames dropped, by reason",
         &drops,
+    )?;
+
+    let to_kernel: Vec<_> = counters["kernel"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(reason, value)| (vec![("reason", reason.clone())], number(value)))
+        .collect();
+    counter_family(
+        encoder,
+        "dataplane_kernel",
+        "Frames handed to the kernel, by reason",
+        &to_kernel,
+    )?;
+
+    let selections: Vec<_> = counters["selections"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(how, value)| (vec![("selection", how.clone())], number(value)))
+        .collect();
+    counter_family(
+        encoder,
+        "dataplane_selections",
+        "Forwarded packets, by how the backend was chosen",
+        &selections,
     )?;
 
     let mut service_packets = Vec::new();
