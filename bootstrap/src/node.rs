@@ -32,7 +32,7 @@ pub enum BootstrapError {
     IdentityExists { dir: PathBuf },
     #[error("the keyserver returned a CA certificate with fingerprint {got}, not the pinned {expected}; do not trust this keyserver")]
     CaMismatch { expected: String, got: String },
-    #[error("the keyserver returned a certificate for a different public key than the CSR's; refusing to store it")]
+    #[error("the keyserver returned a certificate for a different public key than the CSR's; not storing it")]
     KeyMismatch,
     #[error("certificate {path} cannot be read: {reason}")]
     BadCertificate { path: PathBuf, reason: String },

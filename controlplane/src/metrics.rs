@@ -156,7 +156,7 @@ impl Collector for DataplaneCollector {
         )?;
         counter(
             &mut encoder,
-            "dataplane_refused_snapshots",
+            "dataplane_rejected_snapshots",
             "Snapshots the dataplane rejected after validation",
             status.rejected,
         )?;

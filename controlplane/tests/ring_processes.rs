@@ -437,7 +437,7 @@ fn dataplane_survives_controlplane_kill() {
     }
     let log = dataplane.log();
     assert!(log.contains("checksum"), "{log}");
-    assert!(log.contains("snapshot from the ring refused"), "{log}");
+    assert!(log.contains("snapshot from the ring rejected"), "{log}");
     let rejected = counters(&counters_path).unwrap();
     assert_eq!(rejected["generation"], before["generation"]);
     assert_eq!(dropped(&rejected), dropped(&before));
@@ -455,7 +455,7 @@ fn dataplane_survives_controlplane_kill() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("spike_dataplane_refused_snapshots_total 2"),
+        metrics.contains("spike_dataplane_rejected_snapshots_total 2"),
         "{metrics}"
     );
     let resumed = wait_until("counters after the restart", || {

@@ -61,11 +61,11 @@ async fn whole_flow_redeem_renew_revoke() {
         harness.call_as(&harness.admin, revoke).await.unwrap(),
         Response::Done
     );
-    let refused = renew_once(&harness.renew_options(&node_dir))
+    let rejected = renew_once(&harness.renew_options(&node_dir))
         .await
         .unwrap_err();
-    let BootstrapError::Client(client_error) = refused else {
-        panic!("expected a keyserver rejection, got {refused:?}");
+    let BootstrapError::Client(client_error) = rejected else {
+        panic!("expected a keyserver rejection, got {rejected:?}");
     };
     assert_eq!(client_error.code(), Some(ErrorCode::PrincipalRevoked));
 
@@ -379,7 +379,7 @@ async fn list_tokens_shows_outstanding_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renewal_refused_after_expiry() {
+async fn renewal_rejected_after_expiry() {
     let harness = Harness::start_with(|config| config.cert_lifetime = Duration::from_secs(2)).await;
     let created = harness.create_token("node-short", None, None).await;
     let node_dir = harness.dir.path().join("node");

@@ -134,7 +134,7 @@ pub struct DpdkConfig {
     /// DPDK name of a kernel interface port (net_tap) for the exception path: frames the
     /// core hands to the kernel go there, and frames the kernel sends go out of `port`.
     /// Without it those frames are dropped after counting, which suits ports such as
-    /// net_af_packet where the kernel already sees every frame.
+    /// net_af_packet where the kernel already receives every frame.
     pub kernel_port: Option<String>,
     /// Worker lcores; each gets one receive and one transmit queue on each port.
     pub workers: u16,

@@ -78,7 +78,7 @@ impl EncapSettings {
         }
     }
 
-    /// The outer UDP source port for a flow: within the configured range, never 0.
+    /// Returns the outer UDP source port for a flow: within the configured range, never 0.
     #[inline]
     pub fn source_port(&self, flow_hash: u64) -> u16 {
         let span = u64::from(self.source_port_max - self.source_port_min) + 1;
@@ -183,13 +183,13 @@ impl EncapTemplate {
         usize::from(self.len)
     }
 
-    /// Whether the underlay packet is IPv6.
+    /// Returns whether the underlay packet is IPv6.
     #[inline]
     pub fn outer_ipv6(&self) -> bool {
         self.outer_ipv6
     }
 
-    /// The largest inner IP packet that fits the underlay MTU unfragmented.
+    /// Returns the largest inner IP packet that fits the underlay MTU unfragmented.
     #[inline]
     pub fn max_inner_len(&self) -> usize {
         usize::from(self.mtu) - ip_overhead(self.outer_ipv6)

@@ -248,31 +248,31 @@ impl Snapshot {
         })
     }
 
-    /// The service for a destination address, protocol and port.
+    /// Returns the service for a destination address, protocol and port.
     #[inline]
     pub fn service(&self, key: &ServiceKey) -> Option<u32> {
         self.service_by_key.get(key).copied()
     }
 
-    /// The service on `vip` and `protocol` that hashes without ports.
+    /// Returns the service on `vip` and `protocol` that hashes without ports.
     #[inline]
     pub fn portless_service(&self, vip: &[u8; 16], protocol: u8) -> Option<u32> {
         self.portless_service.get(&(*vip, protocol)).copied()
     }
 
-    /// Whether `address` is the VIP of any service.
+    /// Returns whether `address` is the VIP of any service.
     #[inline]
     pub fn is_vip(&self, address: &[u8; 16]) -> bool {
         self.vips.contains_key(address)
     }
 
-    /// Whether any service listens on `vip` with `protocol`, on any port.
+    /// Returns whether any service listens on `vip` with `protocol`, on any port.
     #[inline]
     pub fn has_protocol(&self, vip: &[u8; 16], protocol: u8) -> bool {
         self.vip_protocols.contains_key(&(*vip, protocol))
     }
 
-    /// The flow hasher keyed from the config.
+    /// Returns the flow hasher keyed from the config.
     pub fn hasher(&self) -> &FlowHasher {
         &self.hasher
     }
@@ -301,7 +301,7 @@ fn build_table(
         })
 }
 
-/// A backend's stable identity: SipHash-1-3 with a fixed key over its underlay address,
+/// Computes a backend's stable identity: SipHash-1-3 with a fixed key over its underlay address,
 /// so every Spike node derives the same id and thus the same Maglev permutation.
 pub fn backend_id(address: IpAddr) -> u64 {
     let mut hasher = SipHasher13::new_with_keys(0x5370_696b_6542_6b64, 0x4964_6e6f_6465_0001);

@@ -51,7 +51,7 @@ macro_rules! reason_enum {
 }
 
 reason_enum! {
-    /// Why a frame goes to the kernel.
+    /// Reason a frame goes to the kernel.
     KernelReason {
         Arp => "arp",
         /// ICMPv6 router or neighbor solicitation, advertisement or redirect.
@@ -72,7 +72,7 @@ reason_enum! {
 }
 
 reason_enum! {
-    /// Why a frame is dropped.
+    /// Reason a frame is dropped.
     DropReason {
         EthernetTruncated => "ethernet_truncated",
         /// Unicast to another MAC address: seen only because the port is promiscuous.
@@ -108,7 +108,7 @@ reason_enum! {
 }
 
 reason_enum! {
-    /// How the backend of a forwarded packet was chosen.
+    /// Rule by which the backend of a forwarded packet was chosen.
     Selection {
         /// A conntrack entry of this flow.
         Tracked => "tracked",

@@ -68,14 +68,14 @@ pub enum WorkerError {
     Fragments(#[from] FragmentTableError),
 }
 
-/// Where the details of a verdict are written. Reuse one per worker: it holds the
-/// header and reply buffers, so nothing is allocated per packet.
+/// Details of a verdict. Reuse one per worker: it contains the header and reply
+/// buffers, so nothing is allocated per packet.
 #[derive(Clone, Debug)]
 pub struct Output {
     /// The encapsulation header of a `Forward`, in `header[..header_len]`.
     pub header: [u8; MAX_HEADER_LEN],
     pub header_len: usize,
-    /// Where the original IP packet lies in the input frame (Ethernet padding excluded).
+    /// Byte range of the original IP packet in the input frame, Ethernet padding excluded.
     pub inner: Range<usize>,
     /// The encapsulated packet exceeds the MTU and goes out as outer IP fragments: use
     /// [`crate::encap::write_outer_fragments`] instead of sending header and packet as one frame.
@@ -84,7 +84,7 @@ pub struct Output {
     /// Identification for the outer fragments.
     pub fragment_ident: u32,
     /// The outer UDP checksum field holds only the pseudo-header sum: the NIC must
-    /// complete it (DPDK's `RTE_MBUF_F_TX_UDP_CKSUM`). Set only when the worker was told
+    /// complete it (DPDK's `RTE_MBUF_F_TX_UDP_CKSUM`). Set only when the worker was configured with
     /// the port offers that offload.
     pub udp_checksum_offloaded: bool,
     pub mtu: usize,
@@ -133,12 +133,12 @@ impl Output {
         self.flow = None;
     }
 
-    /// The header of a forward.
+    /// Returns the header of a forward.
     pub fn header(&self) -> &[u8] {
         &self.header[..self.header_len]
     }
 
-    /// The frame of a reply.
+    /// Returns the frame of a reply.
     pub fn reply(&self) -> &[u8] {
         &self.reply[..self.reply_len]
     }
@@ -250,7 +250,7 @@ impl Worker {
     }
 
     /// Drops unicast frames to any MAC but `own` from now on, and never forwards or
-    /// answers a broadcast or multicast frame. A promiscuous port receives frames for
+    /// replies to a broadcast or multicast frame. A promiscuous port receives frames for
     /// other hosts, which must not reach a backend twice. Off by default, so a capture
     /// from anywhere can be traced.
     pub fn set_mac_filter(&mut self, own: Option<MacAddr>) {
@@ -721,7 +721,7 @@ impl Worker {
     }
 
     /// The backend of the flow an ICMP error belongs to, without creating or refreshing
-    /// a conntrack entry: an error says nothing about the flow's liveness.
+    /// a conntrack entry, because an error does not show that the flow is alive.
     fn select_for_icmp_error(
         &mut self,
         snapshot: &Snapshot,
@@ -999,7 +999,7 @@ fn tracked_value(
     }
 }
 
-/// The backend index a tracked value points to in `snapshot`, or `None` if the backend
+/// Returns the backend index a tracked value points to in `snapshot`, or `None` if the backend
 /// is no longer configured for the service.
 #[inline]
 fn resolve(snapshot: &Snapshot, service_index: u32, tracked: &Tracked) -> Option<u32> {

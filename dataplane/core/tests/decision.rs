@@ -1041,7 +1041,7 @@ fn ipv6_fragments_follow_first() {
     assert_eq!(harness.backend_name(), backend);
 }
 
-/// The quote a router sends back: the backend's reply from VIP:80 to the client.
+/// Builds the quote a router sends back: the backend's reply from VIP:80 to the client.
 fn quoted_reply_v4(client_port: u16) -> Vec<u8> {
     let reply = V4 {
         src: VIP,

@@ -53,7 +53,7 @@ pub struct TxCounters {
     /// Forwards freed because the mbuf had no headroom for the encapsulation header.
     pub encap_failed: u64,
     /// Frames the driver chained over several mbufs, decided from a linear copy. They
-    /// are longer than one mbuf, which is sized for the MTU, so they can be answered
+    /// are longer than one mbuf, which is sized for the MTU, so they can get a reply
     /// (too big), fragmented, handed to the kernel or dropped, never encapsulated in
     /// place.
     pub rx_multi_segment: u64,
@@ -217,7 +217,7 @@ impl<'pool> Dispatch<'_, 'pool> {
             Verdict::Forward if out.fragment => {
                 send_fragments(pool, to_port, out, scratch, tx, frame);
             }
-            // One mbuf holds any frame that fits the MTU, so an unfragmented forward of
+            // One mbuf fits any frame within the MTU, so an unfragmented forward of
             // a chained frame means the pool's data room and the MTU disagree.
             Verdict::Forward => tx.encap_failed += 1,
             Verdict::Reply => match copy_to_mbuf(pool, out.reply()) {

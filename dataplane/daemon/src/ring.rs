@@ -4,7 +4,7 @@
 //! new snapshot is copied out, validated (slot magic, version, checksum and length in
 //! the ring; then every payload length, the config and each table's fit to its
 //! service) and swapped in through the same `ArcSwap` a reload uses, so workers pick it
-//! up at their next burst. A refused snapshot is counted in the ring, logged, and the
+//! up at their next burst. A rejected snapshot is counted in the ring, logged, and the
 //! running one stays. When the control plane dies nothing is published, so the
 //! dataplane keeps its last snapshot and its conntrack tables.
 //!
@@ -28,9 +28,9 @@ use crate::report::Totals;
 /// How long the main lcore waits between attempts to open a ring it could not open.
 const ATTACH_RETRY: Duration = Duration::from_secs(1);
 
-/// Why a snapshot from the ring was refused.
+/// Reason a snapshot from the ring was rejected.
 #[derive(Debug, Error)]
-enum Refusal {
+enum Rejection {
     #[error(transparent)]
     Slot(#[from] spike_snapring::SlotError),
     #[error(transparent)]
@@ -110,7 +110,7 @@ impl RingLink {
                 sequence,
                 generation,
                 error,
-            } => ((sequence, generation), Err(Refusal::Slot(error))),
+            } => ((sequence, generation), Err(Rejection::Slot(error))),
         };
         let (sequence, generation) = delivery;
         match result {
@@ -125,13 +125,13 @@ impl RingLink {
                 );
                 Some(previous)
             }
-            Err(refusal) => {
-                subscriber.report_refused(generation);
+            Err(rejection) => {
+                subscriber.report_rejected(generation);
                 error!(
                     generation,
                     sequence,
-                    error = %one_line(&refusal.to_string()),
-                    "snapshot from the ring refused; the running snapshot stays"
+                    error = %one_line(&rejection.to_string()),
+                    "snapshot from the ring rejected; the running snapshot stays"
                 );
                 None
             }
@@ -166,7 +166,7 @@ fn build(
     running: &Config,
     max_frame_data: usize,
     shared: &Shared,
-) -> Result<Snapshot, Refusal> {
+) -> Result<Snapshot, Rejection> {
     let decoded = payload::decode(bytes)?;
     let generation = shared.snapshot.load().generation.wrapping_add(1);
     let (config, snapshot) = decoded.into_snapshot(running, generation)?;

@@ -226,8 +226,8 @@ impl Region {
         temporary.push(format!(".{}.tmp", std::process::id()));
         let temporary = PathBuf::from(temporary);
 
-        // Only the owner may read or write: a snapshot carries the flow hash key, which
-        // lets whoever knows it steer flows to chosen backends.
+        // Only the owner may read or write: a snapshot carries the flow hash key, and
+        // anyone who reads it can steer flows to chosen backends.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -796,7 +796,7 @@ impl Subscriber {
 
     /// Counts a rejected snapshot of `generation`, including one whose payload passed
     /// the checksum but failed decoding.
-    pub fn report_refused(&self, generation: u64) {
+    pub fn report_rejected(&self, generation: u64) {
         self.region
             .word(word::REJECTED_GENERATION)
             .store(generation, Ordering::Release);

@@ -211,8 +211,8 @@ fn counters_round_trip() {
 fn status_reports_applied_and_rejected() {
     let (_dir, publisher, subscriber) = pair();
     subscriber.report_applied(4);
-    subscriber.report_refused(5);
-    subscriber.report_refused(6);
+    subscriber.report_rejected(5);
+    subscriber.report_rejected(6);
     subscriber.heartbeat();
     let status = publisher.dataplane();
     assert_eq!(status.applied_generation, 4);

@@ -186,7 +186,7 @@ fn describe_flow(flow: &FlowKey) -> String {
     )
 }
 
-/// One line per frame: number, verdict, flow, then service, backend and selection.
+/// Formats one line per frame: number, verdict, flow, then service, backend and selection.
 fn describe(
     number: u64,
     snapshot: &Snapshot,

@@ -8,7 +8,7 @@ use spike_core::wire::{
     self, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Packet, VlanTag,
 };
 
-/// The IP payload of a frame and its EtherType, after at most one VLAN tag.
+/// Returns the EtherType and the payload of a frame, after at most one VLAN tag.
 fn network_layer(frame: &[u8]) -> Option<(EtherType, &[u8])> {
     let ethernet = EthernetFrame::new_checked(frame).ok()?;
     match ethernet.ethertype() {
@@ -20,7 +20,7 @@ fn network_layer(frame: &[u8]) -> Option<(EtherType, &[u8])> {
     }
 }
 
-/// The addresses, protocol and (when present) ports of an IP frame.
+/// Returns the addresses, protocol and (when present) ports of an IP frame.
 pub fn frame_flow(frame: &[u8]) -> Option<FlowKey> {
     let (ethertype, bytes) = network_layer(frame)?;
     let (src, dst, protocol, transport) = match ethertype {
@@ -62,7 +62,7 @@ pub fn frame_flow(frame: &[u8]) -> Option<FlowKey> {
     Some(FlowKey::new(src, dst, u8::from(protocol), ports.0, ports.1))
 }
 
-/// A short name for a frame that is not IP, such as `arp` or `ethertype 0x88cc`.
+/// Returns a short name for a frame that is not IP, such as `arp` or `ethertype 0x88cc`.
 pub fn frame_kind(frame: &[u8]) -> Option<String> {
     let (ethertype, _) = network_layer(frame)?;
     Some(match ethertype {

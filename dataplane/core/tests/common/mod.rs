@@ -212,7 +212,7 @@ impl Harness {
             .clone()
     }
 
-    /// The frame a forward sends: header followed by the original IP packet.
+    /// Builds the frame a forward sends: header followed by the original IP packet.
     pub fn forwarded_frame(&self, input: &[u8]) -> Vec<u8> {
         let mut frame = self.out.header().to_vec();
         frame.extend_from_slice(&input[self.out.inner.clone()]);
@@ -328,7 +328,7 @@ pub fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
     datagram
 }
 
-/// A TCP segment from `CLIENT:src_port` to `VIP:80` in an Ethernet frame.
+/// Builds a TCP segment from `CLIENT:src_port` to `VIP:80` in an Ethernet frame.
 pub fn tcp_to_vip(src_port: u16, flags: u8) -> Vec<u8> {
     ethernet(
         0x0800,
@@ -339,7 +339,7 @@ pub fn tcp_to_vip(src_port: u16, flags: u8) -> Vec<u8> {
     )
 }
 
-/// An ICMPv4 message with a valid checksum.
+/// Builds an ICMPv4 message with a valid checksum.
 pub fn icmpv4(msg_type: u8, code: u8, rest: [u8; 4], data: &[u8]) -> Vec<u8> {
     let mut message = vec![msg_type, code, 0, 0];
     message.extend_from_slice(&rest);
@@ -349,7 +349,7 @@ pub fn icmpv4(msg_type: u8, code: u8, rest: [u8; 4], data: &[u8]) -> Vec<u8> {
     message
 }
 
-/// An ICMPv6 message with a valid checksum.
+/// Builds an ICMPv6 message with a valid checksum.
 pub fn icmpv6(
     src: Ipv6Addr,
     dst: Ipv6Addr,
