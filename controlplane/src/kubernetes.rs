@@ -102,9 +102,9 @@ impl KubernetesSource {
         // Only the in-cluster and kubeconfig modes can fail here, on files they read;
         // nothing is sent to the API server yet.
         let mut delay = CONNECT_RETRY_FIRST;
-        let client = loop {
-            match spike_kube::connect(&self.settings().discovery.api_server).await {
-                Ok(client) => break client,
+        let (client, url) = loop {
+            match spike_kube::connect_with_url(&self.settings().discovery.api_server).await {
+                Ok(connected) => break connected,
                 Err(error) => {
                     error!(
                         %error,
@@ -116,7 +116,8 @@ impl KubernetesSource {
                 }
             }
         };
-        let watcher = DiscoveryWatcher::new(client, self.settings().selection.clone());
+        let watcher =
+            DiscoveryWatcher::new(client, self.settings().selection.clone()).with_server_url(url);
         self.metrics.watch.attach(watcher.counters());
         let (models_tx, mut models) = watch::channel(None);
         // The watcher runs inside this future, so that stopping the source stops it too.

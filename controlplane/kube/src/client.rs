@@ -60,6 +60,18 @@ pub enum ConnectError {
 ///
 /// [`ConnectError`] naming the setting to fix.
 pub async fn connect(api_server: &ApiServerConfig) -> Result<Client, ConnectError> {
+    connect_with_url(api_server).await.map(|(client, _)| client)
+}
+
+/// Like [`connect`], and also returns the API server's URL as the client will use it
+/// (from the kubeconfig or the pod's environment in those modes), for log messages.
+///
+/// # Errors
+///
+/// [`ConnectError`] naming the setting to fix.
+pub async fn connect_with_url(
+    api_server: &ApiServerConfig,
+) -> Result<(Client, String), ConnectError> {
     let config = match api_server {
         ApiServerConfig::InCluster {} => Config::incluster().map_err(ConnectError::InCluster)?,
         ApiServerConfig::Kubeconfig { path, context } => {
@@ -78,7 +90,9 @@ pub async fn connect(api_server: &ApiServerConfig) -> Result<Client, ConnectErro
         // Fails only when another thread installed a provider in between, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    Client::try_from(config).map_err(ConnectError::Client)
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(ConnectError::Client)?;
+    Ok((client, url))
 }
 
 async fn kubeconfig_config(

@@ -45,7 +45,7 @@ mod model;
 mod watch;
 
 pub use builder::{build_discovery, SERVICE_NAME_LABEL};
-pub use client::{connect, ConnectError};
+pub use client::{connect, connect_with_url, ConnectError};
 pub use config::{ApiServerConfig, ConfigError, KubernetesConfig, Selection, ServiceSelector};
 pub use model::{
     Backend, Discovery, PortSkipReason, ServiceName, SkipReason, SkippedNode, SkippedPort,

@@ -115,6 +115,8 @@ enum Notice {
 /// Watches the cluster and publishes discovery models; see the module documentation.
 pub struct DiscoveryWatcher {
     client: Client,
+    /// The API server's URL, named in log messages; empty when unknown.
+    server: String,
     selection: Selection,
     counters: Arc<WatchCounters>,
 }
@@ -122,6 +124,7 @@ pub struct DiscoveryWatcher {
 impl std::fmt::Debug for DiscoveryWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DiscoveryWatcher")
+            .field("server", &self.server)
             .field("selection", &self.selection)
             .field("counters", &self.counters)
             .finish_non_exhaustive()
@@ -139,9 +142,17 @@ impl DiscoveryWatcher {
     pub fn new(client: Client, selection: Selection) -> Self {
         DiscoveryWatcher {
             client,
+            server: String::new(),
             selection,
             counters: Arc::default(),
         }
+    }
+
+    /// Names the API server's URL (as [`crate::connect_with_url`] returns it) in the
+    /// watcher's log messages, so that a connection error says where it tried to go.
+    pub fn with_server_url(mut self, url: impl Into<String>) -> Self {
+        self.server = url.into();
+        self
     }
 
     /// Returns the counters that [`DiscoveryWatcher::run`] updates.
@@ -158,7 +169,11 @@ impl DiscoveryWatcher {
         let (stores, mut items) = self.start_streams();
         let mut listed = [false; 3];
         let mut last: Option<Discovery> = None;
-        info!(selection = ?self.selection, "watching services, endpointslices and nodes");
+        info!(
+            server = %self.server,
+            selection = ?self.selection,
+            "watching services, endpointslices and nodes"
+        );
 
         loop {
             let first = tokio::select! {
@@ -245,7 +260,7 @@ impl DiscoveryWatcher {
             }
             Notice::Failed(error) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
-                log_watch_error(kind, &error);
+                log_watch_error(&self.server, kind, &error);
                 false
             }
         }
@@ -292,6 +307,13 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync,
     K: 'static,
 {
+    // The RBAC manifests and metric labels take their names from `kind`, so the API
+    // watched here must be the one `kind` names.
+    debug_assert_eq!(
+        (K::group(&()).as_ref(), K::plural(&()).as_ref()),
+        (kind.api_group(), kind.as_str()),
+        "reflect() called with the API of another kind"
+    );
     let (store, writer) = reflector::store();
     let events = reflector::reflector(writer, watcher(api, config).default_backoff());
     let notices = events.map(move |item| {
@@ -307,15 +329,21 @@ where
     (store, notices.boxed())
 }
 
-fn log_watch_error(kind: ResourceKind, error: &watcher::Error) {
+fn log_watch_error(server: &str, kind: ResourceKind, error: &watcher::Error) {
     match error {
         watcher::Error::WatchError(status) if status.code == 410 => {
             info!(
+                server,
                 kind = kind.as_str(),
                 message = %status.message,
                 "watch expired (410 Gone); listing again"
             );
         }
-        _ => warn!(kind = kind.as_str(), %error, "kubernetes watch failed; retrying after backoff"),
+        _ => warn!(
+            server,
+            kind = kind.as_str(),
+            %error,
+            "kubernetes watch failed; retrying after backoff"
+        ),
     }
 }
