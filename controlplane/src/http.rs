@@ -5,6 +5,9 @@
 //! - `GET /healthz`: 200 while the process runs.
 //! - `GET /readyz`: 200 once the dataplane runs the latest published snapshot, else 503.
 //!
+//! `HEAD` gets the status and headers of `GET` without the body, for probes that only
+//! look at the status. Other methods get 405.
+//!
 //! With a TLS acceptor (see `metrics_tls`) every connection starts with a TLS handshake,
 //! which has the same time limit as the request head.
 
@@ -74,28 +77,49 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(head) => head?,
         Err(_) => return Ok(()),
     };
-    let path = request_path(&head);
-    let (status, content_type, body) = match path.as_deref() {
-        Some("/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics::encode(registry),
+    let request = parse_request(&head);
+    let (status, content_type, body) = match &request {
+        Some((Method::Other, _)) => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "use GET or HEAD\n".to_owned(),
         ),
-        Some("/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
-        Some("/readyz") => match ready() {
-            Ok(()) => ("200 OK", "text/plain", "ready\n".to_owned()),
-            Err(reason) => ("503 Service Unavailable", "text/plain", reason + "\n"),
-        },
-        Some(_) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+        Some((_, path)) => respond(path, registry, ready),
         None => ("400 Bad Request", "text/plain", "bad request\n".to_owned()),
+    };
+    // A HEAD response announces the length of the body a GET would get, and sends none.
+    let sent_body = match request {
+        Some((Method::Head, _)) => "",
+        _ => body.as_str(),
     };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
+         Connection: close\r\n\r\n{sent_body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// Status, content type and body of a GET for `path`.
+fn respond(
+    path: &str,
+    registry: &Registry,
+    ready: &Readiness,
+) -> (&'static str, &'static str, String) {
+    match path {
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::encode(registry),
+        ),
+        "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+        "/readyz" => match ready() {
+            Ok(()) => ("200 OK", "text/plain", "ready\n".to_owned()),
+            Err(reason) => ("503 Service Unavailable", "text/plain", reason + "\n"),
+        },
+        _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+    }
 }
 
 async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Vec<u8>> {
@@ -111,15 +135,27 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Vec<
     Ok(head)
 }
 
-/// Returns the path of a `GET` request line, without its query.
-fn request_path(head: &[u8]) -> Option<String> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    Other,
+}
+
+/// Returns the method and the path without its query, or `None` when the request line
+/// is not `METHOD TARGET VERSION`.
+fn parse_request(head: &[u8]) -> Option<(Method, String)> {
     let line = head.split(|&byte| byte == b'\r').next()?;
     let mut parts = std::str::from_utf8(line).ok()?.split(' ');
-    if parts.next()? != "GET" {
-        return None;
-    }
+    let method = match parts.next()? {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "" => return None,
+        _ => Method::Other,
+    };
     let target = parts.next()?;
-    Some(target.split('?').next()?.to_owned())
+    parts.next()?.starts_with("HTTP/").then_some(())?;
+    Some((method, target.split('?').next()?.to_owned()))
 }
 
 #[cfg(test)]
@@ -127,12 +163,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_path_parses_get() {
+    fn parse_request_reads_method_and_path() {
         assert_eq!(
-            request_path(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").as_deref(),
-            Some("/metrics")
+            parse_request(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Some((Method::Get, "/metrics".to_owned()))
         );
-        assert_eq!(request_path(b"POST /metrics HTTP/1.1\r\n\r\n"), None);
-        assert_eq!(request_path(b""), None);
+        assert_eq!(
+            parse_request(b"HEAD /healthz HTTP/1.1\r\n\r\n"),
+            Some((Method::Head, "/healthz".to_owned()))
+        );
+        assert_eq!(
+            parse_request(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            Some((Method::Other, "/metrics".to_owned()))
+        );
+        assert_eq!(parse_request(b"GET /metrics\r\n\r\n"), None);
+        assert_eq!(parse_request(b""), None);
     }
 }

@@ -77,6 +77,19 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
         slot_size: config.slot_size_bytes,
         ..Geometry::default()
     };
+    // The port and the TLS identity are checked before the ring is opened, so that a
+    // taken port or a missing certificate leaves no new ring file behind.
+    let tls = config
+        .metrics_tls
+        .as_ref()
+        .map(metrics_tls::acceptor)
+        .transpose()?;
+    let listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            address: config.metrics_listen,
+            source,
+        })?;
     let ring = Arc::new(Mutex::new(Publisher::attach(&config.ring, geometry)?));
     let (metrics, registry) = Metrics::register(Arc::clone(&ring));
     let current = Arc::new(Mutex::new(Current::default()));
@@ -90,17 +103,6 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
         );
     }
 
-    let tls = config
-        .metrics_tls
-        .as_ref()
-        .map(metrics_tls::acceptor)
-        .transpose()?;
-    let listener = tokio::net::TcpListener::bind(config.metrics_listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            address: config.metrics_listen,
-            source,
-        })?;
     let server = tokio::spawn(http::serve(
         listener,
         Arc::new(registry),
@@ -310,7 +312,7 @@ fn publish(
             return;
         }
     };
-    record_tables(&encoded, metrics);
+    record_tables(&encoded, &config.base, metrics);
 
     let mut ring = lock(ring);
     let sum = checksum(&encoded.bytes);
@@ -346,8 +348,10 @@ fn log_encode_error(error: &EncodeError) {
     warn!(%error, "snapshot not built; the published one stays");
 }
 
-/// Updates the table share and fingerprint metrics for the encoded services.
-fn record_tables(encoded: &payload::Encoded, metrics: &Metrics) {
+/// Updates the table share and fingerprint metrics for the encoded services. A backend
+/// of a static service that its health checks took out of the table shows a share of 0,
+/// so that the series stays and a dashboard sees the drop.
+fn record_tables(encoded: &payload::Encoded, configured: &Config, metrics: &Metrics) {
     metrics.table_share_ppm.clear();
     metrics.fingerprint.clear();
     for (index, service) in encoded.config.services.iter().enumerate() {
@@ -359,18 +363,27 @@ fn record_tables(encoded: &payload::Encoded, metrics: &Metrics) {
                 ("fingerprint", fingerprint),
             ])
             .set(1);
+        let share = |backend: &str| {
+            metrics.table_share_ppm.get_or_create(&[
+                ("service", service.name.clone()),
+                ("backend", backend.to_owned()),
+            ])
+        };
+        if let Some(static_service) = configured
+            .services
+            .iter()
+            .find(|configured| configured.name == service.name)
+        {
+            for backend in &static_service.backends {
+                share(&backend.name).set(0);
+            }
+        }
         let Some(table) = encoded.service_tables[index].map(|table| &encoded.tables[table]) else {
             continue;
         };
         let size = u64::from(table.size());
         for (backend, slots) in service.backends.iter().zip(table.slot_counts()) {
-            metrics
-                .table_share_ppm
-                .get_or_create(&[
-                    ("service", service.name.clone()),
-                    ("backend", backend.name.clone()),
-                ])
-                .set((u64::from(slots) * 1_000_000 / size) as i64);
+            share(&backend.name).set((u64::from(slots) * 1_000_000 / size) as i64);
         }
     }
 }
