@@ -42,6 +42,7 @@ mod client;
 mod config;
 pub mod flannel;
 mod model;
+mod rbac;
 mod watch;
 
 pub use builder::{build_discovery, SERVICE_NAME_LABEL};
