@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use siphasher::sip::SipHasher13;
 use thiserror::Error;
@@ -123,8 +124,9 @@ pub struct Service {
     pub port: u16,
     pub hash: HashFields,
     pub backends: Vec<Backend>,
-    /// `None` when no backend has a weight above zero: new flows are dropped.
-    pub table: Option<MaglevTable>,
+    /// `None` when no backend has a weight above zero: new flows are dropped. Services
+    /// with the same backends, weights and table size share one table.
+    pub table: Option<Arc<MaglevTable>>,
     backend_by_id: FastMap<u64, u32>,
 }
 
@@ -177,6 +179,7 @@ impl Snapshot {
         let mut portless_service = FastMap::default();
         let mut vips = FastMap::default();
         let mut vip_protocols = FastMap::default();
+        let mut tables = SharedTables::default();
 
         for (index, service_config) in config.services.iter().enumerate() {
             let index = index as u32;
@@ -207,7 +210,7 @@ impl Snapshot {
                 });
             }
 
-            let table = build_table(&service_config.name, &backends, service_config.table_size)?;
+            let table = tables.get(&service_config.name, &backends, service_config.table_size)?;
             let backend_by_id = backends
                 .iter()
                 .enumerate()
@@ -278,27 +281,45 @@ impl Snapshot {
     }
 }
 
-fn build_table(
-    service: &str,
-    backends: &[Backend],
-    table_size: u32,
-) -> Result<Option<MaglevTable>, SnapshotError> {
-    if backends.iter().all(|backend| backend.weight == 0) {
-        return Ok(None);
+/// The tables built so far, keyed by table size and backend ids and weights in order,
+/// so that services with equal backend sets share one table instead of each
+/// populating and holding its own.
+#[derive(Default)]
+struct SharedTables(HashMap<TableKey, Arc<MaglevTable>>);
+
+/// A table's size and its backends' ids and weights, in order.
+type TableKey = (u32, Vec<(u64, u32)>);
+
+impl SharedTables {
+    fn get(
+        &mut self,
+        service: &str,
+        backends: &[Backend],
+        table_size: u32,
+    ) -> Result<Option<Arc<MaglevTable>>, SnapshotError> {
+        if backends.iter().all(|backend| backend.weight == 0) {
+            return Ok(None);
+        }
+        let key: Vec<(u64, u32)> = backends
+            .iter()
+            .map(|backend| (backend.id, backend.weight))
+            .collect();
+        if let Some(table) = self.0.get(&(table_size, key.clone())) {
+            return Ok(Some(Arc::clone(table)));
+        }
+        let maglev_backends: Vec<MaglevBackend> = key
+            .iter()
+            .map(|&(id, weight)| MaglevBackend { id, weight })
+            .collect();
+        let table = MaglevTable::build(&maglev_backends, table_size)
+            .map(Arc::new)
+            .map_err(|source| SnapshotError::Maglev {
+                service: service.to_owned(),
+                source,
+            })?;
+        self.0.insert((table_size, key), Arc::clone(&table));
+        Ok(Some(table))
     }
-    let maglev_backends: Vec<MaglevBackend> = backends
-        .iter()
-        .map(|backend| MaglevBackend {
-            id: backend.id,
-            weight: backend.weight,
-        })
-        .collect();
-    MaglevTable::build(&maglev_backends, table_size)
-        .map(Some)
-        .map_err(|source| SnapshotError::Maglev {
-            service: service.to_owned(),
-            source,
-        })
 }
 
 /// Computes a backend's stable identity: SipHash-1-3 with a fixed key over its underlay address,

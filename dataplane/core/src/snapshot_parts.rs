@@ -6,6 +6,8 @@
 //! 0) before it uses one, so a table from another process can never index past a
 //! service's backends on the packet path.
 
+use std::sync::Arc;
+
 use thiserror::Error;
 
 use crate::config::Config;
@@ -54,7 +56,8 @@ pub enum PartsError {
 impl Snapshot {
     /// Builds a snapshot from `config` like [`Snapshot::build`], but takes service `i`'s
     /// Maglev table from `tables[i]` instead of populating it. A service whose backends
-    /// all have weight 0 (or that has none) takes `None`.
+    /// all have weight 0 (or that has none) takes `None`. Services given the same `Arc`
+    /// share that table.
     ///
     /// # Errors
     ///
@@ -63,7 +66,7 @@ impl Snapshot {
     pub fn from_parts(
         config: &Config,
         generation: u32,
-        tables: Vec<Option<MaglevTable>>,
+        tables: Vec<Option<Arc<MaglevTable>>>,
     ) -> Result<Snapshot, PartsError> {
         if tables.len() != config.services.len() {
             return Err(PartsError::TableCount {
@@ -72,7 +75,7 @@ impl Snapshot {
             });
         }
         for (service, table) in config.services.iter().zip(&tables) {
-            check_table(service, table.as_ref())?;
+            check_table(service, table.as_deref())?;
         }
 
         // With every weight at 0, `build` populates no table, so the cost of building
@@ -191,7 +194,7 @@ mod tests {
         CONFIG.parse().unwrap()
     }
 
-    fn table_for(config: &Config, size: u32) -> MaglevTable {
+    fn table_for(config: &Config, size: u32) -> Arc<MaglevTable> {
         let backends: Vec<MaglevBackend> = config.services[0]
             .backends
             .iter()
@@ -200,7 +203,7 @@ mod tests {
                 weight: backend.weight,
             })
             .collect();
-        MaglevTable::build(&backends, size).unwrap()
+        Arc::new(MaglevTable::build(&backends, size).unwrap())
     }
 
     #[test]
@@ -229,6 +232,28 @@ mod tests {
     }
 
     #[test]
+    fn build_shares_tables_of_equal_backend_sets() {
+        let mut config = config();
+        let mut twin = config.services[0].clone();
+        twin.name = "web-twin".to_owned();
+        twin.port = 8080;
+        config.services.push(twin.clone());
+        twin.name = "web-other-size".to_owned();
+        twin.port = 8081;
+        twin.table_size = 11;
+        config.services.push(twin);
+
+        let snapshot = Snapshot::build(&config, 1).unwrap();
+        let table = |index: usize| snapshot.services[index].table.as_ref().unwrap();
+        assert!(Arc::ptr_eq(table(0), table(2)), "equal sets got two tables");
+        assert!(
+            !Arc::ptr_eq(table(0), table(3)),
+            "different sizes shared a table"
+        );
+        assert_eq!(table(3).size(), 11);
+    }
+
+    #[test]
     fn from_parts_rejects_misfit_tables() {
         let config = config();
         let good = table_for(&config, 13);
@@ -237,10 +262,13 @@ mod tests {
             good.ids().iter().rev().copied().collect(),
             good.entries().to_vec(),
         )
+        .map(Arc::new)
         .unwrap();
-        let zero_weight_slot = MaglevTable::from_slots(good.ids().to_vec(), vec![1; 13]).unwrap();
+        let zero_weight_slot = MaglevTable::from_slots(good.ids().to_vec(), vec![1; 13])
+            .map(Arc::new)
+            .unwrap();
 
-        let cases: Vec<(&str, Vec<Option<MaglevTable>>)> = vec![
+        let cases: Vec<(&str, Vec<Option<Arc<MaglevTable>>>)> = vec![
             ("one table too few", vec![Some(good.clone())]),
             ("missing table", vec![None, None]),
             (

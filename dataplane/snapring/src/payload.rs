@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hasher;
+use std::sync::Arc;
 
 use siphasher::sip::SipHasher13;
 use spike_core::config::{Config, ConfigError, ServiceConfig};
@@ -424,10 +425,13 @@ impl Decoded {
                 configured: config.services.len(),
             });
         }
+        // One `Arc` per table in the payload: services that share a table in the payload
+        // share it in the snapshot too, instead of each holding a copy.
+        let shared: Vec<Arc<MaglevTable>> = self.tables.into_iter().map(Arc::new).collect();
         let tables = self
             .service_tables
             .iter()
-            .map(|&index| (index != NO_TABLE).then(|| self.tables[index as usize].clone()))
+            .map(|&index| (index != NO_TABLE).then(|| Arc::clone(&shared[index as usize])))
             .collect();
         let snapshot = Snapshot::from_parts(&config, generation, tables)?;
         Ok((config, snapshot))
@@ -527,6 +531,25 @@ mod tests {
             };
             assert_eq!(entries(left), entries(right), "service {}", left.name);
         }
+    }
+
+    #[test]
+    fn decoded_services_share_one_table() {
+        let running = config();
+        let encoded = encode(&running).unwrap();
+        let (_, snapshot) = decode(&encoded.bytes)
+            .unwrap()
+            .into_snapshot(&running, 3)
+            .unwrap();
+
+        let web = snapshot.services[0].table.as_ref().unwrap();
+        let web_tls = snapshot.services[1].table.as_ref().unwrap();
+        assert!(
+            Arc::ptr_eq(web, web_tls),
+            "equal backend sets got two tables"
+        );
+        assert_eq!(Arc::strong_count(web), 2);
+        assert!(snapshot.services[2].table.is_none());
     }
 
     #[test]
