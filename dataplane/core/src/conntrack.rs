@@ -1,24 +1,28 @@
 //! Per-core connection table: remembers which backend each flow went to, so that established
 //! connections keep their backend when the Maglev table changes.
 //!
-//! The table allocates only in [`Conntrack::new`]; lookups, inserts and removals touch at most
-//! two 16-slot buckets (see the `fixed_table` module for the layout and the load factor). Expiry is
-//! lazy: [`Conntrack::find`] ignores expired entries, [`Conntrack::insert`] reuses them, and
-//! [`Conntrack::reap`] clears a bounded number of slots per call.
+//! The table allocates only in [`Conntrack::new`]; a lookup reads two buckets of two cache lines
+//! each, which [`Conntrack::prefetch`] can bring in ahead of time (see the `flow_table` module for
+//! the layout and the load factor). Expiry is lazy: [`Conntrack::find`] ignores expired entries,
+//! [`Conntrack::insert`] reuses them, and [`Conntrack::reap`] clears a bounded number of slots per
+//! call.
 //!
-//! Memory: each slot takes a 4-byte tag plus an entry of expiry (8 bytes), [`FlowKey`] (38 bytes),
-//! class (1 byte) and value, padded to 8 bytes ([`Conntrack::slot_bytes`]). With a `u32` value
-//! the entry is 56 bytes, so a slot is 60 bytes; the worker's 20-byte value makes a 76-byte slot.
-//! The slot count is the smallest power of two that keeps the load at or below 3/4, so a table
-//! uses between 4/3 and 8/3 slots per flow of capacity (a capacity of 2^20 rounds up to 2^21
-//! slots: 120 MiB with a `u32` value, 152 MiB for the worker).
+//! A flow is identified by its 64-bit five-tuple hash alone; the
+//! [`FlowKey`](crate::flow::FlowKey) is not stored. Two
+//! flows share an entry only if their hashes are equal, which for a lookup happens with a
+//! probability of at most 8 × 2^-64.
+//!
+//! Memory: each slot is an entry of hash (8 bytes), expiry (8 bytes), value and class (1 byte),
+//! padded to 8 bytes, in 128-byte buckets of four ([`Conntrack::slot_bytes`]). The worker's
+//! 12-byte value makes a 32-byte slot. The table has `ceil(capacity × 4/3)` slots rounded up to
+//! a whole bucket, so a capacity of 2^20 flows takes 1,398,104 slots, about 43 MiB for the worker
+//! (43 bytes per flow of capacity).
 
 use std::fmt;
 
 use thiserror::Error;
 
-use crate::fixed_table::{self, CapacityError, FixedTable};
-use crate::flow::FlowKey;
+use crate::flow_table::{self, CapacityError, FlowTable, Placement};
 
 /// Connection-tracking state of a flow, as far as client-to-server packets show it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -109,7 +113,7 @@ impl Default for Timeouts {
 }
 
 /// Largest capacity [`Conntrack::new`] accepts.
-pub const MAX_CAPACITY: usize = fixed_table::MAX_CAPACITY;
+pub const MAX_CAPACITY: usize = flow_table::MAX_CAPACITY;
 
 /// Invalid connection table configuration.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
@@ -132,13 +136,14 @@ impl From<CapacityError> for ConntrackError {
     }
 }
 
-/// The connection table has no room for a new flow near its hash.
+/// The connection table has no room for a new flow in its two buckets.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
 #[error("connection table is full: raise its capacity or shorten the timeouts")]
 pub struct ConntrackFull;
 
-/// Position of an entry in a [`Conntrack`]. It stays valid until the entry is removed, reaped or
-/// replaced. A stale slot reads whatever the slot contains now and never panics.
+/// Position of an entry in a [`Conntrack`]. It stays valid until the next insert, which may move
+/// entries, or until the entry is removed, reaped or replaced. A stale slot reads whatever the
+/// slot contains now and never panics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot(u32);
 
@@ -148,13 +153,23 @@ struct FlowState<V> {
     class: FlowClass,
 }
 
-/// Fixed-capacity table from [`FlowKey`] to a caller-defined value, for one core.
+/// Fixed-capacity table from a flow's five-tuple hash to a caller-defined value, for one core.
 ///
 /// `V: Default` fills the slots allocated up front, so that reading a stale [`Slot`] returns a
 /// value instead of panicking.
 pub struct Conntrack<V: Copy> {
-    table: FixedTable<FlowKey, FlowState<V>>,
+    table: FlowTable<FlowState<V>>,
     timeouts: Timeouts,
+    stats: ConntrackStats,
+}
+
+/// Counts of what inserts did, since the table was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConntrackStats {
+    /// New flows stored in the slot of another flow's expired entry.
+    pub expired_replaced: u64,
+    /// New flows not stored because the table was full.
+    pub insert_failed: u64,
 }
 
 impl<V: Copy + Default> Conntrack<V> {
@@ -165,8 +180,9 @@ impl<V: Copy + Default> Conntrack<V> {
     /// [`ConntrackError`] when `capacity` is 0 or above [`MAX_CAPACITY`].
     pub fn new(capacity: usize, timeouts: Timeouts) -> Result<Self, ConntrackError> {
         Ok(Self {
-            table: FixedTable::new(capacity)?,
+            table: FlowTable::new(capacity)?,
             timeouts,
+            stats: ConntrackStats::default(),
         })
     }
 }
@@ -191,23 +207,22 @@ impl<V: Copy> Conntrack<V> {
         self.timeouts
     }
 
-    /// Returns the slot of the live entry (`expires_ns > now_ns`) for `key`. `hash` must be the
-    /// caller's five-tuple [`FlowHasher`](crate::flow::FlowHasher) hash of `key`.
-    #[inline]
-    pub fn find(&self, key: &FlowKey, hash: u64, now_ns: u64) -> Option<Slot> {
-        self.table.find(key, hash, now_ns).map(to_slot)
+    /// Returns the insert counts.
+    pub fn stats(&self) -> ConntrackStats {
+        self.stats
     }
 
-    /// Prefetches the tag lines `find` reads first for `hash`.
+    /// Returns the slot of the live entry (`expires_ns > now_ns`) for the flow whose
+    /// five-tuple [`FlowHasher`](crate::flow::FlowHasher) hash is `hash`.
     #[inline]
-    pub fn prefetch_buckets(&self, hash: u64) {
-        self.table.prefetch_buckets(hash);
+    pub fn find(&self, hash: u64, now_ns: u64) -> Option<Slot> {
+        self.table.find(hash, now_ns).map(to_slot)
     }
 
-    /// Prefetches the entry `find` would compare for `hash`, once its tags are cached.
+    /// Prefetches every cache line `find` and `insert` read for `hash`.
     #[inline]
-    pub fn prefetch_entry(&self, hash: u64) {
-        self.table.prefetch_entry(hash);
+    pub fn prefetch(&self, hash: u64) {
+        self.table.prefetch(hash);
     }
 
     /// Returns the value stored in `slot`.
@@ -237,21 +252,22 @@ impl<V: Copy> Conntrack<V> {
         entry.expires_ns = expires_ns;
     }
 
-    /// Stores a new entry for `key` that expires at `now_ns` plus the timeout of `class`.
+    /// Stores a new entry for the flow with five-tuple hash `hash` that expires at `now_ns`
+    /// plus the timeout of `class`.
     ///
-    /// An existing entry for `key`, live or expired, is overwritten in place, so a key never has
-    /// two entries. A new key takes an empty slot of one of its two candidate buckets. If both
-    /// are full, or the table already stores `capacity` entries, it replaces an expired entry
-    /// there.
+    /// An existing entry for the flow, live or expired, is overwritten in place, so a flow never
+    /// has two entries. A new flow takes an empty slot of one of its two candidate buckets. If
+    /// both are full, or the table already stores `capacity` entries, it replaces an expired
+    /// entry there, and failing that, below `capacity`, it moves other entries to their other
+    /// bucket to make room. Other slots may therefore change.
     ///
     /// # Errors
     ///
-    /// [`ConntrackFull`] when neither is available. This happens before `len` reaches `capacity`
-    /// only when both buckets are full, which is rare at the table's load factor.
+    /// [`ConntrackFull`] when no slot is available. This happens before `len` reaches `capacity`
+    /// only when no entry of either bucket can move, which is rare at the table's load factor.
     #[inline]
     pub fn insert(
         &mut self,
-        key: &FlowKey,
         hash: u64,
         value: V,
         class: FlowClass,
@@ -259,10 +275,18 @@ impl<V: Copy> Conntrack<V> {
     ) -> Result<Slot, ConntrackFull> {
         let expires_ns = self.expiry(class, now_ns);
         let state = FlowState { value, class };
-        self.table
-            .insert(key, hash, state, expires_ns, now_ns)
-            .map(to_slot)
-            .map_err(|fixed_table::Full| ConntrackFull)
+        match self.table.insert(hash, state, expires_ns, now_ns) {
+            Ok((slot, placement)) => {
+                if placement == Placement::ReplacedExpired {
+                    self.stats.expired_replaced += 1;
+                }
+                Ok(to_slot(slot))
+            }
+            Err(flow_table::Full) => {
+                self.stats.insert_failed += 1;
+                Err(ConntrackFull)
+            }
+        }
     }
 
     /// Removes the entry in `slot`; an empty slot is left as it is.
@@ -279,15 +303,14 @@ impl<V: Copy> Conntrack<V> {
         self.table.reap(now_ns, max_slots)
     }
 
-    /// Returns the number of slots allocated, a power of two.
+    /// Returns the number of slots allocated, a multiple of the bucket size.
     pub fn slot_count(&self) -> usize {
         self.table.slot_count()
     }
 
-    /// Returns the memory one slot takes: its tag plus its entry, in bytes.
+    /// Returns the memory one slot takes, its share of a bucket, in bytes.
     pub fn slot_bytes() -> usize {
-        std::mem::size_of::<u32>()
-            + std::mem::size_of::<fixed_table::Entry<FlowKey, FlowState<V>>>()
+        FlowTable::<FlowState<V>>::slot_bytes()
     }
 
     fn expiry(&self, class: FlowClass, now_ns: u64) -> u64 {
@@ -315,7 +338,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::flow::{FlowHasher, HashFields};
+    use crate::flow::{FlowHasher, FlowKey, HashFields};
 
     const TIMEOUTS: Timeouts = Timeouts {
         tcp_syn_ns: 10,
@@ -348,9 +371,10 @@ mod tests {
     }
 
     #[test]
-    fn entry_size_matches_module_docs() {
-        let entry_bytes = std::mem::size_of::<fixed_table::Entry<FlowKey, FlowState<u32>>>();
-        assert_eq!(entry_bytes, 56);
+    fn slot_size_matches_module_docs() {
+        // Hash, expiry, and a `u32` value with the class: 24 bytes, but four of them pad to
+        // a 128-byte bucket.
+        assert_eq!(Conntrack::<u32>::slot_bytes(), 32);
     }
 
     #[test]
@@ -426,14 +450,14 @@ mod tests {
         let key = flow(1);
         assert!(conntrack.is_empty());
         let slot = conntrack
-            .insert(&key, hash(&key), 5, FlowClass::TcpSyn, 100)
+            .insert(hash(&key), 5, FlowClass::TcpSyn, 100)
             .unwrap();
-        assert_eq!(conntrack.find(&key, hash(&key), 100), Some(slot));
+        assert_eq!(conntrack.find(hash(&key), 100), Some(slot));
         assert_eq!(conntrack.value(slot), 5);
         assert_eq!(conntrack.class(slot), FlowClass::TcpSyn);
         assert_eq!(conntrack.expires_ns(slot), 110);
         assert_eq!(conntrack.len(), 1);
-        assert_eq!(conntrack.find(&flow(2), hash(&flow(2)), 100), None);
+        assert_eq!(conntrack.find(hash(&flow(2)), 100), None);
     }
 
     #[test]
@@ -449,15 +473,15 @@ mod tests {
         let start = 1_000;
         for (n, class) in (0u32..).zip(classes) {
             let key = flow(n);
-            conntrack.insert(&key, hash(&key), n, class, start).unwrap();
+            conntrack.insert(hash(&key), n, class, start).unwrap();
             let timeout = TIMEOUTS.for_class(class);
             let last_live = start + timeout - 1;
             assert!(
-                conntrack.find(&key, hash(&key), last_live).is_some(),
+                conntrack.find(hash(&key), last_live).is_some(),
                 "{class:?} expired early"
             );
             assert_eq!(
-                conntrack.find(&key, hash(&key), start + timeout),
+                conntrack.find(hash(&key), start + timeout),
                 None,
                 "{class:?} outlived its timeout"
             );
@@ -469,29 +493,25 @@ mod tests {
         let mut conntrack = table(16);
         let key = flow(3);
         let slot = conntrack
-            .insert(&key, hash(&key), 1, FlowClass::TcpSyn, 0)
+            .insert(hash(&key), 1, FlowClass::TcpSyn, 0)
             .unwrap();
         conntrack.refresh(slot, 2, FlowClass::TcpEstablished, 5);
         assert_eq!(conntrack.value(slot), 2);
         assert_eq!(conntrack.class(slot), FlowClass::TcpEstablished);
-        assert_eq!(conntrack.find(&key, hash(&key), 1004), Some(slot));
-        assert_eq!(conntrack.find(&key, hash(&key), 1005), None);
+        assert_eq!(conntrack.find(hash(&key), 1004), Some(slot));
+        assert_eq!(conntrack.find(hash(&key), 1005), None);
 
         conntrack.refresh(slot, 2, FlowClass::TcpClosing, 100);
-        assert_eq!(conntrack.find(&key, hash(&key), 119), Some(slot));
-        assert_eq!(conntrack.find(&key, hash(&key), 120), None);
+        assert_eq!(conntrack.find(hash(&key), 119), Some(slot));
+        assert_eq!(conntrack.find(hash(&key), 120), None);
     }
 
     #[test]
     fn insert_overwrites_existing_key() {
         let mut conntrack = table(16);
         let key = flow(4);
-        let first = conntrack
-            .insert(&key, hash(&key), 1, FlowClass::Udp, 0)
-            .unwrap();
-        let second = conntrack
-            .insert(&key, hash(&key), 2, FlowClass::Udp, 10)
-            .unwrap();
+        let first = conntrack.insert(hash(&key), 1, FlowClass::Udp, 0).unwrap();
+        let second = conntrack.insert(hash(&key), 2, FlowClass::Udp, 10).unwrap();
         assert_eq!(first, second);
         assert_eq!(conntrack.len(), 1);
         assert_eq!(conntrack.value(second), 2);
@@ -503,12 +523,12 @@ mod tests {
         for n in 0..4 {
             let key = flow(n);
             conntrack
-                .insert(&key, hash(&key), n, FlowClass::TcpEstablished, 0)
+                .insert(hash(&key), n, FlowClass::TcpEstablished, 0)
                 .unwrap();
         }
         let extra = flow(99);
         assert_eq!(
-            conntrack.insert(&extra, hash(&extra), 99, FlowClass::TcpSyn, 1),
+            conntrack.insert(hash(&extra), 99, FlowClass::TcpSyn, 1),
             Err(ConntrackFull)
         );
         assert_eq!(conntrack.len(), 4);
@@ -519,33 +539,31 @@ mod tests {
         let mut conntrack = table(1);
         let old = flow(1);
         let old_slot = conntrack
-            .insert(&old, hash(&old), 1, FlowClass::TcpSyn, 0)
+            .insert(hash(&old), 1, FlowClass::TcpSyn, 0)
             .unwrap();
         let new = flow(2);
         assert_eq!(
-            conntrack.insert(&new, hash(&new), 2, FlowClass::TcpSyn, 9),
+            conntrack.insert(hash(&new), 2, FlowClass::TcpSyn, 9),
             Err(ConntrackFull)
         );
 
         // A capacity of 1 gives a single bucket, so the new key's buckets include the old entry.
         let new_slot = conntrack
-            .insert(&new, hash(&new), 2, FlowClass::TcpSyn, 10)
+            .insert(hash(&new), 2, FlowClass::TcpSyn, 10)
             .unwrap();
         assert_eq!(new_slot, old_slot);
         assert_eq!(conntrack.len(), 1);
-        assert_eq!(conntrack.find(&old, hash(&old), 10), None);
-        assert_eq!(conntrack.find(&new, hash(&new), 10), Some(new_slot));
+        assert_eq!(conntrack.find(hash(&old), 10), None);
+        assert_eq!(conntrack.find(hash(&new), 10), Some(new_slot));
     }
 
     #[test]
     fn remove_frees_the_entry() {
         let mut conntrack = table(4);
         let key = flow(5);
-        let slot = conntrack
-            .insert(&key, hash(&key), 1, FlowClass::Udp, 0)
-            .unwrap();
+        let slot = conntrack.insert(hash(&key), 1, FlowClass::Udp, 0).unwrap();
         conntrack.remove(slot);
-        assert_eq!(conntrack.find(&key, hash(&key), 0), None);
+        assert_eq!(conntrack.find(hash(&key), 0), None);
         assert!(conntrack.is_empty());
 
         // A second removal of the same slot must not change the count.
@@ -574,7 +592,7 @@ mod tests {
             } else {
                 FlowClass::TcpEstablished
             };
-            conntrack.insert(&key, hash(&key), n, class, 0).unwrap();
+            conntrack.insert(hash(&key), n, class, 0).unwrap();
         }
         let step = 7;
         let mut removed = 0;
@@ -585,7 +603,7 @@ mod tests {
         assert_eq!(conntrack.len(), 50);
         for n in 0..100 {
             let key = flow(n);
-            let found = conntrack.find(&key, hash(&key), 500).is_some();
+            let found = conntrack.find(hash(&key), 500).is_some();
             assert_eq!(found, n % 2 == 1, "flow {n}");
         }
         assert_eq!(conntrack.reap(500, usize::MAX), 0);
@@ -607,14 +625,14 @@ mod tests {
             let key = flow(n);
             let hash = hasher.hash(&key, HashFields::FiveTuple);
             conntrack
-                .insert(&key, hash, n, FlowClass::TcpEstablished, 0)
+                .insert(hash, n, FlowClass::TcpEstablished, 0)
                 .unwrap_or_else(|_| panic!("insert {n} of {count} failed"));
         }
         assert_eq!(conntrack.len(), count as usize);
         for n in 0..count {
             let key = flow(n);
             let hash = hasher.hash(&key, HashFields::FiveTuple);
-            let slot = conntrack.find(&key, hash, 1);
+            let slot = conntrack.find(hash, 1);
             assert!(slot.is_some(), "flow {n} not found");
             assert_eq!(conntrack.value(slot.unwrap()), n);
         }

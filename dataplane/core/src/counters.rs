@@ -43,6 +43,13 @@ pub struct Counters {
     pub too_big_sent: u64,
     /// First fragments whose record could not be stored because the table was full.
     pub fragment_table_full: u64,
+    /// Gauge: entries in the conntrack table, expired ones not yet reaped or reused
+    /// included. Updated after each insert and reap.
+    pub conntrack_entries: u64,
+    /// New flows that took the slot of another flow's expired conntrack entry.
+    pub conntrack_expired_replaced: u64,
+    /// New flows left untracked because the conntrack table was full.
+    pub conntrack_insert_failed: u64,
     pub services: Vec<ServiceCounters>,
 }
 
@@ -137,6 +144,9 @@ impl Counters {
         self.outer_fragmented += other.outer_fragmented;
         self.too_big_sent += other.too_big_sent;
         self.fragment_table_full += other.fragment_table_full;
+        self.conntrack_entries += other.conntrack_entries;
+        self.conntrack_expired_replaced += other.conntrack_expired_replaced;
+        self.conntrack_insert_failed += other.conntrack_insert_failed;
         for theirs in &other.services {
             let Some(mine) = self
                 .services

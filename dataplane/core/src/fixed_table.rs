@@ -1,5 +1,5 @@
-//! Fixed-capacity hash table with per-entry expiry, shared by the connection and fragment
-//! tables.
+//! Fixed-capacity hash table with per-entry expiry, for the fragment table. The connection
+//! table uses the denser layout of the `flow_table` module.
 //!
 //! Design:
 //! - Slots are grouped in buckets of [`BUCKET_ENTRIES`]. Each key has two candidate buckets
@@ -149,32 +149,6 @@ impl<K: Copy + Eq, V: Copy> FixedTable<K, V> {
     fn is_occupied(&self, slot: usize) -> bool {
         let slot = slot & self.slot_mask;
         self.bucket_tags(slot / BUCKET_ENTRIES)[slot % BUCKET_ENTRIES] != EMPTY_TAG
-    }
-
-    /// Prefetches the tag lines of both candidate buckets of `hash`.
-    #[inline]
-    pub(crate) fn prefetch_buckets(&self, hash: u64) {
-        let probe = self.probe(hash);
-        for bucket in probe.buckets {
-            spike_prefetch::prefetch_read(self.bucket_tags(bucket));
-        }
-    }
-
-    /// Prefetches the entry whose tag matches `hash`, if any. Call it after
-    /// [`FixedTable::prefetch_buckets`] had time to bring the tags in.
-    #[inline]
-    pub(crate) fn prefetch_entry(&self, hash: u64) {
-        let probe = self.probe(hash);
-        for bucket in probe.buckets {
-            let tags = self.bucket_tags(bucket);
-            if let Some(offset) = tags.iter().position(|&tag| tag == probe.tag) {
-                let entry = self.entry(bucket * BUCKET_ENTRIES + offset);
-                spike_prefetch::prefetch_read(entry);
-                // An entry may straddle two cache lines.
-                spike_prefetch::prefetch_read(&entry.value);
-                return;
-            }
-        }
     }
 
     /// Returns the slot that stores `key`, live or expired. At most one slot stores a key

@@ -15,6 +15,7 @@ pub mod counters;
 pub mod encap;
 mod fixed_table;
 pub mod flow;
+mod flow_table;
 pub mod fragments;
 pub mod icmp;
 pub mod maglev;

@@ -21,7 +21,7 @@ use crate::flow::{FlowKey, HashFields};
 use crate::fragments::{FragmentKey, FragmentTable, FragmentTableError};
 use crate::icmp::{self, MAX_REPLY_LEN};
 use crate::ratelimit::TokenBucket;
-use crate::snapshot::{mapped, ServiceKey, Snapshot};
+use crate::snapshot::{mapped, Service, ServiceKey, Snapshot};
 use crate::verdict::{DropReason, KernelReason, Selection, Verdict};
 use crate::wire::{
     self, EtherType, EthernetFrame, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet,
@@ -37,12 +37,38 @@ const IPV6_HEADER_LEN: usize = 40;
 const PROTOCOL_TCP: u8 = 6;
 const PROTOCOL_UDP: u8 = 17;
 
-/// A conntrack entry's value: the backend by stable id, plus its index in the snapshot
-/// that stored it, which stays valid while the generation matches.
+/// A conntrack entry's value: the backend by stable id, plus its index in the service's
+/// backends when it was stored. [`resolve_tracked`] uses the index only while the
+/// backend there still has that id, so a stale index costs a map lookup, never a wrong
+/// backend.
 ///
-/// The 64-bit backend id is stored as two 32-bit halves (low first) so that the type
-/// has 4-byte alignment and takes 20 bytes instead of 24. With the flow class beside it,
-/// a conntrack entry is then 72 bytes instead of 80.
+/// The 64-bit backend id is stored as two 32-bit halves (low first) so that the type has
+/// 4-byte alignment: 12 bytes, which with the flow class, hash and expiry make a 32-byte
+/// conntrack entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TrackedBackend {
+    backend_id_halves: [u32; 2],
+    backend_index: u32,
+}
+
+impl TrackedBackend {
+    #[inline]
+    fn new(backend_index: u32, backend_id: u64) -> TrackedBackend {
+        TrackedBackend {
+            backend_id_halves: [backend_id as u32, (backend_id >> 32) as u32],
+            backend_index,
+        }
+    }
+
+    #[inline]
+    fn backend_id(&self) -> u64 {
+        let [low, high] = self.backend_id_halves;
+        u64::from(low) | (u64::from(high) << 32)
+    }
+}
+
+/// A fragment record's value: the backend by stable id, plus the service and backend
+/// indices in the snapshot that stored it, which stay valid while the generation matches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Tracked {
     backend_id_halves: [u32; 2],
@@ -201,7 +227,7 @@ struct Classified {
 /// One core's forwarding state.
 #[derive(Debug)]
 pub struct Worker {
-    conntrack: Conntrack<Tracked>,
+    conntrack: Conntrack<TrackedBackend>,
     fragments: FragmentTable<Tracked>,
     too_big_limit: TokenBucket,
     counters: Counters,
@@ -269,12 +295,25 @@ impl Worker {
     /// Removes expired conntrack entries, visiting at most `max_slots` slots. Call once
     /// per burst so expiry work is spread out.
     pub fn reap(&mut self, now_ns: u64, max_slots: usize) -> usize {
-        self.conntrack.reap(now_ns, max_slots)
+        let removed = self.conntrack.reap(now_ns, max_slots);
+        self.count_conntrack();
+        removed
     }
 
-    /// Prepares a burst: computes each TCP or UDP frame's flow hash and prefetches its
-    /// conntrack lines, so the table's memory latency overlaps across the burst instead of
-    /// stalling each packet in turn. Then call [`Worker::process`] on the same frames in
+    /// Copies the conntrack table's entry count and insert counts into the counters. Runs
+    /// after each insert and reap, the only calls that change them.
+    #[inline]
+    fn count_conntrack(&mut self) {
+        let stats = self.conntrack.stats();
+        self.counters.conntrack_entries = self.conntrack.len() as u64;
+        self.counters.conntrack_expired_replaced = stats.expired_replaced;
+        self.counters.conntrack_insert_failed = stats.insert_failed;
+    }
+
+    /// Prepares a burst: computes each TCP or UDP frame's flow hash and prefetches the
+    /// conntrack lines its lookup reads (all of them: an entry sits in its bucket), so the
+    /// table's memory latency overlaps across the burst instead of stalling each packet in
+    /// turn. Then call [`Worker::process`] on the same frames in
     /// the same order, which reuses the hashes and, for a TCP or UDP frame passed as the
     /// same slice, the parsed headers: the frames must not change in between. Frames
     /// beyond [`BURST_SIZE`] are ignored.
@@ -287,13 +326,10 @@ impl Worker {
         for (hint, frame) in self.hints.iter_mut().zip(frames) {
             *hint = parse_flow(frame).map(|mut parsed| {
                 parsed.hash = snapshot.hasher.hash(&parsed.key, HashFields::FiveTuple);
-                self.conntrack.prefetch_buckets(parsed.hash);
+                self.conntrack.prefetch(parsed.hash);
                 parsed
             });
             len += 1;
-        }
-        for hint in self.hints[..len].iter().flatten() {
-            self.conntrack.prefetch_entry(hint.hash);
         }
         self.hint_cursor = 0;
         self.hint_len = len;
@@ -672,19 +708,18 @@ impl Worker {
         };
         let key = &classified.key;
 
-        let slot = self.conntrack.find(key, flow_hash, now_ns);
+        let slot = self.conntrack.find(flow_hash, now_ns);
         let mut selection = Selection::NewFlow;
         if let Some(slot) = slot {
             let tracked = self.conntrack.value(slot);
-            match resolve(snapshot, service_index, &tracked) {
+            match resolve_tracked(service, &tracked) {
                 Some(index) => {
                     let draining = service
                         .backends
                         .get(index as usize)
                         .is_none_or(|backend| backend.weight == 0);
                     if !(classified.syn && draining) {
-                        let value =
-                            tracked_value(snapshot, service_index, index, tracked.backend_id());
+                        let value = TrackedBackend::new(index, tracked.backend_id());
                         // A closing flow stays closing on the client's last plain ACK.
                         let class = self.conntrack.class(slot).after(classified.class);
                         self.conntrack.refresh(slot, value, class, now_ns);
@@ -701,20 +736,20 @@ impl Worker {
             .backends
             .get(index as usize)
             .map_or(0, |backend| backend.id);
-        let value = tracked_value(snapshot, service_index, index, backend_id);
+        let value = TrackedBackend::new(index, backend_id);
         match slot {
             Some(slot) => {
                 let class = self.conntrack.class(slot).after(classified.class);
                 self.conntrack.refresh(slot, value, class, now_ns);
             }
             None => {
-                if self
+                let inserted = self
                     .conntrack
-                    .insert(key, flow_hash, value, classified.class, now_ns)
-                    .is_err()
-                {
+                    .insert(flow_hash, value, classified.class, now_ns);
+                if inserted.is_err() {
                     selection = Selection::Untracked;
                 }
+                self.count_conntrack();
             }
         }
         Ok((index, selection))
@@ -730,9 +765,9 @@ impl Worker {
         now_ns: u64,
     ) -> Result<(u32, Selection), DropReason> {
         let key = &classified.key;
-        if let Some(slot) = self.conntrack.find(key, flow_hash, now_ns) {
-            if let Some(index) = resolve(snapshot, classified.service, &self.conntrack.value(slot))
-            {
+        let service = snapshot.services.get(classified.service as usize);
+        if let (Some(slot), Some(service)) = (self.conntrack.find(flow_hash, now_ns), service) {
+            if let Some(index) = resolve_tracked(service, &self.conntrack.value(slot)) {
                 return Ok((index, Selection::IcmpError));
             }
         }
@@ -999,8 +1034,25 @@ fn tracked_value(
     }
 }
 
-/// Returns the backend index a tracked value points to in `snapshot`, or `None` if the backend
-/// is no longer configured for the service.
+/// Returns the backend index a conntrack value points to in `service`, or `None` if the
+/// backend is no longer configured for it. The stored index is used when the backend there
+/// has the stored id, which holds until the service's backends change.
+#[inline]
+fn resolve_tracked(service: &Service, tracked: &TrackedBackend) -> Option<u32> {
+    let id = tracked.backend_id();
+    let index = tracked.backend_index;
+    if service
+        .backends
+        .get(index as usize)
+        .is_some_and(|backend| backend.id == id)
+    {
+        return Some(index);
+    }
+    service.backend_index(id)
+}
+
+/// Returns the backend index a fragment record points to in `snapshot`, or `None` if the
+/// backend is no longer configured for the service.
 #[inline]
 fn resolve(snapshot: &Snapshot, service_index: u32, tracked: &Tracked) -> Option<u32> {
     if tracked.generation == snapshot.generation && tracked.service == service_index {
@@ -1192,9 +1244,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tracked_packs_into_twenty_bytes() {
-        assert_eq!(std::mem::size_of::<Tracked>(), 20);
-        assert_eq!(Conntrack::<Tracked>::slot_bytes(), 76);
+    fn conntrack_slot_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<TrackedBackend>(), 12);
+        assert_eq!(Conntrack::<TrackedBackend>::slot_bytes(), 32);
     }
 
     #[test]
@@ -1204,5 +1256,8 @@ mod tests {
             ..Tracked::default()
         };
         assert_eq!(tracked.backend_id(), 0x0123_4567_89ab_cdef);
+        let conntrack_value = TrackedBackend::new(7, 0x0123_4567_89ab_cdef);
+        assert_eq!(conntrack_value.backend_id(), 0x0123_4567_89ab_cdef);
+        assert_eq!(conntrack_value.backend_index, 7);
     }
 }

@@ -19,6 +19,9 @@
 //!   "forwarded": 0,               forward verdicts (a fragmented one counts once)
 //!   "replies": 0,                 ICMP too-big replies
 //!   "outer_fragmented": 0, "too_big_sent": 0, "fragment_table_full": 0,
+//!   "conntrack_entries": 0,       gauge: conntrack entries held, expired ones not yet reused
+//!   "conntrack_expired_replaced": 0,  new flows stored over an expired entry
+//!   "conntrack_insert_failed": 0, new flows left untracked because the table was full
 //!   "tx_dropped": 0,              frames the tx queues rejected after dpdk.tx_retries
 //!   "mbuf_alloc_failed": 0,       fragments and replies lost to an empty mbuf pool
 //!   "encap_failed": 0,            forwards whose mbuf could not take the header
@@ -192,6 +195,9 @@ impl Totals {
             "outer_fragmented": counters.outer_fragmented,
             "too_big_sent": counters.too_big_sent,
             "fragment_table_full": counters.fragment_table_full,
+            "conntrack_entries": counters.conntrack_entries,
+            "conntrack_expired_replaced": counters.conntrack_expired_replaced,
+            "conntrack_insert_failed": counters.conntrack_insert_failed,
             "tx_dropped": self.tx.tx_dropped,
             "mbuf_alloc_failed": self.tx.mbuf_alloc_failed,
             "encap_failed": self.tx.encap_failed,
@@ -218,6 +224,12 @@ impl Totals {
             ("outer_fragmented", counters.outer_fragmented),
             ("too_big_sent", counters.too_big_sent),
             ("fragment_table_full", counters.fragment_table_full),
+            ("conntrack_entries", counters.conntrack_entries),
+            (
+                "conntrack_expired_replaced",
+                counters.conntrack_expired_replaced,
+            ),
+            ("conntrack_insert_failed", counters.conntrack_insert_failed),
             ("tx_dropped", self.tx.tx_dropped),
             ("mbuf_alloc_failed", self.tx.mbuf_alloc_failed),
             ("encap_failed", self.tx.encap_failed),
@@ -337,6 +349,8 @@ mod tests {
     fn report(rx_packets: u64, tx_dropped: u64) -> Arc<WorkerReport> {
         let mut counters = Counters {
             rx_packets,
+            conntrack_entries: rx_packets * 2,
+            conntrack_insert_failed: tx_dropped,
             ..Counters::default()
         };
         counters.kernel[0] = 1;
@@ -363,6 +377,9 @@ mod tests {
         assert_eq!(json["generation"], 3);
         assert_eq!(json["rx_packets"], 12);
         assert_eq!(json["tx_dropped"], 3);
+        assert_eq!(json["conntrack_entries"], 24, "entries summed over workers");
+        assert_eq!(json["conntrack_insert_failed"], 3);
+        assert_eq!(json["conntrack_expired_replaced"], 0);
         assert_eq!(json["kernel"]["arp"], 2);
         assert_eq!(json["drops"]["no_backend"], 0);
         assert_eq!(json["services"][0]["name"], "web");

@@ -191,6 +191,11 @@ fn compare_counters(name: &str, counters: &Value, expected: &Counters) {
         ("outer_fragmented", expected.outer_fragmented),
         ("too_big_sent", expected.too_big_sent),
         ("fragment_table_full", expected.fragment_table_full),
+        (
+            "conntrack_expired_replaced",
+            expected.conntrack_expired_replaced,
+        ),
+        ("conntrack_insert_failed", expected.conntrack_insert_failed),
     ];
     for (key, value) in scalars {
         assert_eq!(counters[key].as_u64(), Some(value), "{name}: {key}");

@@ -1,0 +1,472 @@
+//! Fixed-capacity table of flows keyed by their 64-bit flow hash, for the connection table.
+//!
+//! Design:
+//! - An entry is the flow hash, the expiry and the value: 32 bytes for the worker's value.
+//!   Buckets of [`BUCKET_ENTRIES`] entries are 128 bytes, two adjacent cache lines, aligned
+//!   so that a bucket never shares a line with another. Each flow has two candidate buckets,
+//!   so prefetching those four lines brings in everything a lookup reads: there is no
+//!   separate tag array and no second, dependent miss.
+//! - The table stores no key, only the hash. Two distinct flows are mistaken for one another
+//!   only when their 64-bit SipHash values are equal. For a lookup that compares with the 8
+//!   entries of its two buckets, that happens with a probability of at most 8 × 2^-64
+//!   (about 4 × 10^-19), and SipHash under the cluster's secret key gives a sender no way to
+//!   aim for it. The stored hash 0 marks an empty slot, so a flow whose hash is 0 is stored
+//!   as 1, which keeps both of its buckets.
+//! - The bucket count is `ceil(capacity / (BUCKET_ENTRIES × 3/4))`, not a power of two, and a
+//!   hash half is mapped to a bucket by multiplication and shift, so memory follows the
+//!   capacity: at most 4/3 slots per flow of capacity plus one bucket, about 43 bytes per
+//!   flow with 32-byte entries.
+//! - An insert takes an empty slot of the candidate bucket with more of them. When both are
+//!   full it reuses an expired entry of either bucket, and failing that it moves an entry of
+//!   a candidate bucket to that entry's other bucket (a cuckoo move, up to two deep) to make
+//!   room. So an entry can move when another flow is inserted, and a slot index is valid only
+//!   until the next insert.
+//! - [`FlowTable::insert`] never stores more than `capacity` entries.
+
+use std::fmt;
+
+/// Entries per bucket: four 32-byte entries fill two cache lines.
+pub(crate) const BUCKET_ENTRIES: usize = 4;
+
+/// Maximum share of slots in use when the table stores `capacity` entries.
+const MAX_LOAD_NUMERATOR: usize = 3;
+const MAX_LOAD_DENOMINATOR: usize = 4;
+
+/// Largest accepted capacity. It bounds the memory one table may take (about 700 MiB) and
+/// keeps every slot index within `u32` and every bucket count below 2^32, as the range
+/// reduction needs.
+pub(crate) const MAX_CAPACITY: usize = 1 << 24;
+
+/// The stored hash of an empty slot.
+const EMPTY: u64 = 0;
+
+#[derive(Clone, Copy)]
+pub(crate) struct Entry<V> {
+    /// The flow hash, or [`EMPTY`].
+    hash: u64,
+    pub(crate) expires_ns: u64,
+    pub(crate) value: V,
+}
+
+/// Entries of one bucket, aligned so that a bucket starts a pair of cache lines.
+#[derive(Clone, Copy)]
+#[repr(align(128))]
+struct Bucket<V>([Entry<V>; BUCKET_ENTRIES]);
+
+/// Capacity rejected by [`FlowTable::new`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CapacityError {
+    Zero,
+    TooLarge(usize),
+}
+
+/// No empty or expired slot was left for a new flow, and no entry could move to make one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Full;
+
+/// Where [`FlowTable::insert`] put an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// The flow had an entry, live or expired, which was overwritten.
+    Existing,
+    /// An empty slot, found directly or made by moving other entries.
+    Empty,
+    /// The slot of another flow's expired entry.
+    ReplacedExpired,
+}
+
+pub(crate) struct FlowTable<V> {
+    buckets: Box<[Bucket<V>]>,
+    bucket_count: u64,
+    capacity: usize,
+    len: usize,
+    reap_cursor: usize,
+}
+
+impl<V: Copy + Default> FlowTable<V> {
+    pub(crate) fn new(capacity: usize) -> Result<Self, CapacityError> {
+        if capacity == 0 {
+            return Err(CapacityError::Zero);
+        }
+        if capacity > MAX_CAPACITY {
+            return Err(CapacityError::TooLarge(capacity));
+        }
+        let min_slots = (capacity * MAX_LOAD_DENOMINATOR).div_ceil(MAX_LOAD_NUMERATOR);
+        let bucket_count = min_slots.div_ceil(BUCKET_ENTRIES);
+        let empty = Entry {
+            hash: EMPTY,
+            expires_ns: 0,
+            value: V::default(),
+        };
+        Ok(Self {
+            buckets: vec![Bucket([empty; BUCKET_ENTRIES]); bucket_count].into_boxed_slice(),
+            bucket_count: bucket_count as u64,
+            capacity,
+            len: 0,
+            reap_cursor: 0,
+        })
+    }
+}
+
+impl<V: Copy> FlowTable<V> {
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Returns the number of stored entries, including expired ones not yet reclaimed.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn slot_count(&self) -> usize {
+        self.buckets.len() * BUCKET_ENTRIES
+    }
+
+    /// Returns the bytes one slot takes, its share of a bucket.
+    pub(crate) fn slot_bytes() -> usize {
+        std::mem::size_of::<Bucket<V>>() / BUCKET_ENTRIES
+    }
+
+    /// Returns the two candidate buckets of `hash`, one from each 32-bit half. Multiplying a
+    /// half by the bucket count and keeping the high 32 bits maps it evenly onto any count.
+    #[inline]
+    fn buckets_of(&self, hash: u64) -> [usize; 2] {
+        let first = ((hash >> 32) * self.bucket_count) >> 32;
+        let second = ((hash & 0xffff_ffff) * self.bucket_count) >> 32;
+        [first as usize, second as usize]
+    }
+
+    /// Returns the entry in `slot`. Any slot index is accepted: one past the end reads the
+    /// last slot, and a slot that was removed keeps its last contents.
+    #[inline]
+    pub(crate) fn entry(&self, slot: usize) -> &Entry<V> {
+        let slot = slot.min(self.slot_count() - 1);
+        &self.buckets[slot / BUCKET_ENTRIES].0[slot % BUCKET_ENTRIES]
+    }
+
+    #[inline]
+    pub(crate) fn entry_mut(&mut self, slot: usize) -> &mut Entry<V> {
+        let slot = slot.min(self.slot_count() - 1);
+        &mut self.buckets[slot / BUCKET_ENTRIES].0[slot % BUCKET_ENTRIES]
+    }
+
+    /// Prefetches both cache lines of both candidate buckets of `hash`.
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u64) {
+        for bucket in self.buckets_of(hash) {
+            let entries = &self.buckets[bucket].0;
+            spike_prefetch::prefetch_read(&entries[0]);
+            spike_prefetch::prefetch_read(&entries[BUCKET_ENTRIES / 2]);
+        }
+    }
+
+    /// Returns the slot of the entry for `hash`, live or expired. At most one slot stores a
+    /// hash because `insert` overwrites an existing entry instead of adding a second one.
+    #[inline]
+    fn find_any(&self, hash: u64) -> Option<usize> {
+        let stored = stored_hash(hash);
+        for bucket in self.buckets_of(hash) {
+            let entries = &self.buckets[bucket].0;
+            if let Some(offset) = entries.iter().position(|entry| entry.hash == stored) {
+                return Some(bucket * BUCKET_ENTRIES + offset);
+            }
+        }
+        None
+    }
+
+    /// Returns the slot of the live entry (`expires_ns > now_ns`) for `hash`.
+    #[inline]
+    pub(crate) fn find(&self, hash: u64, now_ns: u64) -> Option<usize> {
+        let slot = self.find_any(hash)?;
+        (self.entry(slot).expires_ns > now_ns).then_some(slot)
+    }
+
+    /// Stores an entry for `hash` and returns its slot and how it was placed; see the module
+    /// docs for the order in which slots are tried.
+    pub(crate) fn insert(
+        &mut self,
+        hash: u64,
+        value: V,
+        expires_ns: u64,
+        now_ns: u64,
+    ) -> Result<(usize, Placement), Full> {
+        let (slot, placement) = self.place(hash, now_ns).ok_or(Full)?;
+        if placement == Placement::Empty {
+            self.len += 1;
+        }
+        *self.entry_mut(slot) = Entry {
+            hash: stored_hash(hash),
+            expires_ns,
+            value,
+        };
+        Ok((slot, placement))
+    }
+
+    fn place(&mut self, hash: u64, now_ns: u64) -> Option<(usize, Placement)> {
+        if let Some(slot) = self.find_any(hash) {
+            return Some((slot, Placement::Existing));
+        }
+        let buckets = self.buckets_of(hash);
+        let room = self.len < self.capacity;
+        if room {
+            if let Some(slot) = self.emptiest_bucket_slot(buckets) {
+                return Some((slot, Placement::Empty));
+            }
+        }
+        if let Some(slot) = self.expired_slot(buckets, now_ns) {
+            return Some((slot, Placement::ReplacedExpired));
+        }
+        if room {
+            if let Some(slot) = self.make_room(buckets) {
+                return Some((slot, Placement::Empty));
+            }
+        }
+        None
+    }
+
+    /// Returns the first empty slot of whichever candidate bucket has more of them.
+    fn emptiest_bucket_slot(&self, [first, second]: [usize; 2]) -> Option<usize> {
+        let bucket = if self.empty_count(second) > self.empty_count(first) {
+            second
+        } else {
+            first
+        };
+        self.empty_slot(bucket)
+    }
+
+    fn empty_count(&self, bucket: usize) -> usize {
+        let entries = &self.buckets[bucket].0;
+        entries.iter().filter(|entry| entry.hash == EMPTY).count()
+    }
+
+    fn empty_slot(&self, bucket: usize) -> Option<usize> {
+        let entries = &self.buckets[bucket].0;
+        let offset = entries.iter().position(|entry| entry.hash == EMPTY)?;
+        Some(bucket * BUCKET_ENTRIES + offset)
+    }
+
+    fn expired_slot(&self, buckets: [usize; 2], now_ns: u64) -> Option<usize> {
+        buckets.into_iter().find_map(|bucket| {
+            let entries = &self.buckets[bucket].0;
+            let offset = entries
+                .iter()
+                .position(|entry| entry.hash != EMPTY && entry.expires_ns <= now_ns)?;
+            Some(bucket * BUCKET_ENTRIES + offset)
+        })
+    }
+
+    /// Frees a slot in one of `buckets`, both full, by moving entries to their other
+    /// candidate bucket: first an entry of `buckets` directly, then one whose other bucket
+    /// first passes an entry on. Returns the freed slot.
+    fn make_room(&mut self, buckets: [usize; 2]) -> Option<usize> {
+        let slots = || {
+            buckets
+                .into_iter()
+                .flat_map(|bucket| (0..BUCKET_ENTRIES).map(move |offset| (bucket, offset)))
+                .map(|(bucket, offset)| bucket * BUCKET_ENTRIES + offset)
+        };
+        for slot in slots() {
+            if let Some(target) = self.empty_slot(self.other_bucket(slot)) {
+                self.move_entry(slot, target);
+                return Some(slot);
+            }
+        }
+        for slot in slots() {
+            let middle_bucket = self.other_bucket(slot);
+            for offset in 0..BUCKET_ENTRIES {
+                let middle = middle_bucket * BUCKET_ENTRIES + offset;
+                if let Some(target) = self.empty_slot(self.other_bucket(middle)) {
+                    self.move_entry(middle, target);
+                    self.move_entry(slot, middle);
+                    return Some(slot);
+                }
+            }
+        }
+        None
+    }
+
+    /// Returns the candidate bucket of the entry in `slot` that does not hold it, or its own
+    /// bucket when both candidates are the same.
+    fn other_bucket(&self, slot: usize) -> usize {
+        let bucket = slot / BUCKET_ENTRIES;
+        let [first, second] = self.buckets_of(self.entry(slot).hash);
+        if first == bucket {
+            second
+        } else {
+            first
+        }
+    }
+
+    fn move_entry(&mut self, from: usize, to: usize) {
+        *self.entry_mut(to) = *self.entry(from);
+        self.entry_mut(from).hash = EMPTY;
+    }
+
+    /// Empties `slot`; an already empty slot is left as it is.
+    pub(crate) fn remove(&mut self, slot: usize) {
+        let entry = self.entry_mut(slot);
+        if entry.hash != EMPTY {
+            entry.hash = EMPTY;
+            self.len -= 1;
+        }
+    }
+
+    /// Scans the next `max_slots` slots, wrapping around, and removes the expired entries among
+    /// them. Returns how many it removed.
+    pub(crate) fn reap(&mut self, now_ns: u64, max_slots: usize) -> usize {
+        let slots = self.slot_count();
+        let mut removed = 0;
+        for _ in 0..max_slots.min(slots) {
+            let slot = self.reap_cursor;
+            self.reap_cursor = if slot + 1 == slots { 0 } else { slot + 1 };
+            let entry = self.entry(slot);
+            if entry.hash != EMPTY && entry.expires_ns <= now_ns {
+                self.remove(slot);
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+impl<V> fmt::Debug for FlowTable<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("capacity", &self.capacity)
+            .field("len", &self.len)
+            .field("buckets", &self.buckets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Returns the value stored for `hash`: the hash itself, except that 0 (empty) becomes 1.
+/// Both have 0 in their high half and map the low half 0 or 1 to bucket 0, so the
+/// candidate buckets stay the same.
+#[inline]
+fn stored_hash(hash: u64) -> u64 {
+    hash.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spreads consecutive integers over all 64 bits, as a flow hash does.
+    fn spread(n: u64) -> u64 {
+        let mut x = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
+
+    #[test]
+    fn slot_count_keeps_load_at_most_three_quarters() {
+        let cases = [
+            (1, 4),
+            (3, 4),
+            (4, 8),
+            (768, 1024),
+            (769, 1028),
+            (1 << 20, 1_398_104),
+        ];
+        for (capacity, slots) in cases {
+            let table = FlowTable::<u32>::new(capacity).unwrap();
+            assert_eq!(table.slot_count(), slots, "capacity {capacity}");
+            assert!(capacity * 4 <= slots * 3, "capacity {capacity}");
+        }
+    }
+
+    #[test]
+    fn new_rejects_zero_and_huge_capacity() {
+        assert_eq!(FlowTable::<u32>::new(0).unwrap_err(), CapacityError::Zero);
+        assert_eq!(
+            FlowTable::<u32>::new(MAX_CAPACITY + 1).unwrap_err(),
+            CapacityError::TooLarge(MAX_CAPACITY + 1)
+        );
+    }
+
+    #[test]
+    fn bucket_is_two_cache_lines() {
+        assert_eq!(std::mem::size_of::<Bucket<[u32; 4]>>(), 128);
+        assert_eq!(std::mem::align_of::<Bucket<[u32; 4]>>(), 128);
+        assert_eq!(FlowTable::<[u32; 4]>::slot_bytes(), 32);
+    }
+
+    #[test]
+    fn hash_zero_is_stored_and_found() {
+        let mut table = FlowTable::<u32>::new(64).unwrap();
+        assert_eq!(table.find(0, 0), None);
+        let (slot, placement) = table.insert(0, 7, 100, 0).unwrap();
+        assert_eq!(placement, Placement::Empty);
+        assert_eq!(table.find(0, 0), Some(slot));
+        assert_eq!(table.entry(slot).value, 7);
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn full_buckets_move_entries_to_their_other_bucket() {
+        let mut table = FlowTable::<u64>::new(3000).unwrap();
+        assert_eq!(table.slot_count(), 4000);
+        // The smallest hash half, plus `k`, that maps to `bucket` of the 1000.
+        let half = |bucket: u64, k: u64| ((bucket << 32) + 999) / 1000 + k;
+        let both_in = |bucket: u64, k: u64| (half(bucket, k) << 32) | half(bucket, k);
+        // Three entries in each of buckets 500 to 503, so that the next four entries go to
+        // bucket 0, the emptier of their two candidates.
+        for bucket in 500..504 {
+            for k in 0..3 {
+                table.insert(both_in(bucket, k), 0, 100, 0).unwrap();
+            }
+        }
+        let movable = |n: u64| (half(0, n) << 32) | half(500 + n, 0);
+        for n in 0..4 {
+            table.insert(movable(n), n, 100, 0).unwrap();
+        }
+        // Flows whose candidates are buckets 0 and 999: four fill bucket 999, and the fifth
+        // fits only after an entry of bucket 0 moves to its other bucket.
+        let crowded = |n: u64| (half(0, 100 + n) << 32) | half(999, 0);
+        for n in 0..5 {
+            let (_, placement) = table.insert(crowded(n), 10 + n, 100, 0).unwrap();
+            assert_eq!(placement, Placement::Empty, "crowded flow {n}");
+        }
+        for n in 0..4 {
+            let slot = table.find(movable(n), 0).expect("moved entry still found");
+            assert_eq!(table.entry(slot).value, n);
+        }
+        for n in 0..5 {
+            let slot = table.find(crowded(n), 0).expect("crowded entry found");
+            assert_eq!(table.entry(slot).value, 10 + n);
+        }
+        assert_eq!(table.len(), 12 + 4 + 5);
+    }
+
+    #[test]
+    fn fills_to_capacity_with_random_hashes() {
+        let capacity = 300_000;
+        let mut table = FlowTable::<u64>::new(capacity).unwrap();
+        for n in 0..capacity as u64 {
+            table
+                .insert(spread(n), n, 100, 0)
+                .unwrap_or_else(|_| panic!("insert {n} of {capacity} failed"));
+        }
+        assert_eq!(table.len(), capacity);
+        for n in 0..capacity as u64 {
+            let slot = table.find(spread(n), 0).expect("every flow found");
+            assert_eq!(table.entry(slot).value, n);
+        }
+        assert_eq!(table.insert(spread(u64::MAX), 0, 100, 0), Err(Full));
+    }
+
+    #[test]
+    fn reap_wraps_around() {
+        let mut table = FlowTable::<u32>::new(8).unwrap();
+        for n in 0..8u64 {
+            table.insert(spread(n), 0, 10, 0).unwrap();
+        }
+        let mut removed = 0;
+        for _ in 0..4 {
+            removed += table.reap(10, 5);
+        }
+        assert_eq!(removed, 8);
+        assert_eq!(table.len(), 0);
+    }
+}
