@@ -408,7 +408,7 @@ mod tests {
         let mut table = FlowTable::<u64>::new(3000).unwrap();
         assert_eq!(table.slot_count(), 4000);
         // The smallest hash half, plus `k`, that maps to `bucket` of the 1000.
-        let half = |bucket: u64, k: u64| ((bucket << 32) + 999) / 1000 + k;
+        let half = |bucket: u64, k: u64| (bucket << 32).div_ceil(1000) + k;
         let both_in = |bucket: u64, k: u64| (half(bucket, k) << 32) | half(bucket, k);
         // Three entries in each of buckets 500 to 503, so that the next four entries go to
         // bucket 0, the emptier of their two candidates.
