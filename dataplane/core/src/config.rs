@@ -111,6 +111,33 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// Settings of the DPDK dataplane; tools that only run the core ignore them.
     pub dpdk: Option<DpdkConfig>,
+    /// The Spike nodes that share fragments; `None` for a node that works alone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The Spike nodes behind one ECMP route, so that every fragment of a datagram can be
+/// sent to one designated node: the one that also sees the first fragment's ports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    /// VNI that marks a fragment one Spike node redirects to another. It travels on
+    /// `vxlan.port` and differs from `vxlan.vni`, so flannel's nodes never take it.
+    pub redirect_vni: u32,
+    /// Every Spike node, this one included, in configured order. The designated node
+    /// does not depend on the order.
+    pub nodes: Vec<ClusterNode>,
+    /// Position of this node in `nodes`: the entry whose address is `node.ipv4` or
+    /// `node.ipv6`.
+    pub self_index: usize,
+}
+
+/// One Spike node of a cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterNode {
+    /// Its underlay address: the outer destination of redirected fragments.
+    pub address: IpAddr,
+    /// Outer Ethernet destination towards it: its port's MAC on a shared segment, or
+    /// the next hop's.
+    pub mac: MacAddr,
 }
 
 /// The flow hash key, shared by every Spike node. `Debug` does not print it, so that a
@@ -237,6 +264,22 @@ struct RawConfig {
     #[serde(default, rename = "service")]
     services: Vec<RawService>,
     dpdk: Option<RawDpdk>,
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    redirect_vni: u32,
+    #[serde(default, rename = "node")]
+    nodes: Vec<RawClusterNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClusterNode {
+    address: IpAddr,
+    mac: String,
 }
 
 #[derive(Deserialize)]
@@ -485,6 +528,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let dpdk = raw.dpdk.map(validate_dpdk).transpose()?;
+    let cluster = raw
+        .cluster
+        .map(|cluster| validate_cluster(cluster, &node, &vxlan))
+        .transpose()?;
 
     Ok(Config {
         node,
@@ -494,6 +541,105 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         icmp,
         services,
         dpdk,
+        cluster,
+    })
+}
+
+fn validate_cluster(
+    raw: RawCluster,
+    node: &NodeConfig,
+    vxlan: &VxlanConfig,
+) -> Result<ClusterConfig, ConfigError> {
+    if raw.redirect_vni >= 1 << 24 {
+        return Err(ConfigError::invalid(
+            "cluster.redirect_vni",
+            raw.redirect_vni,
+            "a 24-bit VNI from 0 to 16777215",
+        ));
+    }
+    if raw.redirect_vni == vxlan.vni {
+        return Err(ConfigError::invalid(
+            "cluster.redirect_vni",
+            raw.redirect_vni,
+            &format!(
+                "a VNI other than vxlan.vni = {}, so that redirected fragments are told \
+                 apart from flannel's traffic",
+                vxlan.vni
+            ),
+        ));
+    }
+    if raw.nodes.is_empty() {
+        return Err(ConfigError::invalid(
+            "cluster.node",
+            "none",
+            "one [[cluster.node]] per Spike node, this one included",
+        ));
+    }
+
+    let own = |address: IpAddr| match address {
+        IpAddr::V4(v4) => node.ipv4 == Some(v4),
+        IpAddr::V6(v6) => node.ipv6 == Some(v6),
+    };
+    let mut nodes: Vec<ClusterNode> = Vec::with_capacity(raw.nodes.len());
+    let mut self_index = None;
+    for (index, raw_node) in raw.nodes.into_iter().enumerate() {
+        let key = format!("cluster.node[{index}]");
+        let address = raw_node.address;
+        let family_ok = match address {
+            IpAddr::V4(_) => node.ipv4.is_some(),
+            IpAddr::V6(_) => node.ipv6.is_some(),
+        };
+        if !family_ok {
+            return Err(ConfigError::invalid(
+                format!("{key}.address"),
+                address,
+                "an address of a family this node has an underlay address for (set \
+                 node.ipv4 or node.ipv6)",
+            ));
+        }
+        if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
+            return Err(ConfigError::invalid(
+                format!("{key}.address"),
+                address,
+                "the Spike node's unicast underlay address",
+            ));
+        }
+        if nodes.iter().any(|other| other.address == address) {
+            return Err(ConfigError::invalid(
+                format!("{key}.address"),
+                address,
+                "each Spike node's address to appear once in the cluster",
+            ));
+        }
+        if own(address) {
+            if self_index.is_some() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.address"),
+                    address,
+                    "one entry for this node: node.ipv4 and node.ipv6 name the same node",
+                ));
+            }
+            self_index = Some(index);
+        }
+        let mac = parse_mac(&format!("{key}.mac"), &raw_node.mac)?;
+        nodes.push(ClusterNode { address, mac });
+    }
+    let Some(self_index) = self_index else {
+        let addresses: Vec<String> = [node.ipv4.map(IpAddr::V4), node.ipv6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+            .map(|address| address.to_string())
+            .collect();
+        return Err(ConfigError::invalid(
+            "cluster.node",
+            format!("no entry for this node ({})", addresses.join(" or ")),
+            "an entry whose address is node.ipv4 or node.ipv6: every node lists itself",
+        ));
+    };
+    Ok(ClusterConfig {
+        redirect_vni: raw.redirect_vni,
+        nodes,
+        self_index,
     })
 }
 

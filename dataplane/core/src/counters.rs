@@ -43,6 +43,8 @@ pub struct Counters {
     pub too_big_sent: u64,
     /// First fragments whose record could not be stored because the table was full.
     pub fragment_table_full: u64,
+    /// Fragments another Spike node redirected here, decided whatever their verdict.
+    pub redirected_in: u64,
     /// Gauge: entries in the conntrack table, expired ones not yet reaped or reused
     /// included. Updated after each insert and reap.
     pub conntrack_entries: u64,
@@ -144,6 +146,7 @@ impl Counters {
         self.outer_fragmented += other.outer_fragmented;
         self.too_big_sent += other.too_big_sent;
         self.fragment_table_full += other.fragment_table_full;
+        self.redirected_in += other.redirected_in;
         self.conntrack_entries += other.conntrack_entries;
         self.conntrack_expired_replaced += other.conntrack_expired_replaced;
         self.conntrack_insert_failed += other.conntrack_insert_failed;

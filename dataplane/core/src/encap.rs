@@ -341,6 +341,112 @@ pub fn write_outer_fragments(
     count
 }
 
+/// Cuts an inner IPv4 packet that is too big for one encapsulated frame into smaller
+/// IPv4 fragments, the way a router on its path would, and passes each one, behind its
+/// own copy of `header` with lengths and checksums fixed, to `emit`.
+///
+/// This is how a redirected fragment crosses to another Spike node: that node reads the
+/// VNI and the inner packet of each frame it receives, so it must never see an outer
+/// fragment. Each piece keeps the inner header (options included, which receivers ignore
+/// in non-first fragments), the identification and the more-fragments flag of the
+/// original, with offsets counted from the original's offset, so the backend's kernel
+/// reassembles the datagram unchanged. Outer piece `i` takes identification
+/// `ident + i`. `header` is what [`EncapTemplate::write`] produced without checksum
+/// offload. `scratch` must hold `mtu` bytes plus the Ethernet header. Returns the number
+/// of frames emitted, 0 when `inner` is not an IPv4 packet.
+pub fn write_inner_fragments(
+    header: &[u8],
+    inner: &[u8],
+    outer_ipv6: bool,
+    mtu: usize,
+    ident: u32,
+    scratch: &mut [u8],
+    mut emit: impl FnMut(&[u8]),
+) -> usize {
+    let Ok(packet) = crate::wire::Ipv4Packet::new_checked(inner) else {
+        return 0;
+    };
+    let inner_header_len = packet.header_len();
+    let payload = packet.payload();
+    let base_units = packet.frag_offset() / 8;
+    let flags = u16::from_be_bytes([inner[6], inner[7]]) & !0x1fff;
+    let max_inner = mtu.saturating_sub(ip_overhead(outer_ipv6));
+    // Every piece but the last carries a multiple of 8 payload bytes.
+    let max_chunk = max_inner.saturating_sub(inner_header_len) & !7;
+    if max_chunk == 0 || scratch.len() < ETHERNET_HEADER_LEN + mtu {
+        return 0;
+    }
+
+    let header_len = header.len();
+    let mut offset = 0;
+    let mut count = 0;
+    while offset < payload.len() {
+        let chunk = (payload.len() - offset).min(max_chunk);
+        let more = offset + chunk < payload.len();
+        let inner_len = inner_header_len + chunk;
+        let frame = &mut scratch[..header_len + inner_len];
+        frame[..header_len].copy_from_slice(header);
+
+        let piece = &mut frame[header_len..];
+        piece[..inner_header_len].copy_from_slice(&inner[..inner_header_len]);
+        piece[2..4].copy_from_slice(&(inner_len as u16).to_be_bytes());
+        let mut flags_offset = flags | (base_units + (offset / 8) as u16);
+        if more {
+            flags_offset |= IPV4_MORE_FRAGMENTS;
+        }
+        piece[6..8].copy_from_slice(&flags_offset.to_be_bytes());
+        piece[10..12].copy_from_slice(&[0, 0]);
+        let piece_checksum = checksum::finish(checksum::sum(&piece[..inner_header_len]));
+        piece[10..12].copy_from_slice(&piece_checksum.to_be_bytes());
+        piece[inner_header_len..].copy_from_slice(&payload[offset..offset + chunk]);
+
+        finish_outer(frame, outer_ipv6, ident.wrapping_add(count as u32) as u16);
+        emit(frame);
+        offset += chunk;
+        count += 1;
+    }
+    count
+}
+
+/// Sets the outer lengths, the IPv4 identification and the checksums of an encapsulated
+/// frame whose inner packet was replaced. A zero outer UDP checksum over IPv4 stays zero.
+fn finish_outer(frame: &mut [u8], outer_ipv6: bool, ident: u16) {
+    let ip_len = if outer_ipv6 {
+        IPV6_HEADER_LEN
+    } else {
+        IPV4_HEADER_LEN
+    };
+    let udp_start = ETHERNET_HEADER_LEN + ip_len;
+    let udp_len = frame.len() - udp_start;
+    let pseudo_header = {
+        let ip = &mut frame[ETHERNET_HEADER_LEN..udp_start];
+        if outer_ipv6 {
+            ip[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+            checksum::sum(&ip[8..40])
+        } else {
+            ip[2..4].copy_from_slice(&((ip_len + udp_len) as u16).to_be_bytes());
+            ip[4..6].copy_from_slice(&ident.to_be_bytes());
+            ip[10..12].copy_from_slice(&[0, 0]);
+            let header_checksum = checksum::finish(checksum::sum(ip));
+            ip[10..12].copy_from_slice(&header_checksum.to_be_bytes());
+            checksum::sum(&ip[12..20])
+        }
+    };
+    let udp = &mut frame[udp_start..];
+    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    if !outer_ipv6 && udp[6..8] == [0, 0] {
+        return;
+    }
+    udp[6..8].copy_from_slice(&[0, 0]);
+    let sum =
+        pseudo_header + u32::from(u8::from(IpProtocol::Udp)) + udp_len as u32 + checksum::sum(udp);
+    let mut udp_checksum = checksum::finish(sum);
+    if udp_checksum == 0 {
+        udp_checksum = 0xffff;
+    }
+    udp[6..8].copy_from_slice(&udp_checksum.to_be_bytes());
+}
+
 /// Copies `out.len()` bytes starting at `offset` of the concatenation `first ++ second`.
 fn copy_range(first: &[u8], second: &[u8], offset: usize, out: &mut [u8]) {
     let mut written = 0;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use siphasher::sip::SipHasher13;
 use thiserror::Error;
 
+use crate::cluster::Cluster;
 use crate::config::{Config, Protocol};
 use crate::encap::{EncapSettings, EncapTemplate};
 use crate::flow::{FlowHasher, HashFields};
@@ -150,6 +151,10 @@ pub enum SnapshotError {
         "backend {backend} needs an underlay address of its family: set node.ipv4 or node.ipv6"
     )]
     NoUnderlayAddress { backend: IpAddr },
+    #[error(
+        "cluster node {node} needs an underlay address of its family: set node.ipv4 or node.ipv6"
+    )]
+    NoClusterUnderlayAddress { node: IpAddr },
 }
 
 /// Everything a worker needs to decide, immutable once built.
@@ -167,6 +172,8 @@ pub struct Snapshot {
     vips: FastMap<[u8; 16], ()>,
     /// VIP and protocol pairs that have at least one service.
     vip_protocols: FastMap<([u8; 16], u8), ()>,
+    /// The Spike nodes fragments are redirected among; `None` for a node alone.
+    pub cluster: Option<Cluster>,
 }
 
 impl Snapshot {
@@ -174,6 +181,8 @@ impl Snapshot {
     /// snapshot's so that workers revalidate tracked flows.
     pub fn build(config: &Config, generation: u32) -> Result<Snapshot, SnapshotError> {
         let encap = EncapSettings::from_config(config);
+        let cluster = Cluster::build(config, &encap)
+            .map_err(|node| SnapshotError::NoClusterUnderlayAddress { node })?;
         let mut services = Vec::with_capacity(config.services.len());
         let mut service_by_key = FastMap::default();
         let mut portless_service = FastMap::default();
@@ -248,6 +257,7 @@ impl Snapshot {
             portless_service,
             vips,
             vip_protocols,
+            cluster,
         })
     }
 
@@ -273,6 +283,15 @@ impl Snapshot {
     #[inline]
     pub fn has_protocol(&self, vip: &[u8; 16], protocol: u8) -> bool {
         self.vip_protocols.contains_key(&(*vip, protocol))
+    }
+
+    /// Returns the underlay address of the Spike node designated for the fragments of
+    /// datagrams from `src` to `dst` with `protocol`, or `None` without a cluster.
+    pub fn designated_node(&self, src: IpAddr, dst: IpAddr, protocol: u8) -> Option<IpAddr> {
+        let cluster = self.cluster.as_ref()?;
+        let key = crate::flow::FlowKey::new(src, dst, protocol, 0, 0);
+        let index = cluster.designated(self.hasher.hash(&key, HashFields::ThreeTuple));
+        cluster.peers.get(index).map(|peer| peer.address)
     }
 
     /// Returns the flow hasher keyed from the config.

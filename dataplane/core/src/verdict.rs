@@ -104,6 +104,15 @@ reason_enum! {
         /// Too big for the underlay MTU with DF set (or IPv6), and the ICMP reply was
         /// suppressed by the rate limit.
         TooBigRateLimited => "too_big_rate_limited",
+        /// A fragment redirected by another Spike node whose inner frame is cut short or
+        /// is not an IPv4 or IPv6 packet.
+        RedirectMalformed => "redirect_malformed",
+        /// A redirected frame that came from this node itself or carries another redirect
+        /// inside: fragments are redirected at most once.
+        RedirectLoop => "redirect_loop",
+        /// A redirected fragment that is not for a service of this node, because the
+        /// nodes' service lists differ for a moment or the sender is misconfigured.
+        RedirectNotService => "redirect_not_service",
     }
 }
 
@@ -126,5 +135,8 @@ reason_enum! {
         FragmentPortless => "fragment_hashed_without_ports",
         /// An ICMP error, sent to the backend of the flow its quoted packet reverses to.
         IcmpError => "icmp_error_for_flow",
+        /// A fragment sent on to the Spike node designated for its datagram; no backend
+        /// was chosen here.
+        Redirected => "redirected_to_designated_node",
     }
 }

@@ -16,7 +16,7 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::conntrack::{classify_tcp, Conntrack, ConntrackError, FlowClass};
 use crate::counters::Counters;
-use crate::encap::{EncapTemplate, MAX_HEADER_LEN};
+use crate::encap::{self, EncapTemplate, MAX_HEADER_LEN};
 use crate::flow::{FlowKey, HashFields};
 use crate::fragments::{FragmentKey, FragmentTable, FragmentTableError};
 use crate::icmp::{self, MAX_REPLY_LEN};
@@ -25,7 +25,7 @@ use crate::snapshot::{mapped, Service, ServiceKey, Snapshot};
 use crate::verdict::{DropReason, KernelReason, Selection, Verdict};
 use crate::wire::{
     self, EtherType, EthernetFrame, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet,
-    MacAddr, TcpPacket, UdpPacket, VlanTag,
+    MacAddr, TcpPacket, UdpPacket, VlanTag, VxlanHeader,
 };
 
 /// Frames per burst that [`Worker::prefetch_burst`] prepares, DPDK's usual burst size.
@@ -106,6 +106,10 @@ pub struct Output {
     /// The encapsulated packet exceeds the MTU and goes out as outer IP fragments: use
     /// [`crate::encap::write_outer_fragments`] instead of sending header and packet as one frame.
     pub fragment: bool,
+    /// With `fragment`: cut the inner IPv4 packet into smaller IPv4 fragments, each
+    /// encapsulated whole, instead of fragmenting the outer packet. Set for a redirect,
+    /// because the receiving Spike node must see a whole VXLAN packet to read it.
+    pub split_inner: bool,
     pub outer_ipv6: bool,
     /// Identification for the outer fragments.
     pub fragment_ident: u32,
@@ -123,6 +127,9 @@ pub struct Output {
     pub selection: Option<Selection>,
     /// The flow the packet was classified as, when it got that far.
     pub flow: Option<FlowKey>,
+    /// For a forward that redirects a fragment: the designated node's position in the
+    /// snapshot's cluster.
+    pub redirect: Option<u32>,
 }
 
 impl Default for Output {
@@ -132,6 +139,7 @@ impl Default for Output {
             header_len: 0,
             inner: 0..0,
             fragment: false,
+            split_inner: false,
             outer_ipv6: false,
             fragment_ident: 0,
             udp_checksum_offloaded: false,
@@ -142,6 +150,7 @@ impl Default for Output {
             backend: None,
             selection: None,
             flow: None,
+            redirect: None,
         }
     }
 }
@@ -151,12 +160,14 @@ impl Output {
         self.header_len = 0;
         self.inner = 0..0;
         self.fragment = false;
+        self.split_inner = false;
         self.udp_checksum_offloaded = false;
         self.reply_len = 0;
         self.service = None;
         self.backend = None;
         self.selection = None;
         self.flow = None;
+        self.redirect = None;
     }
 
     /// Returns the header of a forward.
@@ -168,6 +179,43 @@ impl Output {
     pub fn reply(&self) -> &[u8] {
         &self.reply[..self.reply_len]
     }
+
+    /// Writes the frames of a forward with [`Output::fragment`] set, for the received
+    /// `frame`, and passes each to `emit`: outer fragments, or with
+    /// [`Output::split_inner`] one encapsulated frame per piece of the inner packet.
+    /// `scratch` must hold `mtu` bytes plus an Ethernet header. Returns how many frames
+    /// it emitted, 0 when the frame does not match this output.
+    pub fn write_fragments(
+        &self,
+        frame: &[u8],
+        scratch: &mut [u8],
+        emit: impl FnMut(&[u8]),
+    ) -> usize {
+        let Some(inner) = frame.get(self.inner.clone()) else {
+            return 0;
+        };
+        if self.split_inner {
+            encap::write_inner_fragments(
+                self.header(),
+                inner,
+                self.outer_ipv6,
+                self.mtu,
+                self.fragment_ident,
+                scratch,
+                emit,
+            )
+        } else {
+            encap::write_outer_fragments(
+                self.header(),
+                inner,
+                self.outer_ipv6,
+                self.mtu,
+                self.fragment_ident,
+                scratch,
+                emit,
+            )
+        }
+    }
 }
 
 /// The parts of a received frame every later step needs.
@@ -177,6 +225,9 @@ struct Frame<'a> {
     vlan: Option<[u8; 2]>,
     /// Sent to a broadcast or multicast MAC while the worker filters by MAC.
     flooded: bool,
+    /// Starts with the Ethernet destination and source that a reply swaps: the frame's
+    /// own, or this node's for a redirected packet.
+    reply_macs: &'a [u8],
 }
 
 /// The parse result and flow hash that [`Worker::prefetch_burst`] stores for an unfragmented
@@ -241,6 +292,9 @@ pub struct Worker {
     hint_len: usize,
     current_hint: Option<Hint>,
     service_cache: Option<ServiceCache>,
+    /// Deciding the inner packet of a fragment another Spike node redirected here, which
+    /// is never redirected again.
+    redirected: bool,
 }
 
 impl Worker {
@@ -266,6 +320,7 @@ impl Worker {
             hint_len: 0,
             current_hint: None,
             service_cache: None,
+            redirected: false,
         })
     }
 
@@ -396,6 +451,7 @@ impl Worker {
             l3_start: ETHERNET_HEADER_LEN,
             vlan: None,
             flooded: false,
+            reply_macs: bytes,
         };
         if let Some(own) = self.mac_filter {
             if destination.is_multicast() {
@@ -437,6 +493,7 @@ impl Worker {
             l3_start: hint.l3_start,
             vlan: None,
             flooded: false,
+            reply_macs: bytes,
         };
         if let Some(own) = self.mac_filter {
             let destination = EthernetFrame::new_unchecked(bytes).dst_addr();
@@ -450,6 +507,17 @@ impl Worker {
             frame.vlan = Some([bytes[ETHERNET_HEADER_LEN], bytes[ETHERNET_HEADER_LEN + 1]]);
         }
         out.inner = hint.l3_start..hint.ip_end;
+        if let Some(cluster) = &snapshot.cluster {
+            let key = &hint.key;
+            if key.protocol == PROTOCOL_UDP
+                && key.dst_port == cluster.port
+                && cluster.is_own(&key.dst)
+            {
+                out.inner = 0..0;
+                let udp = hint.transport_start..hint.ip_end;
+                return self.receive_redirect(snapshot, &frame, &key.src, udp, now_ns, out);
+            }
+        }
 
         // The IPv6 path checks the VIP before the service, but a packet to another address
         // has no service either, so both give `NotService`.
@@ -496,6 +564,14 @@ impl Worker {
         // it is not for a VIP:port: that skips the VIP lookup on the common path.
         let is_transport = protocol == PROTOCOL_TCP || protocol == PROTOCOL_UDP;
         let has_ports = is_transport && packet.frag_offset() == 0 && payload.len() >= 4;
+        if has_ports && protocol == PROTOCOL_UDP && !packet.more_frags() {
+            if let Some(udp) = redirect_port(snapshot, &dst, payload) {
+                let start = frame.l3_start + packet.header_len();
+                let src = mapped(IpAddr::V4(packet.src_addr()));
+                let udp = start..start + udp;
+                return self.receive_redirect(snapshot, frame, &src, udp, now_ns, out);
+            }
+        }
         if !has_ports && !snapshot.is_vip(&dst) {
             return Verdict::Kernel(KernelReason::NotService);
         }
@@ -540,6 +616,15 @@ impl Worker {
             }
         };
         let is_icmp_error = protocol == u8::from(IpProtocol::Icmp);
+        if first_fragment && !is_icmp_error {
+            let dont_fragment = packet.dont_frag();
+            let key = (src, dst, protocol);
+            if let Some(verdict) =
+                self.redirect_fragment(snapshot, frame, key, false, dont_fragment, now_ns, out)
+            {
+                return verdict;
+            }
+        }
         let verdict = self.select_and_forward(
             snapshot,
             frame,
@@ -569,6 +654,15 @@ impl Worker {
         let dst = packet.dst_addr().octets();
         let first_header = packet.next_header();
         let is_vip = snapshot.is_vip(&dst);
+        if !is_vip && first_header == IpProtocol::Udp {
+            let payload = packet.payload();
+            if let Some(udp) = redirect_port(snapshot, &dst, payload) {
+                let start = frame.l3_start + IPV6_HEADER_LEN;
+                let src = packet.src_addr().octets();
+                let udp = start..start + udp;
+                return self.receive_redirect(snapshot, frame, &src, udp, now_ns, out);
+            }
+        }
         if !is_vip && first_header != IpProtocol::Icmpv6 && first_header != IpProtocol::HopByHop {
             return Verdict::Kernel(KernelReason::NotService);
         }
@@ -637,6 +731,14 @@ impl Worker {
             Err(verdict) => return verdict,
         };
         let is_icmp_error = upper.protocol == IpProtocol::Icmpv6;
+        if first_fragment && !is_icmp_error {
+            let key = (src, dst, protocol);
+            if let Some(verdict) =
+                self.redirect_fragment(snapshot, frame, key, true, true, now_ns, out)
+            {
+                return verdict;
+            }
+        }
         let verdict = self.select_and_forward(
             snapshot,
             frame,
@@ -789,6 +891,24 @@ impl Worker {
         if frame.flooded {
             return Verdict::Drop(DropReason::MulticastToService);
         }
+        if snapshot.cluster.is_some() && snapshot.has_protocol(&key.dst, key.protocol) {
+            let inner_ipv6 = frame
+                .bytes
+                .get(frame.l3_start)
+                .is_some_and(|byte| byte >> 4 == 6);
+            let tuple = (key.src, key.dst, key.protocol);
+            if let Some(verdict) = self.redirect_fragment(
+                snapshot,
+                frame,
+                tuple,
+                inner_ipv6,
+                dont_fragment,
+                now_ns,
+                out,
+            ) {
+                return verdict;
+            }
+        }
         let flow = FlowKey {
             src: key.src,
             dst: key.dst,
@@ -879,16 +999,40 @@ impl Worker {
         else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let template: &EncapTemplate = &backend.template;
-        let inner = &frame.bytes[out.inner.clone()];
         out.service = Some(service_index);
         out.backend = Some(backend_index);
+        let encap = Encap {
+            template: &backend.template,
+            flow_hash,
+            dont_fragment,
+            split_inner: false,
+        };
+        self.write_encap(snapshot, frame, &encap, now_ns, out)
+    }
 
+    /// Writes the header of `encap` for the frame's packet, `out.inner`, or the ICMP
+    /// too-big reply when it cannot go out whole and must not be fragmented.
+    fn write_encap(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &Frame<'_>,
+        encap: &Encap<'_>,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        let Encap {
+            template,
+            flow_hash,
+            dont_fragment,
+            split_inner,
+        } = *encap;
+        let inner = &frame.bytes[out.inner.clone()];
         if inner.len() > template.max_inner_len() {
             if dont_fragment {
                 return self.reply_too_big(frame, inner, template, now_ns, out);
             }
             out.fragment = true;
+            out.split_inner = split_inner;
         }
 
         let ident = self.next_ident;
@@ -910,6 +1054,114 @@ impl Worker {
         Verdict::Forward
     }
 
+    /// Sends a fragment of a service's traffic to the Spike node designated for its
+    /// datagram, unless that is this node or the fragment was redirected here already.
+    /// `tuple` is the source, destination and protocol; the caller has set `out.inner`.
+    #[allow(clippy::too_many_arguments)]
+    fn redirect_fragment(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &Frame<'_>,
+        tuple: ([u8; 16], [u8; 16], u8),
+        inner_ipv6: bool,
+        dont_fragment: bool,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Option<Verdict> {
+        let cluster = snapshot.cluster.as_ref()?;
+        if self.redirected {
+            return None;
+        }
+        let (src, dst, protocol) = tuple;
+        let flow = FlowKey {
+            src,
+            dst,
+            src_port: 0,
+            dst_port: 0,
+            protocol,
+        };
+        let hash = snapshot.hasher.hash(&flow, HashFields::ThreeTuple);
+        let target = cluster.designated(hash);
+        if target == cluster.self_index {
+            return None;
+        }
+        if frame.flooded {
+            return Some(Verdict::Drop(DropReason::MulticastToService));
+        }
+        let peer = cluster.peers.get(target)?;
+        out.flow = Some(flow);
+        out.selection = Some(Selection::Redirected);
+        out.redirect = Some(target as u32);
+        // The 3-tuple hash picks the outer source port, so every fragment of a datagram
+        // takes one underlay path and keeps its order.
+        let encap = Encap {
+            template: peer.template(inner_ipv6),
+            flow_hash: hash,
+            dont_fragment,
+            split_inner: !inner_ipv6,
+        };
+        Some(self.write_encap(snapshot, frame, &encap, now_ns, out))
+    }
+
+    /// Decides a frame to this node's underlay address and VXLAN port. A VXLAN packet
+    /// with the cluster's redirect VNI carries a fragment another Spike node redirected
+    /// here: its inner packet is decided as if received directly, but never redirected
+    /// again. Anything else keeps the handling it had without a cluster: the kernel.
+    fn receive_redirect(
+        &mut self,
+        snapshot: &Snapshot,
+        outer: &Frame<'_>,
+        outer_src: &[u8; 16],
+        udp: Range<usize>,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        let Some(cluster) = snapshot.cluster.as_ref() else {
+            return Verdict::Kernel(KernelReason::NotService);
+        };
+        let Ok(datagram) = UdpPacket::new_checked(&outer.bytes[udp.clone()]) else {
+            return Verdict::Kernel(KernelReason::NotService);
+        };
+        let end = udp.start + usize::from(datagram.len());
+        let vxlan_start = udp.start + encap::UDP_HEADER_LEN;
+        let is_redirect = VxlanHeader::new_checked(&outer.bytes[vxlan_start..end])
+            .is_ok_and(|vxlan| vxlan.has_vni() && vxlan.vni() == cluster.redirect_vni);
+        if !is_redirect {
+            return Verdict::Kernel(KernelReason::NotService);
+        }
+        if self.redirected {
+            return Verdict::Drop(DropReason::RedirectLoop);
+        }
+        self.counters.redirected_in += 1;
+        if cluster.is_own(outer_src) {
+            return Verdict::Drop(DropReason::RedirectLoop);
+        }
+
+        let inner_start = vxlan_start + encap::VXLAN_HEADER_LEN;
+        let bytes = &outer.bytes[..end];
+        let Ok(ethernet) = EthernetFrame::new_checked(&bytes[inner_start..]) else {
+            return Verdict::Drop(DropReason::RedirectMalformed);
+        };
+        let inner = Frame {
+            bytes,
+            l3_start: inner_start + ETHERNET_HEADER_LEN,
+            vlan: None,
+            flooded: outer.flooded,
+            reply_macs: &cluster.reply_macs,
+        };
+        self.redirected = true;
+        let verdict = match ethernet.ethertype() {
+            EtherType::Ipv4 => self.decide_ipv4(snapshot, &inner, now_ns, out),
+            EtherType::Ipv6 => self.decide_ipv6(snapshot, &inner, now_ns, out),
+            _ => Verdict::Drop(DropReason::RedirectMalformed),
+        };
+        self.redirected = false;
+        match verdict {
+            Verdict::Kernel(_) => Verdict::Drop(DropReason::RedirectNotService),
+            other => other,
+        }
+    }
+
     fn reply_too_big(
         &mut self,
         frame: &Frame<'_>,
@@ -929,7 +1181,7 @@ impl Worker {
         };
         out.reply_len = match (flow.src_addr(), flow.dst_addr()) {
             (IpAddr::V4(client), IpAddr::V4(vip)) => icmp::write_frag_needed(
-                frame.bytes,
+                frame.reply_macs,
                 frame.vlan,
                 inner,
                 vip,
@@ -939,7 +1191,7 @@ impl Worker {
                 &mut out.reply,
             ),
             (IpAddr::V6(client), IpAddr::V6(vip)) => icmp::write_packet_too_big(
-                frame.bytes,
+                frame.reply_macs,
                 frame.vlan,
                 inner,
                 &vip,
@@ -951,9 +1203,28 @@ impl Worker {
         };
         out.service = None;
         out.backend = None;
+        out.redirect = None;
         self.counters.too_big_sent += 1;
         Verdict::Reply
     }
+}
+
+/// An encapsulation to write: to a backend, or a redirect to another Spike node.
+struct Encap<'a> {
+    template: &'a EncapTemplate,
+    flow_hash: u64,
+    dont_fragment: bool,
+    split_inner: bool,
+}
+
+/// Returns the UDP datagram's length in `payload` when it goes to this node's underlay
+/// address and VXLAN port in a cluster: a candidate redirect.
+#[inline]
+fn redirect_port(snapshot: &Snapshot, dst: &[u8; 16], payload: &[u8]) -> Option<usize> {
+    let cluster = snapshot.cluster.as_ref()?;
+    let ports = payload.get(..4)?;
+    let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    (dst_port == cluster.port && cluster.is_own(dst)).then_some(payload.len())
 }
 
 /// Parses an unfragmented TCP or UDP packet just far enough to hash its flow, with the

@@ -277,3 +277,97 @@ fn dpdk_section_validated() {
         "{error}"
     );
 }
+
+const CLUSTER: &str = r#"
+[cluster]
+redirect_vni = 4242
+
+[[cluster.node]]
+address = "192.0.2.2"
+mac = "02:53:50:00:01:02"
+
+[[cluster.node]]
+address = "192.0.2.1"
+mac = "02:53:50:00:01:01"
+"#;
+
+#[test]
+fn cluster_section_validated() {
+    let config: Config = format!("{}{CLUSTER}", common::BASE_CONFIG)
+        .parse()
+        .expect("cluster section");
+    let cluster = config.cluster.expect("cluster parsed");
+    assert_eq!(cluster.redirect_vni, 4242);
+    assert_eq!(cluster.nodes.len(), 2);
+    assert_eq!(cluster.self_index, 1, "this node is found by node.ipv4");
+    let without: Config = common::BASE_CONFIG.parse().unwrap();
+    assert!(without.cluster.is_none(), "no section, no cluster");
+
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "redirect VNI equal to flannel's",
+            "redirect_vni = 4242",
+            "redirect_vni = 1",
+            &["cluster.redirect_vni", "1", "vxlan.vni"],
+        ),
+        (
+            "redirect VNI beyond 24 bits",
+            "redirect_vni = 4242",
+            "redirect_vni = 16777216",
+            &["cluster.redirect_vni", "16777216", "24-bit"],
+        ),
+        (
+            "this node missing",
+            "address = \"192.0.2.1\"",
+            "address = \"192.0.2.3\"",
+            &["cluster.node", "192.0.2.1", "node.ipv4"],
+        ),
+        (
+            "duplicate node",
+            "address = \"192.0.2.1\"",
+            "address = \"192.0.2.2\"",
+            &["cluster.node[1].address", "192.0.2.2", "once"],
+        ),
+        (
+            "node without a MAC address",
+            "mac = \"02:53:50:00:01:02\"",
+            "mac = \"02:53\"",
+            &["cluster.node[0].mac", "02:53", "MAC address"],
+        ),
+        (
+            "loopback node",
+            "address = \"192.0.2.2\"",
+            "address = \"127.0.0.2\"",
+            &["cluster.node[0].address", "127.0.0.2", "unicast underlay"],
+        ),
+        (
+            "unknown key",
+            "redirect_vni = 4242",
+            "redirect_vni = 4242\nvni = 3",
+            &["vni"],
+        ),
+    ];
+    for (description, from, to, expected) in cases {
+        let text = format!("{}{}", common::BASE_CONFIG, CLUSTER.replacen(from, to, 1));
+        let error = match text.parse::<Config>() {
+            Ok(_) => panic!("{description}: config was accepted"),
+            Err(error) => error.to_string(),
+        };
+        for fragment in *expected {
+            assert!(
+                error.contains(fragment),
+                "{description}: message {error:?} should mention {fragment:?}"
+            );
+        }
+    }
+
+    let no_nodes = format!("{}\n[cluster]\nredirect_vni = 4242\n", common::BASE_CONFIG);
+    let error = no_nodes
+        .parse::<Config>()
+        .expect_err("no nodes")
+        .to_string();
+    assert!(
+        error.contains("cluster.node") && error.contains("Spike node"),
+        "{error}"
+    );
+}

@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use common::*;
 use spike_core::encap::write_outer_fragments;
@@ -1580,5 +1581,550 @@ fn mac_filter_drops_other_hosts_frames() {
         unfiltered.process(&with_destination(tcp_to_vip(1001, SYN), other_host), 0),
         Verdict::Forward,
         "without the filter any destination MAC is accepted, as for traced captures"
+    );
+}
+
+// Fragments across Spike nodes: three nodes, 192.0.2.1 to .3, share fragments; each
+// harness below is one of them. A redirected frame is produced by the sending node's
+// own harness, so the receiving side decides exactly what the wire would carry.
+
+const SPIKE_NODES: [Ipv4Addr; 4] = [
+    Ipv4Addr::new(192, 0, 2, 1),
+    Ipv4Addr::new(192, 0, 2, 2),
+    Ipv4Addr::new(192, 0, 2, 3),
+    Ipv4Addr::new(192, 0, 2, 4),
+];
+const REDIRECT_VNI: u32 = 4242;
+
+fn spike_node_mac(index: usize) -> [u8; 6] {
+    [0x02, 0x53, 0x50, 0x00, 0x01, index as u8 + 1]
+}
+
+/// The base config run by Spike node `own`, with the cluster of `members` (indexes into
+/// `SPIKE_NODES`) listed in that order.
+fn cluster_config(own: usize, members: &[usize]) -> String {
+    let mut text = BASE_CONFIG.replacen(
+        "ipv4 = \"192.0.2.1\"",
+        &format!("ipv4 = \"{}\"", SPIKE_NODES[own]),
+        1,
+    );
+    text.push_str(&format!("\n[cluster]\nredirect_vni = {REDIRECT_VNI}\n"));
+    for &member in members {
+        let mac = spike_node_mac(member)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        text.push_str(&format!(
+            "\n[[cluster.node]]\naddress = \"{}\"\nmac = \"{mac}\"\n",
+            SPIKE_NODES[member]
+        ));
+    }
+    text
+}
+
+fn node_harness(own: usize) -> Harness {
+    Harness::new(&cluster_config(own, &[0, 1, 2]))
+}
+
+/// A client address whose datagrams to `dst` with `protocol` satisfy `wanted`, given
+/// the designated node's address.
+fn client_where(
+    dst: Ipv4Addr,
+    protocol: u8,
+    wanted: impl Fn(&Harness, Ipv4Addr) -> bool,
+) -> Ipv4Addr {
+    let view = node_harness(0);
+    (1..=250)
+        .map(|host| Ipv4Addr::new(203, 0, 113, host))
+        .find(|&client| wanted(&view, client))
+        .unwrap_or_else(|| panic!("no client address fits for {dst} protocol {protocol}"))
+}
+
+fn designated(harness: &Harness, client: Ipv4Addr, dst: Ipv4Addr, protocol: u8) -> IpAddr {
+    harness
+        .snapshot
+        .designated_node(IpAddr::V4(client), IpAddr::V4(dst), protocol)
+        .expect("cluster configured")
+}
+
+/// A client whose TCP datagrams to the VIP belong to Spike node `index`.
+fn client_of(index: usize) -> Ipv4Addr {
+    client_where(VIP, 6, |harness, client| {
+        designated(harness, client, VIP, 6) == IpAddr::V4(SPIKE_NODES[index])
+    })
+}
+
+/// The first and the last fragment of a TCP segment from `client` to VIP:80.
+fn fragment_pair(client: Ipv4Addr, ident: u16) -> (Vec<u8>, Vec<u8>) {
+    let segment = tcp(40000, 80, ACK, &[0x5a; 40]);
+    let first = V4 {
+        src: client,
+        dont_fragment: false,
+        more_fragments: true,
+        ident,
+        ..V4::to_vip(6)
+    };
+    let later = V4 {
+        offset_bytes: 24,
+        more_fragments: false,
+        ..first
+    };
+    (
+        ethernet(0x0800, &ipv4(first, &segment[..24])),
+        ethernet(0x0800, &ipv4(later, &segment[24..])),
+    )
+}
+
+/// What Spike node `from` sends for `frame`, which it must redirect.
+fn redirected_by(from: usize, frame: &[u8]) -> Vec<u8> {
+    let mut sender = node_harness(from);
+    assert_eq!(sender.process(frame, 0), Verdict::Forward);
+    assert_eq!(sender.out.selection, Some(Selection::Redirected));
+    sender.forwarded_frame(frame)
+}
+
+/// A VXLAN frame from `src` to Spike node 1 (192.0.2.2) with `vni` around `inner`.
+fn vxlan_to_node_1(src: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x08, 0, 0, 0];
+    payload.extend_from_slice(&(vni << 8).to_be_bytes());
+    payload.extend_from_slice(inner);
+    let outer = V4 {
+        src,
+        dst: SPIKE_NODES[1],
+        dont_fragment: false,
+        ..V4::to_vip(17)
+    };
+    ethernet(0x0800, &ipv4(outer, &udp(50000, 8472, &payload)))
+}
+
+/// An inner Ethernet frame around an IP packet, as a redirect carries it.
+fn inner_frame(ethertype: u16, packet: &[u8]) -> Vec<u8> {
+    let mut frame = spike_node_mac(1).to_vec();
+    frame.extend_from_slice(&SPIKE_VTEP_MAC);
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(packet);
+    frame
+}
+
+struct ClusterCase {
+    description: &'static str,
+    /// The Spike node (index into `SPIKE_NODES`) that receives the frames.
+    node: usize,
+    /// Frames in arrival order: every one but the last must be forwarded.
+    frames: Vec<Vec<u8>>,
+    expected: Verdict,
+    selection: Option<Selection>,
+    /// The Spike node the last frame is redirected to, if any.
+    redirect_to: Option<usize>,
+}
+
+fn cluster_cases() -> Vec<ClusterCase> {
+    let own = client_of(0);
+    let (own_first, _) = fragment_pair(own, 11);
+    let peer = client_of(1);
+    let (peer_first, peer_later) = fragment_pair(peer, 12);
+    let syn_for_peer = ethernet(
+        0x0800,
+        &ipv4(
+            V4 {
+                src: peer,
+                ..V4::to_vip(6)
+            },
+            &tcp(40001, 80, SYN, b""),
+        ),
+    );
+    let udp_fragment = ethernet(
+        0x0800,
+        &ipv4(
+            V4 {
+                src: peer,
+                offset_bytes: 24,
+                dont_fragment: false,
+                ..V4::to_vip(17)
+            },
+            &[0u8; 16],
+        ),
+    );
+    // Node 0 sees three nodes; node 1 also lists node 3, which it thinks designated.
+    let wider = Harness::new(&cluster_config(1, &[0, 1, 2, 3]));
+    let disagreeing = client_where(VIP, 6, |harness, client| {
+        designated(harness, client, VIP, 6) == IpAddr::V4(SPIKE_NODES[1])
+            && designated(&wider, client, VIP, 6) == IpAddr::V4(SPIKE_NODES[3])
+    });
+    let (disagreeing_first, _) = fragment_pair(disagreeing, 13);
+    let first_to_port_22 = {
+        let segment = tcp(40000, 22, ACK, &[0; 8]);
+        let fields = V4 {
+            src: peer,
+            dont_fragment: false,
+            more_fragments: true,
+            ..V4::to_vip(6)
+        };
+        ipv4(fields, &segment[..24])
+    };
+    let peer_first_packet = peer_first[14..].to_vec();
+    let nested = vxlan_to_node_1(
+        SPIKE_NODES[0],
+        REDIRECT_VNI,
+        &inner_frame(0x0800, &peer_first_packet),
+    );
+
+    vec![
+        ClusterCase {
+            description: "a first fragment this node is designated for goes to a backend",
+            node: 0,
+            frames: vec![own_first],
+            expected: Verdict::Forward,
+            selection: Some(Selection::NewFlow),
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "a first fragment for another node is redirected to it",
+            node: 0,
+            frames: vec![peer_first.clone()],
+            expected: Verdict::Forward,
+            selection: Some(Selection::Redirected),
+            redirect_to: Some(1),
+        },
+        ClusterCase {
+            description: "a non-first fragment for another node is redirected to it",
+            node: 2,
+            frames: vec![peer_later.clone()],
+            expected: Verdict::Forward,
+            selection: Some(Selection::Redirected),
+            redirect_to: Some(1),
+        },
+        ClusterCase {
+            description: "a redirected first fragment goes to a backend, not redirected again",
+            node: 1,
+            frames: vec![redirected_by(0, &peer_first)],
+            expected: Verdict::Forward,
+            selection: Some(Selection::NewFlow),
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "a redirected non-first fragment follows the redirected first",
+            node: 1,
+            frames: vec![redirected_by(0, &peer_first), redirected_by(2, &peer_later)],
+            expected: Verdict::Forward,
+            selection: Some(Selection::FragmentRecord),
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "a non-first fragment received directly follows the redirected first",
+            node: 1,
+            frames: vec![redirected_by(0, &peer_first), peer_later.clone()],
+            expected: Verdict::Forward,
+            selection: Some(Selection::FragmentRecord),
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "a redirected fragment is decided here even if this node's list \
+                          designates another",
+            node: 1,
+            frames: vec![redirected_by(0, &disagreeing_first)],
+            expected: Verdict::Forward,
+            selection: Some(Selection::NewFlow),
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "an unfragmented packet for another node's datagrams stays here",
+            node: 0,
+            frames: vec![syn_for_peer],
+            expected: Verdict::Forward,
+            selection: Some(Selection::NewFlow),
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "a fragment to a VIP without a service of its protocol goes to the \
+                          kernel, not redirected",
+            node: 0,
+            frames: vec![udp_fragment],
+            expected: Verdict::Kernel(KernelReason::NotService),
+            selection: None,
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "VXLAN with flannel's VNI to the node's address goes to the kernel",
+            node: 1,
+            frames: vec![vxlan_to_node_1(
+                SPIKE_NODES[0],
+                1,
+                &inner_frame(0x0800, &peer_first_packet),
+            )],
+            expected: Verdict::Kernel(KernelReason::NotService),
+            selection: None,
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "a redirect whose inner frame is cut short is dropped",
+            node: 1,
+            frames: vec![vxlan_to_node_1(SPIKE_NODES[0], REDIRECT_VNI, &[0x02; 10])],
+            expected: Verdict::Drop(DropReason::RedirectMalformed),
+            selection: None,
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "a redirect carrying ARP is dropped",
+            node: 1,
+            frames: vec![vxlan_to_node_1(
+                SPIKE_NODES[0],
+                REDIRECT_VNI,
+                &inner_frame(0x0806, &[0; 28]),
+            )],
+            expected: Verdict::Drop(DropReason::RedirectMalformed),
+            selection: None,
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "a redirect from this node's own address is dropped as a loop",
+            node: 1,
+            frames: vec![vxlan_to_node_1(
+                SPIKE_NODES[1],
+                REDIRECT_VNI,
+                &inner_frame(0x0800, &peer_first_packet),
+            )],
+            expected: Verdict::Drop(DropReason::RedirectLoop),
+            selection: None,
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "a redirect inside a redirect is dropped as a loop",
+            node: 1,
+            frames: vec![vxlan_to_node_1(
+                SPIKE_NODES[0],
+                REDIRECT_VNI,
+                &inner_frame(0x0800, &nested[14..]),
+            )],
+            expected: Verdict::Drop(DropReason::RedirectLoop),
+            selection: None,
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "a redirected fragment for no service here is dropped",
+            node: 1,
+            frames: vec![vxlan_to_node_1(
+                SPIKE_NODES[0],
+                REDIRECT_VNI,
+                &inner_frame(0x0800, &first_to_port_22),
+            )],
+            expected: Verdict::Drop(DropReason::RedirectNotService),
+            selection: None,
+            redirect_to: None,
+        },
+    ]
+}
+
+#[test]
+fn cluster_verdict_table() {
+    for case in cluster_cases() {
+        let mut harness = node_harness(case.node);
+        let (last, earlier) = case.frames.split_last().expect("a frame");
+        for frame in earlier {
+            assert_eq!(
+                harness.process(frame, 0),
+                Verdict::Forward,
+                "{}",
+                case.description
+            );
+        }
+        let verdict = harness.process(last, SECOND_NS);
+        assert_eq!(verdict, case.expected, "{}", case.description);
+        if verdict == Verdict::Forward {
+            assert_eq!(
+                harness.out.selection, case.selection,
+                "{}",
+                case.description
+            );
+        }
+        let redirect_to = harness
+            .out
+            .redirect
+            .map(|index| harness.snapshot.cluster.as_ref().unwrap().peers[index as usize].address);
+        assert_eq!(
+            redirect_to,
+            case.redirect_to.map(|index| IpAddr::V4(SPIKE_NODES[index])),
+            "{}",
+            case.description
+        );
+        if let Some(index) = case.redirect_to {
+            // Outer IPv4 destination, UDP port, VNI and inner MAC name the designated node.
+            let header = harness.out.header();
+            assert_eq!(header[0..6], spike_node_mac(index), "{}", case.description);
+            assert_eq!(
+                header[30..34],
+                SPIKE_NODES[index].octets(),
+                "{}",
+                case.description
+            );
+            assert_eq!(
+                header[36..38],
+                8472u16.to_be_bytes(),
+                "{}",
+                case.description
+            );
+            assert_eq!(
+                header[46..50],
+                (REDIRECT_VNI << 8).to_be_bytes(),
+                "{}",
+                case.description
+            );
+            assert_eq!(
+                header[50..56],
+                spike_node_mac(index),
+                "{}",
+                case.description
+            );
+            assert_eq!(
+                harness.forwarded_frame(last)[64..],
+                last[14..],
+                "{}: the original packet travels unchanged",
+                case.description
+            );
+        }
+        let counters = harness.worker.counters();
+        let redirected_frames = case
+            .frames
+            .iter()
+            .filter(|frame| {
+                frame.len() > 50
+                    && frame[36..38] == 8472u16.to_be_bytes()
+                    && frame[46..50] == (REDIRECT_VNI << 8).to_be_bytes()
+            })
+            .count() as u64;
+        assert_eq!(
+            counters.redirected_in, redirected_frames,
+            "{}: redirected frames counted",
+            case.description
+        );
+    }
+}
+
+#[test]
+fn every_node_agrees_on_the_designated_node() {
+    let orders: [&[usize]; 3] = [&[0, 1, 2], &[2, 0, 1], &[1, 2, 0]];
+    for host in 1..=40 {
+        let client = Ipv4Addr::new(203, 0, 113, host);
+        let (first, _) = fragment_pair(client, u16::from(host));
+        let mut targets = HashSet::new();
+        let mut local = Vec::new();
+        for (own, order) in orders.iter().enumerate() {
+            let mut harness = Harness::new(&cluster_config(own, order));
+            assert_eq!(harness.process(&first, 0), Verdict::Forward);
+            match harness.out.redirect {
+                Some(index) => {
+                    let cluster = harness.snapshot.cluster.as_ref().unwrap();
+                    targets.insert(cluster.peers[index as usize].address);
+                }
+                None => local.push(IpAddr::V4(SPIKE_NODES[own])),
+            }
+        }
+        assert_eq!(
+            local.len(),
+            1,
+            "client {client}: exactly one node keeps the datagram"
+        );
+        assert!(
+            targets.iter().all(|target| *target == local[0]),
+            "client {client}: redirects {targets:?} go to the node that keeps it, {:?}",
+            local[0]
+        );
+    }
+}
+
+#[test]
+fn oversized_redirect_is_split_into_inner_fragments() {
+    let client = client_where(VIP_3TUPLE, 17, |harness, client| {
+        designated(harness, client, VIP_3TUPLE, 17) == IpAddr::V4(SPIKE_NODES[1])
+    });
+    let payload: Vec<u8> = (0..1472u32).map(|index| index as u8).collect();
+    let whole_segment = udp(40000, 53, &payload);
+    // A 1500-byte first fragment, as a client with a 1500-byte MTU sends it: with the
+    // redirect's 50 bytes it exceeds the 1500-byte underlay MTU.
+    let client_mtu_payload = 1480;
+    let first = ethernet(
+        0x0800,
+        &ipv4(
+            V4 {
+                src: client,
+                dst: VIP_3TUPLE,
+                dont_fragment: false,
+                more_fragments: true,
+                ident: 99,
+                ..V4::to_vip(17)
+            },
+            &whole_segment[..client_mtu_payload],
+        ),
+    );
+
+    let mut sender = node_harness(0);
+    assert_eq!(sender.process(&first, 0), Verdict::Forward);
+    assert_eq!(sender.out.selection, Some(Selection::Redirected));
+    assert!(sender.out.fragment && sender.out.split_inner);
+    let mut pieces = Vec::new();
+    let mut scratch = vec![0u8; 1514];
+    let count = sender
+        .out
+        .write_fragments(&first, &mut scratch, |frame| pieces.push(frame.to_vec()));
+    assert_eq!(count, 2);
+
+    let mut receiver = node_harness(1);
+    let mut reassembled = Vec::new();
+    let mut backends = HashSet::new();
+    for (index, piece) in pieces.iter().enumerate() {
+        assert!(piece.len() <= 1514, "piece {index} fits the 1500-byte MTU");
+        assert!(
+            checksum_ok(&piece[14..34]),
+            "piece {index} outer header checksum"
+        );
+        assert!(
+            checksum_ok(&piece[64..84]),
+            "piece {index} inner header checksum"
+        );
+        let flags_offset = u16::from_be_bytes([piece[70], piece[71]]);
+        assert_eq!(usize::from(flags_offset & 0x1fff) * 8, reassembled.len());
+        assert_ne!(
+            flags_offset & 0x2000,
+            0,
+            "every piece of a first fragment has MF"
+        );
+        assert_eq!(piece[68..70], 99u16.to_be_bytes(), "identification kept");
+        reassembled.extend_from_slice(&piece[84..]);
+        assert_eq!(receiver.process(piece, 0), Verdict::Forward);
+        backends.insert(receiver.backend_name());
+    }
+    assert_eq!(reassembled, whole_segment[..client_mtu_payload]);
+    assert_eq!(backends.len(), 1, "both pieces reach one backend");
+    assert_eq!(receiver.worker.counters().redirected_in, 2);
+}
+
+#[test]
+fn oversized_ipv6_redirect_gets_packet_too_big() {
+    let mut text = cluster_config(0, &[0, 1, 2]);
+    // IPv6 fragments go to the IPv4-underlay VIP6 UDP service; find one for node 1.
+    text = text.replace("too_big_burst = 2", "too_big_burst = 5");
+    let mut harness = Harness::new(&text);
+    let client = (1..=250u16)
+        .map(|host| Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, host))
+        .find(|client| {
+            harness
+                .snapshot
+                .designated_node(IpAddr::V6(*client), IpAddr::V6(VIP6), 17)
+                != Some(IpAddr::V4(SPIKE_NODES[0]))
+        })
+        .expect("a client designated elsewhere");
+    let mut payload = vec![17, 0];
+    payload.extend_from_slice(&(1232u16 | 1).to_be_bytes());
+    payload.extend_from_slice(&7u32.to_be_bytes());
+    payload.extend_from_slice(&[0u8; 1448]);
+    let frame = ethernet(0x86dd, &ipv6(client, VIP6, 44, &payload));
+    assert_eq!(harness.process(&frame, 0), Verdict::Reply);
+    let reply = harness.out.reply();
+    assert_eq!(reply[54], 2, "ICMPv6 packet too big");
+    assert_eq!(
+        reply[58..62],
+        1450u32.to_be_bytes(),
+        "MTU left after the redirect's 50 bytes"
     );
 }

@@ -8,7 +8,9 @@
 //! - a forward gets its encapsulation header prepended in the mbuf's headroom after the
 //!   Ethernet header and padding are cut off, so the packet itself is not copied;
 //! - a forward that exceeds the underlay MTU is copied into new mbufs as outer
-//!   fragments, and a reply is copied into a new mbuf (both are rare, slow paths);
+//!   fragments (or, for a fragment redirected to another Spike node, as smaller inner
+//!   fragments each encapsulated whole), and a reply is copied into a new mbuf (both
+//!   are rare, slow paths);
 //! - a kernel frame goes to the kernel port if there is one, and is freed otherwise;
 //! - a dropped frame is freed.
 //!
@@ -23,9 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use spike_core::encap::{
-    write_outer_fragments, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN,
-};
+use spike_core::encap::{ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN};
 use spike_core::{Counters, Output, Snapshot, Verdict, Worker};
 use spike_dpdk::{pause, rdtsc, tx_offload, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue};
 
@@ -248,7 +248,7 @@ impl<'pool> Dispatch<'_, 'pool> {
     }
 }
 
-/// Copies the encapsulated packet of `frame` into outer fragments and queues them; the
+/// Copies the encapsulated packet of `frame` into fragments and queues them; the
 /// original is freed by the caller.
 fn send_fragments<'pool>(
     pool: &'pool Mempool<'_>,
@@ -258,22 +258,12 @@ fn send_fragments<'pool>(
     tx: &mut TxCounters,
     frame: &[u8],
 ) {
-    let Some(inner) = frame.get(out.inner.clone()) else {
-        tx.encap_failed += 1;
-        return;
-    };
-    let emitted = write_outer_fragments(
-        out.header(),
-        inner,
-        out.outer_ipv6,
-        out.mtu,
-        out.fragment_ident,
-        scratch,
-        |fragment| match copy_to_mbuf(pool, fragment) {
+    let emitted = out.write_fragments(frame, scratch, |fragment| {
+        match copy_to_mbuf(pool, fragment) {
             Some(fragment) => to_port.push(fragment, tx),
             None => tx.mbuf_alloc_failed += 1,
-        },
-    );
+        }
+    });
     if emitted == 0 {
         tx.encap_failed += 1;
     }

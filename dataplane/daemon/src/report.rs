@@ -19,6 +19,7 @@
 //!   "forwarded": 0,               forward verdicts (a fragmented one counts once)
 //!   "replies": 0,                 ICMP too-big replies
 //!   "outer_fragmented": 0, "too_big_sent": 0, "fragment_table_full": 0,
+//!   "redirected_in": 0,           fragments another Spike node redirected here
 //!   "conntrack_entries": 0,       gauge: conntrack entries held, expired ones not yet reused
 //!   "conntrack_expired_replaced": 0,  new flows stored over an expired entry
 //!   "conntrack_insert_failed": 0, new flows left untracked because the table was full
@@ -195,6 +196,7 @@ impl Totals {
             "outer_fragmented": counters.outer_fragmented,
             "too_big_sent": counters.too_big_sent,
             "fragment_table_full": counters.fragment_table_full,
+            "redirected_in": counters.redirected_in,
             "conntrack_entries": counters.conntrack_entries,
             "conntrack_expired_replaced": counters.conntrack_expired_replaced,
             "conntrack_insert_failed": counters.conntrack_insert_failed,
@@ -224,6 +226,7 @@ impl Totals {
             ("outer_fragmented", counters.outer_fragmented),
             ("too_big_sent", counters.too_big_sent),
             ("fragment_table_full", counters.fragment_table_full),
+            ("redirected_in", counters.redirected_in),
             ("conntrack_entries", counters.conntrack_entries),
             (
                 "conntrack_expired_replaced",

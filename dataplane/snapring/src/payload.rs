@@ -403,9 +403,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
 }
 
 impl Decoded {
-    /// Builds the snapshot. `[conntrack]`, `[icmp]` and `[dpdk]` come from `running`,
-    /// the dataplane's own config, and everything else from the payload. Returns the
-    /// combined config with the snapshot.
+    /// Builds the snapshot. `[conntrack]`, `[icmp]`, `[dpdk]` and `[cluster]` come from
+    /// `running`, the dataplane's own config, and everything else from the payload.
+    /// Returns the combined config with the snapshot.
     ///
     /// # Errors
     ///
@@ -419,6 +419,8 @@ impl Decoded {
         config.conntrack = running.conntrack.clone();
         config.icmp = running.icmp.clone();
         config.dpdk = running.dpdk.clone();
+        // The cluster names this node among the Spike nodes, so it is the node's own.
+        config.cluster = running.cluster.clone();
         if self.service_tables.len() != config.services.len() {
             return Err(DecodeError::ServiceCount {
                 mapped: self.service_tables.len(),

@@ -16,7 +16,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use spike_core::encap::write_outer_fragments;
 use spike_core::flow::FlowKey;
 use spike_core::{Config, Counters, Output, Snapshot, Verdict, Worker};
 
@@ -145,19 +144,11 @@ fn write_forward(
         return writer.write(timestamp, &whole);
     }
     let mut result = Ok(());
-    write_outer_fragments(
-        out.header(),
-        inner,
-        out.outer_ipv6,
-        out.mtu,
-        out.fragment_ident,
-        scratch,
-        |fragment| {
-            if result.is_ok() {
-                result = writer.write(timestamp, fragment);
-            }
-        },
-    );
+    out.write_fragments(frame, scratch, |fragment| {
+        if result.is_ok() {
+            result = writer.write(timestamp, fragment);
+        }
+    });
     result
 }
 
@@ -224,10 +215,18 @@ fn describe(
             }
         }
     }
+    let peer = out
+        .redirect
+        .and_then(|index| snapshot.cluster.as_ref()?.peers.get(index as usize));
+    if let Some(peer) = peer {
+        line.push_str(&format!(" node={}", peer.address));
+    }
     if let Some(selection) = out.selection {
         line.push_str(&format!(" why={selection}"));
     }
-    if out.fragment {
+    if out.fragment && out.split_inner {
+        line.push_str(" inner-split");
+    } else if out.fragment {
         line.push_str(" outer-fragmented");
     }
     line
@@ -238,6 +237,9 @@ fn print_counters(output: &mut impl Write, counters: &Counters) -> std::io::Resu
     writeln!(output, "  rx_packets {}", counters.rx_packets)?;
     writeln!(output, "  forwarded {}", counters.forwarded)?;
     writeln!(output, "  replies {}", counters.replies)?;
+    if counters.redirected_in > 0 {
+        writeln!(output, "  redirected_in {}", counters.redirected_in)?;
+    }
     for reason in spike_core::KernelReason::ALL {
         let count = counters.kernel_count(*reason);
         if count > 0 {
