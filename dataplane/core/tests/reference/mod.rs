@@ -1,0 +1,227 @@
+//! Checks a table of `docs/configuration.md` against the keys a config parser accepts.
+//!
+//! The parser is asked, not read: for each table, a valid config gets an extra key
+//! `__probe` in that table, and the parser's unknown-field error lists every key the
+//! table accepts (serde's `deny_unknown_fields` message). A string key whose value
+//! the parser reads as a variant is set to `__probe` too, and the unknown-variant error
+//! lists the variants. Each variant is then probed in turn, which finds the fields of
+//! every mode of an internally tagged table such as `kubernetes.api_server`. The search starts
+//! at the root and descends into every key that the reference documents as a table, so
+//! a new key anywhere is found without a list of keys in the test.
+//!
+//! Shared by the reference tests of spike-core and spike-controlplane.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use toml::{Table, Value};
+
+/// Name of the key added to a table to learn which keys it accepts. It sorts before
+/// every lower-case key, so serde meets it before it can report a missing field.
+const PROBE: &str = "__probe";
+
+/// A config parser: `Err` contains the message the program prints.
+pub type Parse<'a> = &'a dyn Fn(&str) -> Result<(), String>;
+
+/// Reads the documented keys of the section of `docs/configuration.md` whose heading is
+/// `heading`: the first cell of each table row, written as `dotted.key`.
+pub fn documented_keys(heading: &str) -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|dir| dir.join("docs/configuration.md").exists())
+        .expect("docs/configuration.md above the crate")
+        .join("docs/configuration.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text
+        .find(&format!("\n## {heading}\n"))
+        .unwrap_or_else(|| panic!("no section \"## {heading}\" in docs/configuration.md"));
+    let section = &text[start + 1..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)];
+
+    let keys: BTreeSet<String> = section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .map(|rest| rest[..rest.find('`').unwrap()].to_owned())
+        .collect();
+    assert!(!keys.is_empty(), "no keys in section \"{heading}\"");
+    keys
+}
+
+/// Splits a dotted key into its table path and key.
+fn split(key: &str) -> Vec<&str> {
+    key.split('.').collect()
+}
+
+/// Returns the table at `path` in `root`, creating empty tables on the way; an array of
+/// tables stands for its first element.
+fn table_at<'a>(root: &'a mut Table, path: &[&str]) -> &'a mut Table {
+    let mut table = root;
+    for segment in path {
+        let entry = table
+            .entry(segment.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        table = match entry {
+            Value::Table(inner) => inner,
+            Value::Array(items) => match items.first_mut() {
+                Some(Value::Table(inner)) => inner,
+                _ => panic!("{segment} in the base config is not an array of tables"),
+            },
+            other => panic!("{segment} in the base config is {other}, not a table"),
+        };
+    }
+    table
+}
+
+/// Runs `parse` on `base` with `key` set to `value` in the table at `path`, and returns
+/// the rest of the message line after `marker`.
+///
+/// # Errors
+///
+/// The whole message when it lacks `marker`, or a note when the parser accepted the config.
+fn message_after(
+    parse: Parse,
+    base: &Table,
+    path: &[&str],
+    key: &str,
+    value: Value,
+    marker: &str,
+) -> Result<String, String> {
+    let mut config = base.clone();
+    table_at(&mut config, path).insert(key.to_owned(), value);
+    let text = toml::to_string(&config).unwrap();
+    let message = match parse(&text) {
+        Ok(()) => return Err("the parser accepted it".to_owned()),
+        Err(message) => message,
+    };
+    let Some(at) = message.find(marker) else {
+        return Err(message);
+    };
+    let rest = &message[at + marker.len()..];
+    Ok(rest.lines().next().unwrap_or_default().to_owned())
+}
+
+/// Returns the names in backticks in `text`, as in serde's `expected one of `a`, `b``.
+fn backticked(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Returns the keys that the table at `path` of `base` accepts.
+fn accepted_keys(parse: Parse, base: &Table, path: &[&str]) -> BTreeSet<String> {
+    let marker = format!("unknown field `{PROBE}`, expected ");
+    match message_after(parse, base, path, PROBE, Value::Integer(0), &marker) {
+        Ok(rest) => backticked(&rest).into_iter().collect(),
+        Err(message) if message.contains(&format!("unknown field `{PROBE}`, there are no")) => {
+            BTreeSet::new()
+        }
+        Err(message) => panic!(
+            "probing [{}] did not return the accepted keys: {message}",
+            path.join(".")
+        ),
+    }
+}
+
+/// Returns the variants of each string key in the table at `path` of `base` that the
+/// parser reads as a variant name.
+fn variant_keys(parse: Parse, base: &Table, path: &[&str]) -> BTreeMap<String, Vec<String>> {
+    let mut base = base.clone();
+    let strings: Vec<String> = table_at(&mut base, path)
+        .iter()
+        .filter(|(_, value)| value.is_str())
+        .map(|(key, _)| key.clone())
+        .collect();
+    let marker = format!("unknown variant `{PROBE}`, expected ");
+
+    strings
+        .into_iter()
+        .filter_map(|key| {
+            let value = Value::String(PROBE.to_owned());
+            let rest = message_after(parse, &base, path, &key, value, &marker).ok()?;
+            Some((key, backticked(&rest)))
+        })
+        .collect()
+}
+
+/// Returns every key, as a dotted path, that the parser accepts under the tables the
+/// reference documents, starting from the root of `base`.
+pub fn discovered_keys(
+    parse: Parse,
+    base: &Table,
+    documented: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut pending = vec![String::new()];
+
+    while let Some(prefix) = pending.pop() {
+        let path: Vec<&str> = if prefix.is_empty() {
+            Vec::new()
+        } else {
+            split(&prefix)
+        };
+        let mut keys = accepted_keys(parse, base, &path);
+        for (tag, variants) in variant_keys(parse, base, &path) {
+            keys.insert(tag.clone());
+            for variant in variants {
+                let mut variant_base = base.clone();
+                table_at(&mut variant_base, &path).insert(tag.clone(), Value::String(variant));
+                keys.extend(accepted_keys(parse, &variant_base, &path));
+            }
+        }
+
+        for key in keys {
+            let dotted = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            };
+            let table_prefix = format!("{dotted}.");
+            if documented.iter().any(|doc| doc.starts_with(&table_prefix)) {
+                pending.push(dotted.clone());
+            }
+            found.insert(dotted);
+        }
+    }
+    found
+}
+
+/// Returns whether `key` is documented: as a row, or as a table whose keys have rows.
+pub fn is_documented(documented: &BTreeSet<String>, key: &str) -> bool {
+    let table_prefix = format!("{key}.");
+    documented.contains(key) || documented.iter().any(|doc| doc.starts_with(&table_prefix))
+}
+
+/// Asserts that every key the parser accepts is documented, except those for which
+/// `excluded` returns true, and that every documented key is accepted.
+pub fn assert_reference_matches(
+    heading: &str,
+    parse: Parse,
+    base: &Table,
+    excluded: &dyn Fn(&str) -> bool,
+) {
+    let documented = documented_keys(heading);
+    let discovered = discovered_keys(parse, base, &documented);
+
+    let undocumented: Vec<&String> = discovered
+        .iter()
+        .filter(|key| !is_documented(&documented, key) && !excluded(key))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "keys missing from \"## {heading}\" in docs/configuration.md: {undocumented:?}"
+    );
+
+    let unknown: Vec<&String> = documented
+        .iter()
+        .filter(|key| !discovered.contains(*key))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "keys in \"## {heading}\" of docs/configuration.md that the parser does not accept: \
+         {unknown:?}"
+    );
+}
