@@ -36,6 +36,10 @@ struct Trace {
 }
 
 fn trace(capture: &str) -> Trace {
+    trace_with_config(capture, &config_path())
+}
+
+fn trace_with_config(capture: &str, config: &Path) -> Trace {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let output = dir.path().join("out.pcap");
     let input = captures_dir().join(capture);
@@ -46,7 +50,7 @@ fn trace(capture: &str) -> Trace {
     );
     let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
         .arg("--config")
-        .arg(config_path())
+        .arg(config)
         .arg("--input")
         .arg(&input)
         .arg("--output")
@@ -355,6 +359,100 @@ fn fragmented_syn_capture() {
     assert_eq!(field(&trace.lines[1], "backend"), backend);
     assert_eq!(field(&trace.lines[2], "backend"), backend);
     check_encapsulation(&trace, capture);
+}
+
+/// Five Spike nodes, this one (192.0.2.1) first. Node `n` has MAC 02:53:50:00:01:0n.
+fn cluster_section() -> String {
+    let mut text = String::from("\n[cluster]\nredirect_vni = 4097\n");
+    for node in 1..=5 {
+        text.push_str(&format!(
+            "\n[[cluster.node]]\naddress = \"192.0.2.{node}\"\nmac = \"02:53:50:00:01:0{node}\"\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn redirected_fragments_decode_as_vxlan() {
+    let capture = "suricata-frag-eth-vlan-ip-tcp-syn.pcap";
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let config = dir.path().join("cluster.toml");
+    let example = std::fs::read_to_string(config_path()).expect("read the example config");
+    std::fs::write(&config, example + &cluster_section()).expect("write the cluster config");
+    let trace = trace_with_config(capture, &config);
+
+    assert_eq!(verdicts(&trace), ["forward", "forward", "forward"]);
+    let node = field(&trace.lines[0], "node").expect("a redirect names its node");
+    assert_ne!(
+        node, "192.0.2.1",
+        "the capture's datagram belongs to another node"
+    );
+    for line in &trace.lines {
+        assert_eq!(
+            field(line, "why"),
+            Some("redirected_to_designated_node"),
+            "{line}"
+        );
+        assert_eq!(
+            field(line, "node"),
+            Some(node),
+            "all fragments go to one node: {line}"
+        );
+    }
+    let node_mac = format!("02:53:50:00:01:0{}", node.rsplit('.').next().unwrap());
+
+    let inputs = pcap_frames(&captures_dir().join(capture));
+    let outputs = pcap_frames(&trace.output);
+    assert_eq!(outputs.len(), 3, "one redirect per fragment");
+    let decoded = tshark_fields(
+        &trace.output,
+        &[
+            "udp.dstport",
+            "vxlan.vni",
+            "ip.dst",
+            "eth.dst",
+            "ip.src",
+            "ip.checksum.status",
+        ],
+    );
+    assert_eq!(decoded.len(), 3, "tshark decoded every redirect");
+    for (index, (fields, output)) in decoded.iter().zip(&outputs).enumerate() {
+        let frame = index + 1;
+        assert_eq!(
+            fields[0].split(',').next(),
+            Some("8472"),
+            "UDP port, frame {frame}"
+        );
+        assert_eq!(fields[1], "4097", "redirect VNI, frame {frame}");
+        let destinations: Vec<&str> = fields[2].split(',').collect();
+        assert_eq!(destinations[0], node, "outer destination, frame {frame}");
+        let macs: Vec<&str> = fields[3].split(',').collect();
+        assert_eq!(
+            macs,
+            [node_mac.as_str(), node_mac.as_str()],
+            "MACs, frame {frame}"
+        );
+        let sources: Vec<&str> = fields[4].split(',').collect();
+        assert_eq!(sources[0], "192.0.2.1", "outer source, frame {frame}");
+        assert_eq!(
+            fields[5].split(',').next(),
+            Some("1"),
+            "outer IPv4 header checksum, frame {frame}"
+        );
+
+        let input = &inputs[index];
+        let start = ip_start(input);
+        let inner_ip = &input[start..start + ip_len(&input[start..])];
+        assert!(
+            output.ends_with(inner_ip),
+            "fragment {frame} travels unchanged"
+        );
+        assert_eq!(
+            output.len() - inner_ip.len(),
+            64,
+            "redirect header, frame {frame}"
+        );
+    }
 }
 
 #[test]
