@@ -13,9 +13,15 @@
 //!   apply to every service that Kubernetes discovery finds.
 //!
 //! `[conntrack]`, `[icmp]` and `[dpdk]` belong in the dataplane's file and are rejected.
+//!
+//! Errors name the line of the operator's file and the full key path, such as
+//! `service[0].backend[1].health_address`. The control plane's own keys are read with
+//! their locations; spike-core reads the file with those keys blanked out line by line,
+//! so that its line numbers match the file too.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,8 +30,9 @@ use spike_core::flow::HashFields;
 use spike_core::maglev;
 use spike_core::wire::MacAddr;
 use spike_core::Config;
-use spike_kube::{KubernetesConfig, Selection};
+use spike_kube::{ApiServerConfig, KubernetesConfig, Selection, ServiceSelector};
 use thiserror::Error;
+use toml_edit::{ImDocument, Item};
 
 /// A config error, naming the key and what to do.
 #[derive(Debug, Error)]
@@ -37,6 +44,13 @@ pub enum ConfigError {
     },
     #[error("invalid config: {0}")]
     Syntax(#[from] toml::de::Error),
+    /// A type error, unknown or missing key in the control plane's keys.
+    #[error("invalid config at line {line}: {key}: {message}")]
+    Located {
+        line: usize,
+        key: String,
+        message: String,
+    },
     /// The core's message already starts with what failed.
     #[error("{0}")]
     Core(#[from] spike_core::config::ConfigError),
@@ -140,6 +154,43 @@ fn default_slot_size_mib() -> u64 {
     16
 }
 
+/// The control plane's keys of the file. Keys of the dataplane's format are left to
+/// spike-core, which rejects unknown ones.
+#[derive(Deserialize)]
+struct RawFile {
+    controlplane: Option<RawControl>,
+    #[serde(default)]
+    service: Vec<RawService>,
+    kubernetes: Option<RawKubernetes>,
+}
+
+#[derive(Deserialize)]
+struct RawService {
+    health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    backend: Vec<RawBackend>,
+}
+
+#[derive(Deserialize)]
+struct RawBackend {
+    health_address: Option<IpAddr>,
+}
+
+/// `[kubernetes]`: spike-kube's `KubernetesConfig` plus the control plane's keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    api_server: ApiServerConfig,
+    #[serde(default)]
+    namespace: Option<String>,
+    services: ServiceSelector,
+    #[serde(default)]
+    hash: HashFields,
+    table_size: Option<i64>,
+    #[serde(default)]
+    next_hop_macs: BTreeMap<String, String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHealthCheck {
@@ -199,19 +250,32 @@ impl ControlConfig {
                 return Err(ConfigError::DataplaneSection(section.to_owned()));
             }
         }
-        let control: RawControl = root
-            .remove("controlplane")
-            .ok_or_else(|| invalid("controlplane", "(missing)", "a [controlplane] section"))?
-            .try_into()?;
-        let (raw_checks, raw_addresses) = take_health_keys(&mut root)?;
+        let document = ImDocument::parse(text)
+            .map_err(|error| invalid("(config)", error, "a valid TOML document"))?;
+        let raw: RawFile = toml::from_str(text).map_err(|error| locate(text, &document, &error))?;
+        root.remove("controlplane");
+        let control = raw
+            .controlplane
+            .ok_or_else(|| invalid("controlplane", "(missing)", "a [controlplane] section"))?;
+        let (raw_checks, raw_addresses): HealthKeys = raw
+            .service
+            .into_iter()
+            .map(|service| {
+                let addresses = service
+                    .backend
+                    .into_iter()
+                    .map(|backend| backend.health_address)
+                    .collect();
+                (service.health_check, addresses)
+            })
+            .unzip();
         let kubernetes = root
             .remove("kubernetes")
+            .and(raw.kubernetes)
             .map(parse_kubernetes)
             .transpose()?;
 
-        let base: Config = toml::to_string(&root)
-            .map_err(|error| invalid("(config)", error, "a config TOML can represent"))?
-            .parse()?;
+        let base: Config = dataplane_text(text, &document, &root)?.parse()?;
         let health_checks = raw_checks
             .into_iter()
             .enumerate()
@@ -258,31 +322,17 @@ impl ControlConfig {
     }
 }
 
-/// Splits the `[kubernetes]` table into the control plane's keys and spike-kube's
-/// `KubernetesConfig`, and validates both.
-fn parse_kubernetes(value: toml::Value) -> Result<KubernetesSettings, ConfigError> {
-    let toml::Value::Table(mut table) = value else {
-        return Err(invalid("kubernetes", value, "a [kubernetes] table"));
-    };
-    let hash = match table.remove("hash") {
-        Some(value) => value.clone().try_into().map_err(|_| {
-            invalid(
-                "kubernetes.hash",
-                value,
-                "\"5-tuple\", \"3-tuple\" or \"source-address\"",
-            )
-        })?,
-        None => HashFields::default(),
-    };
-    let table_size = match table.remove("table_size") {
-        Some(value) => value
-            .as_integer()
-            .and_then(|size| u32::try_from(size).ok())
+/// Validates the `[kubernetes]` section and splits it into spike-kube's
+/// `KubernetesConfig` and the control plane's keys.
+fn parse_kubernetes(raw: RawKubernetes) -> Result<KubernetesSettings, ConfigError> {
+    let table_size = match raw.table_size {
+        Some(size) => u32::try_from(size)
+            .ok()
             .filter(|&size| maglev::is_prime(size) && size <= maglev::MAX_TABLE_SIZE)
             .ok_or_else(|| {
                 invalid(
                     "kubernetes.table_size",
-                    &value,
+                    size,
                     &format!(
                         "a prime number of Maglev slots up to {} (65537 is the default)",
                         maglev::MAX_TABLE_SIZE
@@ -291,42 +341,37 @@ fn parse_kubernetes(value: toml::Value) -> Result<KubernetesSettings, ConfigErro
             })?,
         None => maglev::DEFAULT_TABLE_SIZE,
     };
-    let next_hop_macs = match table.remove("next_hop_macs") {
-        Some(value) => parse_next_hop_macs(value)?,
-        None => BTreeMap::new(),
+    let next_hop_macs = parse_next_hop_macs(raw.next_hop_macs)?;
+    let discovery = KubernetesConfig {
+        api_server: raw.api_server,
+        namespace: raw.namespace,
+        services: raw.services,
     };
-
-    let discovery: KubernetesConfig = toml::Value::Table(table).try_into()?;
     let selection = discovery.selection()?;
     Ok(KubernetesSettings {
         discovery,
         selection,
-        hash,
+        hash: raw.hash,
         table_size,
         next_hop_macs,
     })
 }
 
 /// Parses `kubernetes.next_hop_macs`, a table of node name to unicast MAC address.
-fn parse_next_hop_macs(value: toml::Value) -> Result<BTreeMap<String, MacAddr>, ConfigError> {
-    let toml::Value::Table(table) = value else {
-        return Err(invalid(
-            "kubernetes.next_hop_macs",
-            value,
-            "a table of node name = \"MAC address\"",
-        ));
-    };
+fn parse_next_hop_macs(
+    table: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, MacAddr>, ConfigError> {
     let mut macs = BTreeMap::new();
-    for (node, value) in table {
+    for (node, text) in table {
         let key = format!("kubernetes.next_hop_macs.{node:?}");
-        let mac = value
-            .as_str()
-            .and_then(|text| text.parse::<MacAddr>().ok())
+        let mac = text
+            .parse::<MacAddr>()
+            .ok()
             .filter(|mac| *mac != MacAddr::default() && !mac.is_multicast())
             .ok_or_else(|| {
                 invalid(
                     &key,
-                    &value,
+                    format!("{text:?}"),
                     "a unicast MAC address such as \"02:00:00:00:00:01\"",
                 )
             })?;
@@ -337,38 +382,263 @@ fn parse_next_hop_macs(value: toml::Value) -> Result<BTreeMap<String, MacAddr>, 
 
 type HealthKeys = (Vec<Option<RawHealthCheck>>, Vec<Vec<Option<IpAddr>>>);
 
-/// Removes the control plane's keys from the `[[service]]` tables, so that what remains
-/// is the dataplane's format.
-fn take_health_keys(root: &mut toml::Table) -> Result<HealthKeys, ConfigError> {
-    let mut checks = Vec::new();
-    let mut addresses = Vec::new();
-    let Some(toml::Value::Array(services)) = root.get_mut("service") else {
-        return Ok((checks, addresses));
+/// Turns a TOML error in the control plane's keys into one that names the line and key
+/// path in the operator's file.
+fn locate(text: &str, document: &ImDocument<&str>, error: &toml::de::Error) -> ConfigError {
+    let Some(span) = error.span() else {
+        return ConfigError::Syntax(error.clone());
     };
-    for service in services.iter_mut() {
-        let Some(service) = service.as_table_mut() else {
-            continue;
+    let mut found = None;
+    let headers = header_starts(document);
+    find_key(document.as_table(), "", span.start, &headers, &mut found);
+    let Some(Found { path, table }) = found else {
+        return ConfigError::Located {
+            line: line_of(text, span.start),
+            key: "(top level)".to_owned(),
+            message: error.message().to_owned(),
         };
-        checks.push(
-            service
-                .remove("health_check")
-                .map(|value| value.try_into())
-                .transpose()?,
-        );
-        let mut backend_addresses = Vec::new();
-        if let Some(toml::Value::Array(backends)) = service.get_mut("backend") {
-            for backend in backends.iter_mut().filter_map(toml::Value::as_table_mut) {
-                backend_addresses.push(
-                    backend
-                        .remove("health_address")
-                        .map(|value| value.try_into())
-                        .transpose()?,
-                );
+    };
+    // serde reports an unknown key of an internally tagged table, such as
+    // kubernetes.api_server, at the table: find the key itself.
+    let unknown = error
+        .message()
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next());
+    let unknown_key = table
+        .zip(unknown)
+        .and_then(|(table, name)| Some((name, table.key(name)?.span()?)));
+    let (key, offset) = match unknown_key {
+        Some((name, key_span)) => (format!("{path}.{name}"), key_span.start),
+        None => (path, span.start),
+    };
+    ConfigError::Located {
+        line: line_of(text, offset),
+        key,
+        message: error.message().to_owned(),
+    }
+}
+
+/// The deepest key found at an offset, with its table when it is one.
+struct Found<'a> {
+    path: String,
+    table: Option<&'a toml_edit::Table>,
+}
+
+/// 1-based line number of byte `offset`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&byte| byte == b'\n')
+        .count()
+        + 1
+}
+
+/// Start offsets of every `[table]` and `[[array]]` header, in order.
+fn header_starts(document: &ImDocument<&str>) -> Vec<usize> {
+    fn walk(table: &toml_edit::Table, starts: &mut Vec<usize>) {
+        for (_, item) in table.iter() {
+            match item {
+                Item::Table(table) => {
+                    starts.extend(header_span(table).map(|span| span.start));
+                    walk(table, starts);
+                }
+                Item::ArrayOfTables(array) => {
+                    for table in array.iter() {
+                        starts.extend(header_span(table).map(|span| span.start));
+                        walk(table, starts);
+                    }
+                }
+                _ => {}
             }
         }
-        addresses.push(backend_addresses);
     }
-    Ok((checks, addresses))
+    let mut starts = Vec::new();
+    walk(document.as_table(), &mut starts);
+    starts.sort_unstable();
+    starts
+}
+
+/// The header's span of a table written with a header of its own.
+fn header_span(table: &toml_edit::Table) -> Option<Range<usize>> {
+    if table.is_implicit() || table.is_dotted() {
+        return None;
+    }
+    table.span()
+}
+
+/// Bytes from a table's header up to the next header: the table's own keys.
+fn header_body(table: &toml_edit::Table, headers: &[usize], end: usize) -> Option<Range<usize>> {
+    let start = header_span(table)?.start;
+    let next = headers
+        .iter()
+        .copied()
+        .find(|&header| header > start)
+        .unwrap_or(end);
+    Some(start..next)
+}
+
+/// Bytes of `key = value`.
+fn key_value_span(key: &toml_edit::Key, item: &Item) -> Option<Range<usize>> {
+    let value = item.span()?;
+    Some(key.span().map_or(value.start, |key| key.start)..value.end)
+}
+
+/// Sets `found` to the deepest key whose table body or `key = value` contains
+/// `offset`.
+fn find_key<'a>(
+    table: &'a toml_edit::Table,
+    prefix: &str,
+    offset: usize,
+    headers: &[usize],
+    found: &mut Option<Found<'a>>,
+) {
+    let contains = |range: Option<Range<usize>>| range.is_some_and(|r| r.contains(&offset));
+    for (name, item) in table.iter() {
+        let path = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match item {
+            Item::Table(child) => {
+                if contains(header_body(child, headers, usize::MAX)) {
+                    *found = Some(Found {
+                        path: path.clone(),
+                        table: Some(child),
+                    });
+                }
+                find_key(child, &path, offset, headers, found);
+            }
+            Item::ArrayOfTables(array) => {
+                for (index, child) in array.iter().enumerate() {
+                    let path = format!("{path}[{index}]");
+                    if contains(header_body(child, headers, usize::MAX)) {
+                        *found = Some(Found {
+                            path: path.clone(),
+                            table: Some(child),
+                        });
+                    }
+                    find_key(child, &path, offset, headers, found);
+                }
+            }
+            Item::Value(value) => {
+                let key = table.key(name).expect("iterated keys exist");
+                if contains(key_value_span(key, item)) {
+                    *found = Some(Found {
+                        path: path.clone(),
+                        table: None,
+                    });
+                    if let toml_edit::Value::InlineTable(inline) = value {
+                        // The copy keeps the spans; only its path outlives this call.
+                        let copy = inline.clone().into_table();
+                        let mut inner = None;
+                        find_key(&copy, &path, offset, headers, &mut inner);
+                        if let Some(inner) = inner {
+                            *found = Some(Found {
+                                path: inner.path,
+                                table: None,
+                            });
+                        }
+                    }
+                }
+            }
+            Item::None => {}
+        }
+    }
+}
+
+/// Returns `text` with the control plane's keys blanked out: the top-level sections
+/// that are no longer in `kept`, and each service's `health_check` and each backend's
+/// `health_address`. Whole lines become blank, so spike-core's line numbers are the
+/// file's.
+fn dataplane_text(
+    text: &str,
+    document: &ImDocument<&str>,
+    kept: &toml::Table,
+) -> Result<String, ConfigError> {
+    let headers = header_starts(document);
+    let mut ranges = Vec::new();
+    for (name, item) in document.as_table().iter() {
+        if !kept.contains_key(name) {
+            let key = document.as_table().key(name).expect("iterated keys exist");
+            item_ranges(key, item, &headers, text.len(), &mut ranges);
+            continue;
+        }
+        if name != "service" {
+            continue;
+        }
+        let Item::ArrayOfTables(services) = item else {
+            return Err(invalid(
+                "service",
+                "an inline array",
+                "[[service]] tables, one per service",
+            ));
+        };
+        for service in services.iter() {
+            if let Some((key, item)) = service.get_key_value("health_check") {
+                item_ranges(key, item, &headers, text.len(), &mut ranges);
+            }
+            let Some(Item::ArrayOfTables(backends)) = service.get("backend") else {
+                continue;
+            };
+            for backend in backends.iter() {
+                if let Some((key, item)) = backend.get_key_value("health_address") {
+                    item_ranges(key, item, &headers, text.len(), &mut ranges);
+                }
+            }
+        }
+    }
+
+    let mut blanked = text.to_owned().into_bytes();
+    for range in ranges {
+        let start = text[..range.start]
+            .rfind('\n')
+            .map_or(0, |newline| newline + 1);
+        // The line of the range's last byte ends the blanked lines; indentation before
+        // the next header does not count.
+        let mut last = range.end.saturating_sub(1).max(range.start);
+        while last > range.start && matches!(text.as_bytes()[last], b' ' | b'\t') {
+            last -= 1;
+        }
+        let end = text[last..]
+            .find('\n')
+            .map_or(text.len(), |newline| last + newline);
+        for byte in &mut blanked[start..end] {
+            if *byte != b'\n' {
+                *byte = b' ';
+            }
+        }
+    }
+    // Only whole lines were replaced, and with ASCII spaces, so the text stays UTF-8.
+    Ok(String::from_utf8(blanked).expect("blanked whole lines"))
+}
+
+/// Collects the byte ranges that `key` and its item span: each table header's body
+/// and each `key = value`.
+fn item_ranges(
+    key: &toml_edit::Key,
+    item: &Item,
+    headers: &[usize],
+    end: usize,
+    ranges: &mut Vec<Range<usize>>,
+) {
+    let table_ranges = |table: &toml_edit::Table, ranges: &mut Vec<Range<usize>>| {
+        ranges.extend(header_body(table, headers, end));
+        for (name, item) in table.iter() {
+            let key = table.key(name).expect("iterated keys exist");
+            item_ranges(key, item, headers, end, ranges);
+        }
+    };
+    match item {
+        Item::Table(table) => table_ranges(table, ranges),
+        Item::ArrayOfTables(array) => {
+            for table in array.iter() {
+                table_ranges(table, ranges);
+            }
+        }
+        Item::Value(_) => ranges.extend(key_value_span(key, item)),
+        Item::None => {}
+    }
 }
 
 fn validate_check(
@@ -608,6 +878,92 @@ mod tests {
             let text = format!("{BASE}{KUBERNETES}").replace(from, to);
             let error = ControlConfig::parse(&text).unwrap_err().to_string();
             assert!(error.contains(key), "{key}: {error}");
+        }
+    }
+
+    /// The 1-based line of `needle`'s first occurrence in `text`.
+    fn line_of_text(text: &str, needle: &str) -> usize {
+        let offset = text.find(needle).unwrap_or_else(|| panic!("no {needle:?}"));
+        text[..offset].lines().count() + usize::from(text[..offset].ends_with('\n'))
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_key_path() {
+        let text = format!("{BASE}{KUBERNETES}");
+        let cases = [
+            (
+                (
+                    "health_address = \"127.0.0.1\"",
+                    "health_address = \"localhost\"",
+                ),
+                "service[0].backend[0].health_address",
+            ),
+            (
+                (
+                    "timeout_ms = 200",
+                    "timeout_ms = 200\n        colour = \"red\"",
+                ),
+                "service[0].health_check.colour",
+            ),
+            (
+                (
+                    "metrics_listen = \"127.0.0.1:9300\"",
+                    "metrics_listen = \"localhost\"",
+                ),
+                "controlplane.metrics_listen",
+            ),
+            (
+                (
+                    "namespace = \"web\"",
+                    "namespace = \"web\"\n        colour = 1",
+                ),
+                "kubernetes.colour",
+            ),
+            (
+                ("mode = \"url\"", "mode = \"url\"\n        colour = 1"),
+                "kubernetes.api_server.colour",
+            ),
+            (
+                (
+                    "match_labels = { spike = \"yes\" }",
+                    "match_labels = { spike = 1 }",
+                ),
+                "kubernetes.services.match_labels",
+            ),
+            (
+                ("table_size = 251", "table_size = \"big\""),
+                "kubernetes.table_size",
+            ),
+        ];
+        for ((from, to), path) in cases {
+            let changed = text.replace(from, to);
+            let last_line = to.lines().last().unwrap().trim();
+            let line = line_of_text(&changed, last_line);
+            let error = ControlConfig::parse(&changed).unwrap_err().to_string();
+            let expected = format!("at line {line}: {path}");
+            assert!(error.contains(&expected), "{expected}: {error}");
+        }
+    }
+
+    #[test]
+    fn dataplane_errors_name_the_line_of_the_file() {
+        // Both errors follow keys that only the control plane reads, so a line count of
+        // a copy without them would differ.
+        let cases = [
+            ("port = 80", "port = \"eighty\""),
+            (
+                "vtep_mac = \"0a:58:0a:f4:00:0b\"",
+                "vtep_mac = \"0a:58:0a:f4:00:0b\"\n        weight = \"heavy\"",
+            ),
+        ];
+        for (from, to) in cases {
+            let text = format!("{BASE}{KUBERNETES}").replace(from, to);
+            let line = line_of_text(&text, to.lines().last().unwrap().trim());
+            let error = ControlConfig::parse(&text).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("line {line},")),
+                "line {line}: {error}"
+            );
         }
     }
 
