@@ -23,6 +23,28 @@ use spike_core::{icmp, Config, Output, Snapshot, Worker};
 /// Maglev selection and encapsulation instead of stopping at "not a service".
 const CONFIG: &str = include_str!("../../../../configs/spike.toml");
 
+/// A cluster around the example node (192.0.2.1 and 2001:db8::1), so that fragments are
+/// redirected to the other nodes and VXLAN frames with the redirect VNI are decapsulated.
+const CLUSTER: &str = r#"
+[cluster]
+redirect_vni = 4097
+
+[[cluster.node]]
+address = "192.0.2.1"
+mac = "02:53:50:00:01:01"
+
+[[cluster.node]]
+address = "192.0.2.2"
+mac = "02:53:50:00:01:02"
+
+[[cluster.node]]
+address = "2001:db8::2"
+mac = "02:53:50:00:01:03"
+"#;
+
+/// Room for one outer fragment or inner piece: the example's 1500-byte MTU plus Ethernet.
+const SCRATCH_LEN: usize = 1514;
+
 /// Tables this small fill up within a few inputs, so the full-table paths run too.
 const CONNTRACK_CAPACITY: usize = 64;
 const FRAGMENT_CAPACITY: usize = 16;
@@ -35,12 +57,13 @@ struct State {
     snapshot: Snapshot,
     worker: Worker,
     out: Output,
+    scratch: Vec<u8>,
     now_ns: u64,
 }
 
 impl State {
     fn new() -> State {
-        let mut config: Config = CONFIG
+        let mut config: Config = format!("{CONFIG}{CLUSTER}")
             .parse()
             .unwrap_or_else(|error| panic!("configs/spike.toml is invalid: {error}"));
         config.conntrack.capacity = CONNTRACK_CAPACITY;
@@ -54,6 +77,7 @@ impl State {
             snapshot,
             worker,
             out: Output::default(),
+            scratch: vec![0; SCRATCH_LEN],
             now_ns: 0,
         }
     }
@@ -73,6 +97,15 @@ fuzz_target!(|data: &[u8]| {
         black_box(verdict);
         black_box(state.out.header());
         black_box(state.out.reply());
+        if state.out.fragment {
+            // Outer fragments and inner pieces are cut from the frame: a panic here is a
+            // finding too.
+            state
+                .out
+                .write_fragments(data, &mut state.scratch, |frame| {
+                    black_box(frame);
+                });
+        }
     });
     parse_views(data);
 });
