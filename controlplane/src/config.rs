@@ -3,9 +3,10 @@
 //! The file is the dataplane's config format for `[node]`, `[vxlan]`, `[hash]` and
 //! `[[service]]` (validated by spike-core's own parser), plus:
 //!
-//! - `[controlplane]`: the ring path, the metrics address and the ring's slot size, and
-//!   an optional `[controlplane.metrics_tls]` table that serves the metrics endpoint over
-//!   TLS with the node identity that spike-bootstrap writes;
+//! - `[controlplane]`: the ring path, the metrics address, the ring's slot size, whether
+//!   next-hop MACs come from the kernel (`resolve_next_hops`), and an optional
+//!   `[controlplane.metrics_tls]` table that serves the metrics endpoint over TLS with
+//!   the node identity that spike-bootstrap writes;
 //! - `[service.health_check]` per service, and `health_address` per backend, the
 //!   address the checks connect to when it differs from the backend's underlay address;
 //! - an optional `[kubernetes]` section: spike-kube's `KubernetesConfig` (API server,
@@ -82,6 +83,9 @@ pub struct ControlConfig {
     pub slot_size_bytes: u64,
     /// TLS of the metrics endpoint, or `None` for plain HTTP.
     pub metrics_tls: Option<MetricsTls>,
+    /// Whether backends without a configured next-hop MAC get theirs from the kernel's
+    /// route and neighbour tables (see `nexthop`) instead of `node.gateway_mac`.
+    pub resolve_next_hops: bool,
     /// Node, VXLAN, hash and statically configured services, as the dataplane reads them.
     pub base: Config,
     /// Health check per service of `base`, in the same order.
@@ -148,6 +152,8 @@ struct RawControl {
     #[serde(default = "default_slot_size_mib")]
     ring_slot_size_mib: u64,
     metrics_tls: Option<MetricsTls>,
+    #[serde(default)]
+    resolve_next_hops: bool,
 }
 
 fn default_slot_size_mib() -> u64 {
@@ -314,6 +320,7 @@ impl ControlConfig {
             metrics_listen: control.metrics_listen,
             slot_size_bytes: control.ring_slot_size_mib << 20,
             metrics_tls: control.metrics_tls,
+            resolve_next_hops: control.resolve_next_hops,
             base,
             health_checks,
             health_addresses,

@@ -9,8 +9,9 @@
 //!   name and the name is the same on every Spike node;
 //! - hash fields and table size from `kubernetes.hash` and `kubernetes.table_size`;
 //! - one backend per node: flannel's underlay address and VtepMAC, weight = ready
-//!   endpoints (0 = draining), next-hop MAC from `kubernetes.next_hop_macs` or, for
-//!   nodes not listed there, the node's `gateway_mac`.
+//!   endpoints (0 = draining), next-hop MAC from `kubernetes.next_hop_macs`; for nodes
+//!   not listed there, the kernel's neighbour table with
+//!   `controlplane.resolve_next_hops`, else the node's `gateway_mac`.
 //!
 //! A node that cannot be a backend is left out of every service and logged once, and
 //! again only when its reason changes. spike-kube skips nodes with missing or malformed
@@ -241,10 +242,7 @@ impl KubernetesSource {
                     address: backend.underlay_ip,
                     vtep_mac: backend.vtep_mac,
                     weight: backend.weight,
-                    // NOTE: the next hop is not resolved from the kernel's route and
-                    // neighbour tables (rtnetlink) yet: it is the configured override
-                    // or, as `None`, node.gateway_mac. Remove this note once the lookup
-                    // exists.
+                    // `None` is resolved from the kernel or becomes node.gateway_mac.
                     next_hop_mac: settings.next_hop_macs.get(&backend.node).copied(),
                 })
                 .collect();

@@ -18,6 +18,7 @@ mod http;
 mod kubernetes;
 mod metrics;
 mod metrics_tls;
+mod nexthop;
 mod publish;
 
 use std::io::IsTerminal;

@@ -37,6 +37,11 @@ pub struct Metrics {
     /// VIP, protocol and port, or their name.
     pub conflicting_services: Gauge,
     pub kubernetes: KubernetesMetrics,
+    /// 1 when the backend's next-hop MAC is configured or resolved, 0 when it is left
+    /// out of the table for want of one; only with `resolve_next_hops`.
+    pub next_hop_resolved: Family<BackendLabels, Gauge>,
+    /// Backend addresses whose next hop has no MAC in the latest round.
+    pub unresolved_next_hops: Gauge,
 }
 
 impl Metrics {
@@ -58,6 +63,8 @@ impl Metrics {
                 skipped_nodes: Family::default(),
                 watch: Arc::default(),
             },
+            next_hop_resolved: Family::default(),
+            unresolved_next_hops: Gauge::default(),
         };
 
         let mut registry = Registry::with_prefix("spike");
@@ -93,6 +100,18 @@ impl Metrics {
             "Always 1; the fingerprint label is a hash of the service's Maglev table, equal \
              on every Spike node that agrees on it",
             metrics.fingerprint.clone(),
+        );
+
+        registry.register(
+            "backend_next_hop_resolved",
+            "1 when the backend's next-hop MAC is configured or resolved from the kernel, 0 \
+             when the backend is left out of the table because it has none",
+            metrics.next_hop_resolved.clone(),
+        );
+        registry.register(
+            "unresolved_next_hops",
+            "Backend addresses without a next-hop MAC in the kernel's neighbour table",
+            metrics.unresolved_next_hops.clone(),
         );
 
         metrics.register_discovery(&mut registry);

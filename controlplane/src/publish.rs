@@ -30,6 +30,7 @@ use crate::http;
 use crate::kubernetes::KubernetesSource;
 use crate::metrics::Metrics;
 use crate::metrics_tls::{self, MetricsTlsError};
+use crate::nexthop::{self, NetlinkError, Resolver};
 
 /// Interval between the control plane's heartbeats in the ring.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -52,6 +53,8 @@ pub enum RunError {
     MetricsTls(#[from] MetricsTlsError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    NextHops(#[from] NetlinkError),
 }
 
 impl RunError {
@@ -118,6 +121,8 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
     let mut sources = start_sources(&config, &memory, &metrics, &updates_tx);
     let mut services: BTreeMap<&'static str, Vec<ServiceConfig>> = BTreeMap::new();
     let mut conflicts = BTreeSet::new();
+    let mut resolver = config.resolve_next_hops.then(Resolver::start).transpose()?;
+    let mut merged: Option<Vec<ServiceConfig>> = None;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     info!(config = %path.display(), ring = %config.ring.display(), "control plane started");
 
@@ -125,15 +130,19 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
         tokio::select! {
             Some(update) = updates.recv() => {
                 services.insert(update.source, update.services);
-                let merged = merge_sources(&services, &mut conflicts, &metrics);
-                publish(&config, merged, &ring, &metrics, &current);
+                merged = Some(merge_sources(&services, &mut conflicts, &metrics));
+                publish_resolved(&config, &merged, resolver.as_ref(), &ring, &metrics, &current);
+            }
+            () = nexthop::changed(resolver.as_mut()) => {
+                publish_resolved(&config, &merged, resolver.as_ref(), &ring, &metrics, &current);
             }
             _ = heartbeat.tick() => lock(&ring).heartbeat(),
             _ = hangup.recv() => match ControlConfig::load(path) {
                 Ok(reloaded) if reloaded.ring != config.ring
                     || reloaded.metrics_listen != config.metrics_listen
                     || reloaded.metrics_tls != config.metrics_tls
-                    || reloaded.slot_size_bytes != config.slot_size_bytes => {
+                    || reloaded.slot_size_bytes != config.slot_size_bytes
+                    || reloaded.resolve_next_hops != config.resolve_next_hops => {
                     error!(
                         config = %path.display(),
                         "config reload rejected: the [controlplane] section changed; \
@@ -279,6 +288,29 @@ fn merge_sources(
         *reported = conflicts;
     }
     merged
+}
+
+/// Publishes the merged service set with the next-hop MACs resolved, when
+/// `resolve_next_hops` is on. Until every backend address has been looked up once, it
+/// publishes nothing, so that a restarted control plane does not publish a table
+/// without backends whose MACs it has not looked up yet.
+fn publish_resolved(
+    config: &ControlConfig,
+    merged: &Option<Vec<ServiceConfig>>,
+    resolver: Option<&Resolver>,
+    ring: &Mutex<Publisher>,
+    metrics: &Metrics,
+    current: &Mutex<Current>,
+) {
+    let Some(services) = merged else { return };
+    let services = match resolver {
+        None => services.clone(),
+        Some(resolver) => match resolver.apply(services, metrics) {
+            Some(services) => services,
+            None => return,
+        },
+    };
+    publish(config, services, ring, metrics, current);
 }
 
 /// Checks the snapshot's config as the dataplane will parse it, so that a service the
