@@ -44,6 +44,10 @@ pub enum DaemonError {
     )]
     PortInUse { port: String, path: String },
 
+    /// Another dataplane reads the snapshot ring. The message names its process.
+    #[error(transparent)]
+    RingInUse(spike_snapring::RingError),
+
     #[error("cannot take the port lock {path}: {source}")]
     PortLock {
         path: String,
@@ -112,6 +116,7 @@ impl DaemonError {
             | DaemonError::NotEnoughLcores { .. } => EXIT_CONFIG,
             DaemonError::PortNotFound { .. }
             | DaemonError::PortInUse { .. }
+            | DaemonError::RingInUse(_)
             | DaemonError::PortLock { .. }
             | DaemonError::TooFewQueues { .. }
             | DaemonError::Dpdk { .. }

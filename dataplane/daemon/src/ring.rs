@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use spike_core::{Config, Snapshot};
 use spike_snapring::payload::{self, DecodeError};
-use spike_snapring::{Geometry, Received, Subscriber};
+use spike_snapring::{Geometry, Received, RingError, Subscriber};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
@@ -53,24 +53,34 @@ impl RingLink {
     /// Opens the ring at `path`, creating it when the control plane has not yet. A ring
     /// that cannot be opened is logged and retried every second from [`RingLink::poll`]
     /// while the dataplane forwards with the snapshot from its file.
-    pub fn new(path: &Path) -> RingLink {
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::ReaderLocked`] when another dataplane reads the ring: two readers
+    /// would mix their heartbeats and counters, so this one must not start.
+    pub fn new(path: &Path) -> Result<RingLink, RingError> {
         let mut link = RingLink {
             path: path.to_owned(),
             subscriber: None,
             next_attach: Instant::now(),
             attach_failing: false,
         };
-        link.try_attach();
-        link
+        if let Some(error @ RingError::ReaderLocked { .. }) = link.try_attach() {
+            return Err(error);
+        }
+        Ok(link)
     }
 
-    fn try_attach(&mut self) {
+    /// Attaches to the ring. On failure it logs the error (once until an attach
+    /// succeeds) and returns it.
+    fn try_attach(&mut self) -> Option<RingError> {
         self.next_attach = Instant::now() + ATTACH_RETRY;
         match Subscriber::attach(&self.path, Geometry::default()) {
             Ok(subscriber) => {
                 info!(ring = %self.path.display(), "snapshot ring attached");
                 self.subscriber = Some(subscriber);
                 self.attach_failing = false;
+                None
             }
             Err(error) => {
                 if !self.attach_failing {
@@ -82,6 +92,7 @@ impl RingLink {
                     );
                 }
                 self.attach_failing = true;
+                Some(error)
             }
         }
     }
@@ -96,7 +107,7 @@ impl RingLink {
         shared: &Shared,
     ) -> Option<Arc<Snapshot>> {
         if self.subscriber.is_none() && Instant::now() >= self.next_attach {
-            self.try_attach();
+            let _ = self.try_attach();
         }
         let subscriber = self.subscriber.as_mut()?;
         subscriber.heartbeat();

@@ -78,6 +78,13 @@ pub fn run(args: &Args) -> Result<(), DaemonError> {
     // Held until exit: a second dataplane on the same port would forward every packet
     // twice.
     let _port_lock = lock_port(&dpdk.port)?;
+    // Before EAL starts, so that a second reader of the ring stops without touching a port.
+    let ring = dpdk
+        .snapshot_ring
+        .as_deref()
+        .map(RingLink::new)
+        .transpose()
+        .map_err(DaemonError::RingInUse)?;
     let eal = init_eal(&dpdk)?;
     let lcores = worker_lcores(&eal, dpdk.workers)?;
     let data_room = data_room_for(config.node.mtu);
@@ -128,7 +135,7 @@ pub fn run(args: &Args) -> Result<(), DaemonError> {
         shared: &shared,
         retired: None,
         counters_file_failing: false,
-        ring: dpdk.snapshot_ring.as_deref().map(RingLink::new),
+        ring,
     };
     let run_result = forward(
         &eal,

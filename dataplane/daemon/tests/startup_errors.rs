@@ -159,3 +159,43 @@ fn second_instance_on_port_exits_1() {
     let stdout = first.stop_with("INT");
     assert!(common::has_line(&stdout, "generation 1"), "{stdout}");
 }
+
+#[test]
+fn second_reader_of_ring_exits_1() {
+    let dir = TestDir::new("second-ring-reader");
+    let ring = format!(
+        "snapshot_ring = {:?}",
+        dir.file("ring").display().to_string()
+    );
+    let first_config = common::example_config() + &null_port_section("first-reader", "0,1", &ring);
+    let path = dir.write_config(&first_config);
+    let mut first = common::Daemon::start(&dir, &path);
+    first.wait_log(std::time::Duration::from_secs(20), "forwarding started");
+
+    // Another port, so that the port lock lets it start, but the same ring.
+    let eal_args = common::eal_args("second-reader", "0,1", &["--vdev", "net_null1"]);
+    let second_config =
+        common::example_config() + &common::dpdk_section(&eal_args, "net_null1", &ring);
+    let second_path = dir.file("second.toml");
+    std::fs::write(&second_path, second_config).expect("write the second config");
+    let output = std::process::Command::new(common::BINARY)
+        .arg("--config")
+        .arg(&second_path)
+        .env("RUNTIME_DIRECTORY", dir.path())
+        .output()
+        .expect("run the second instance");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("already has a reader"), "{stderr}");
+    assert!(
+        last.contains(&dir.file("ring").display().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        last.contains(&format!("process {} holds", first.pid())),
+        "{stderr}"
+    );
+
+    first.stop_with("INT");
+}

@@ -63,6 +63,9 @@ mod word {
     pub const COUNTERS_SEQUENCE: usize = 11;
     /// Sequence number of the last snapshot the dataplane consumed, applied or rejected.
     pub const CONSUMED_SEQUENCE: usize = 12;
+    /// Process id of the reader that holds the reader lock, or 0 before such a reader
+    /// opened the ring. Older readers leave it alone, so the layout version stays.
+    pub const READER_PID: usize = 13;
 }
 
 /// Indices of the slot header words.
@@ -97,6 +100,12 @@ pub enum RingError {
          stop it first"
     )]
     Locked { path: PathBuf },
+    #[error(
+        "snapshot ring {path} already has a reader: spike-dataplane process {pid} holds its \
+         reader lock; stop that dataplane first, or give each dataplane its own \
+         dpdk.snapshot_ring and control plane"
+    )]
+    ReaderLocked { path: PathBuf, pid: String },
     #[error(
         "a payload of {len} bytes does not fit a slot of {capacity} payload bytes: \
          raise the ring's slot size"
@@ -664,7 +673,11 @@ pub enum Received {
     },
 }
 
-/// The dataplane's side: takes new snapshots and writes counters.
+/// The dataplane's side: takes new snapshots and writes counters. It takes an
+/// exclusive open file description lock on the file's first byte, which does not
+/// conflict with the writer's `flock`. A second reader, whose heartbeats and counters
+/// would mix with the first one's, is rejected. The kernel releases the lock when the
+/// process dies, even by SIGKILL.
 #[derive(Debug)]
 pub struct Subscriber {
     region: Region,
@@ -677,10 +690,46 @@ impl Subscriber {
     ///
     /// # Errors
     ///
-    /// [`RingError`] when the file cannot be created or mapped or is not a ring.
+    /// [`RingError`] when the file cannot be created or mapped or is not a ring, and
+    /// [`RingError::ReaderLocked`] when another reader holds the reader lock.
     pub fn attach(path: &Path, geometry: Geometry) -> Result<Subscriber, RingError> {
+        let region = Region::create_or_open(path, geometry)?;
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 1,
+            // Open file description locks require 0 here.
+            l_pid: 0,
+        };
+        // SAFETY: fcntl takes a descriptor that `region.file` keeps open for the call and
+        // a pointer to a `flock` that lives on this stack frame for the call; F_OFD_SETLK
+        // only reads it.
+        let locked = unsafe { libc::fcntl(region.file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+        if locked != 0 {
+            let error = io::Error::last_os_error();
+            if matches!(error.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
+                let pid = region.word(word::READER_PID).load(Ordering::SeqCst);
+                return Err(RingError::ReaderLocked {
+                    path: path.to_owned(),
+                    pid: if pid == 0 {
+                        "(unknown)".to_owned()
+                    } else {
+                        pid.to_string()
+                    },
+                });
+            }
+            return Err(RingError::Io {
+                action: "lock",
+                path: path.to_owned(),
+                source: error,
+            });
+        }
+        region
+            .word(word::READER_PID)
+            .store(u64::from(std::process::id()), Ordering::SeqCst);
         Ok(Subscriber {
-            region: Region::create_or_open(path, geometry)?,
+            region,
             last_sequence: 0,
         })
     }

@@ -199,6 +199,22 @@ fn second_publisher_is_locked_out() {
 }
 
 #[test]
+fn second_reader_is_locked_out() {
+    let (dir, _publisher, subscriber) = pair();
+    let path = dir.path().join("ring");
+    let error = Subscriber::attach(&path, small()).unwrap_err().to_string();
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    assert!(
+        error.contains(&format!("process {} holds", std::process::id())),
+        "{error}"
+    );
+
+    // The lock goes with the reader: a new one attaches once the first is gone.
+    drop(subscriber);
+    Subscriber::attach(&path, small()).unwrap();
+}
+
+#[test]
 fn counters_round_trip() {
     let (_dir, publisher, subscriber) = pair();
     assert_eq!(publisher.read_counters(), None);
