@@ -22,10 +22,9 @@
 //! the inner Ethernet header goes from this node's VTEP MAC to the designated node's MAC.
 //! A node that receives one never redirects it again.
 //!
-//! NOTE: the designated node does not hold fragments back. A non-first fragment of a
-//! 5-tuple service that reaches it before its first fragment (say, directly while the
-//! first one is still being redirected) is dropped as `fragment_without_record`, as on a
-//! single node. 3-tuple services place such fragments by hash and lose nothing.
+//! Fragments of one datagram take different paths to the designated node, so a non-first
+//! fragment can reach it before the first one: the worker then holds a copy until the
+//! first fragment is recorded (see `held.rs`).
 
 use std::net::IpAddr;
 

@@ -34,6 +34,9 @@ pub struct Counters {
     pub rx_bytes: u64,
     pub forwarded: u64,
     pub replies: u64,
+    /// Fragments held until their first fragment arrives; each ends in `held_released`
+    /// or `held_dropped`.
+    pub held: u64,
     pub kernel: [u64; KernelReason::COUNT],
     pub drops: [u64; DropReason::COUNT],
     pub selections: [u64; Selection::COUNT],
@@ -45,6 +48,12 @@ pub struct Counters {
     pub fragment_table_full: u64,
     /// Fragments another Spike node redirected here, decided whatever their verdict.
     pub redirected_in: u64,
+    /// Held fragments sent after their first fragment was recorded (forwarded, or a
+    /// too-big reply).
+    pub held_released: u64,
+    /// Held fragments given up: their slot expired unreleased, or their second decision
+    /// was a drop.
+    pub held_dropped: u64,
     /// Gauge: entries in the conntrack table, expired ones not yet reaped or reused
     /// included. Updated after each insert and reap.
     pub conntrack_entries: u64,
@@ -61,6 +70,7 @@ impl Counters {
         match verdict {
             Verdict::Forward => self.forwarded += 1,
             Verdict::Reply => self.replies += 1,
+            Verdict::Held => self.held += 1,
             Verdict::Kernel(reason) => self.kernel[reason.index()] += 1,
             Verdict::Drop(reason) => self.drops[reason.index()] += 1,
         }
@@ -147,6 +157,9 @@ impl Counters {
         self.too_big_sent += other.too_big_sent;
         self.fragment_table_full += other.fragment_table_full;
         self.redirected_in += other.redirected_in;
+        self.held += other.held;
+        self.held_released += other.held_released;
+        self.held_dropped += other.held_dropped;
         self.conntrack_entries += other.conntrack_entries;
         self.conntrack_expired_replaced += other.conntrack_expired_replaced;
         self.conntrack_insert_failed += other.conntrack_insert_failed;

@@ -18,6 +18,7 @@ mod fixed_table;
 pub mod flow;
 mod flow_table;
 pub mod fragments;
+mod held;
 pub mod icmp;
 pub mod maglev;
 pub mod ratelimit;

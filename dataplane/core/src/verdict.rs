@@ -14,6 +14,10 @@ pub enum Verdict {
     Kernel(KernelReason),
     /// Discard the frame.
     Drop(DropReason),
+    /// Free the frame: the core copied its packet, a non-first fragment that reached the
+    /// designated Spike node before its first fragment, and hands it back through
+    /// [`crate::Worker::next_released`] once the first fragment is recorded.
+    Held,
 }
 
 macro_rules! reason_enum {

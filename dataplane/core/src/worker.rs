@@ -19,6 +19,7 @@ use crate::counters::Counters;
 use crate::encap::{self, EncapTemplate, MAX_HEADER_LEN};
 use crate::flow::{FlowKey, HashFields};
 use crate::fragments::{FragmentKey, FragmentTable, FragmentTableError};
+use crate::held::{HeldFragments, HELD_HEADER_LEN};
 use crate::icmp::{self, MAX_REPLY_LEN};
 use crate::ratelimit::TokenBucket;
 use crate::snapshot::{mapped, Service, ServiceKey, Snapshot};
@@ -295,6 +296,9 @@ pub struct Worker {
     /// Deciding the inner packet of a fragment another Spike node redirected here, which
     /// is never redirected again.
     redirected: bool,
+    held: HeldFragments,
+    /// Deciding a held fragment again, which is never held twice.
+    releasing: bool,
 }
 
 impl Worker {
@@ -321,6 +325,8 @@ impl Worker {
             current_hint: None,
             service_cache: None,
             redirected: false,
+            held: HeldFragments::new(),
+            releasing: false,
         })
     }
 
@@ -418,19 +424,68 @@ impl Worker {
             _ => self.decide(snapshot, frame, now_ns, out),
         };
         self.counters.count_verdict(verdict);
-        if verdict == Verdict::Forward {
-            if let (Some(service), Some(backend)) = (out.service, out.backend) {
-                self.counters
-                    .count_forward(service, backend, out.inner.len());
-            }
-            if let Some(selection) = out.selection {
-                self.counters.selections[selection as usize] += 1;
-            }
-            if out.fragment {
-                self.counters.outer_fragmented += 1;
-            }
-        }
+        self.count_forward(verdict, out);
         verdict
+    }
+
+    fn count_forward(&mut self, verdict: Verdict, out: &Output) {
+        if verdict != Verdict::Forward {
+            return;
+        }
+        if let (Some(service), Some(backend)) = (out.service, out.backend) {
+            self.counters
+                .count_forward(service, backend, out.inner.len());
+        }
+        if let Some(selection) = out.selection {
+            self.counters.selections[selection as usize] += 1;
+        }
+        if out.fragment {
+            self.counters.outer_fragmented += 1;
+        }
+    }
+
+    /// Decides the next held fragment whose first fragment the last [`Worker::process`]
+    /// recorded, into `out`. Returns its verdict and the frame `out.inner` indexes into,
+    /// or `None` when no fragment is released. Call it after each `process` until it
+    /// returns `None`; it costs one comparison when nothing is held.
+    pub fn next_released(
+        &mut self,
+        snapshot: &Snapshot,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Option<(Verdict, &[u8])> {
+        let released = self.held.next_released()?;
+        let range = HeldFragments::range(&released);
+        // The store moves out while the frame is decided, because deciding changes the
+        // worker; moving a Vec does not allocate.
+        let bytes = self.held.take_bytes();
+        out.reset();
+        self.current_hint = None;
+        let held = &bytes[range.clone()];
+        let frame = Frame {
+            bytes: held,
+            l3_start: HELD_HEADER_LEN,
+            vlan: None,
+            flooded: false,
+            reply_macs: held,
+        };
+        self.redirected = released.redirected;
+        self.releasing = true;
+        let verdict = match held.get(HELD_HEADER_LEN).map(|byte| byte >> 4) {
+            Some(4) => self.decide_ipv4(snapshot, &frame, now_ns, out),
+            Some(6) => self.decide_ipv6(snapshot, &frame, now_ns, out),
+            _ => Verdict::Drop(DropReason::FragmentWithoutRecord),
+        };
+        self.releasing = false;
+        self.redirected = false;
+        self.held.put_bytes(bytes);
+
+        match verdict {
+            Verdict::Forward | Verdict::Reply => self.counters.held_released += 1,
+            _ => self.counters.held_dropped += 1,
+        }
+        self.count_forward(verdict, out);
+        Some((verdict, self.held.frame(&released)))
     }
 
     fn decide(
@@ -938,7 +993,7 @@ impl Worker {
             return Verdict::Kernel(KernelReason::NotService);
         }
         let Some(service) = snapshot.portless_service(&key.dst, key.protocol) else {
-            return Verdict::Drop(DropReason::FragmentWithoutRecord);
+            return self.hold_fragment(snapshot, frame, key, now_ns, out);
         };
         let index = match maglev_lookup(snapshot, service, &flow, flow_hash) {
             Ok(index) => index,
@@ -975,6 +1030,42 @@ impl Worker {
         let value = tracked_value(snapshot, service, backend, backend_id);
         if self.fragments.insert(key, value, now_ns).is_err() {
             self.counters.fragment_table_full += 1;
+            return;
+        }
+        self.held.release(key);
+    }
+
+    /// Holds a non-first fragment without a record until its first fragment arrives, on
+    /// a node of a cluster, where fragments of one datagram take different paths.
+    /// Alone, or when the store is full, the fragment is dropped as before.
+    fn hold_fragment(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &Frame<'_>,
+        key: &FragmentKey,
+        now_ns: u64,
+        out: &Output,
+    ) -> Verdict {
+        if snapshot.cluster.is_none() || self.releasing {
+            return Verdict::Drop(DropReason::FragmentWithoutRecord);
+        }
+        let packet = &frame.bytes[out.inner.clone()];
+        let mut ethernet = [0u8; HELD_HEADER_LEN];
+        ethernet[..12].copy_from_slice(&frame.reply_macs[..12]);
+        let ethertype: u16 = if packet.first().is_some_and(|byte| byte >> 4 == 6) {
+            0x86dd
+        } else {
+            0x0800
+        };
+        ethernet[12..].copy_from_slice(&ethertype.to_be_bytes());
+        let (held, expired) = self
+            .held
+            .hold(key, &ethernet, packet, self.redirected, now_ns);
+        self.counters.held_dropped += expired;
+        if held {
+            Verdict::Held
+        } else {
+            Verdict::Drop(DropReason::FragmentWithoutRecord)
         }
     }
 

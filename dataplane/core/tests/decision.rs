@@ -295,6 +295,7 @@ fn stateless_verdict_table() {
             }
             Verdict::Forward => assert_eq!(counters.forwarded, 1, "{}", case.description),
             Verdict::Reply => assert_eq!(counters.replies, 1, "{}", case.description),
+            Verdict::Held => assert_eq!(counters.held, 1, "{}", case.description),
         }
     }
 }
@@ -1820,6 +1821,22 @@ fn cluster_cases() -> Vec<ClusterCase> {
             redirect_to: None,
         },
         ClusterCase {
+            description: "a non-first fragment before its first fragment is held",
+            node: 1,
+            frames: vec![peer_later.clone()],
+            expected: Verdict::Held,
+            selection: None,
+            redirect_to: None,
+        },
+        ClusterCase {
+            description: "a redirected non-first fragment before its first fragment is held",
+            node: 1,
+            frames: vec![redirected_by(2, &peer_later)],
+            expected: Verdict::Held,
+            selection: None,
+            redirect_to: None,
+        },
+        ClusterCase {
             description: "a redirected fragment is decided here even if this node's list \
                           designates another",
             node: 1,
@@ -2126,5 +2143,80 @@ fn oversized_ipv6_redirect_gets_packet_too_big() {
         reply[58..62],
         1450u32.to_be_bytes(),
         "MTU left after the redirect's 50 bytes"
+    );
+}
+
+#[test]
+fn held_fragment_follows_its_first_fragment() {
+    let client = client_of(1);
+    let (first, later) = fragment_pair(client, 21);
+    let mut designated_node = node_harness(1);
+
+    // The non-first fragment arrives directly, before the redirected first one.
+    assert_eq!(designated_node.process(&later, 0), Verdict::Held);
+    assert!(designated_node
+        .worker
+        .next_released(&designated_node.snapshot, 0, &mut designated_node.out)
+        .is_none());
+
+    let redirected_first = redirected_by(0, &first);
+    assert_eq!(
+        designated_node.process(&redirected_first, 1_000),
+        Verdict::Forward
+    );
+    assert_eq!(designated_node.out.selection, Some(Selection::NewFlow));
+    let backend = designated_node.backend_name();
+
+    let Harness {
+        snapshot,
+        worker,
+        out,
+        ..
+    } = &mut designated_node;
+    let (verdict, frame) = worker
+        .next_released(snapshot, 2_000, out)
+        .expect("the held fragment is released");
+    assert_eq!(verdict, Verdict::Forward);
+    assert_eq!(
+        frame[out.inner.clone()],
+        later[14..],
+        "released packet unchanged"
+    );
+    let frame = frame.to_vec();
+    assert!(
+        worker.next_released(snapshot, 2_000, out).is_none(),
+        "released once"
+    );
+    assert_eq!(
+        designated_node.out.selection,
+        Some(Selection::FragmentRecord)
+    );
+    assert_eq!(
+        designated_node.backend_name(),
+        backend,
+        "held fragment follows the first"
+    );
+    assert_eq!(designated_node.forwarded_frame(&frame)[64..], later[14..]);
+
+    let counters = designated_node.worker.counters();
+    assert_eq!(counters.held, 1);
+    assert_eq!(counters.held_released, 1);
+    assert_eq!(counters.held_dropped, 0);
+    assert_eq!(counters.rx_packets, 2);
+    assert_eq!(
+        counters.forwarded + counters.held,
+        2,
+        "every received frame has one verdict"
+    );
+}
+
+#[test]
+fn lone_node_drops_fragment_without_record() {
+    let (_, later) = fragment_pair(CLIENT, 22);
+    let mut harness = Harness::base();
+    assert_eq!(
+        harness.process(&later, 0),
+        Verdict::Drop(DropReason::FragmentWithoutRecord),
+        "without a cluster nothing is held"
     );
 }

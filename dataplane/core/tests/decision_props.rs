@@ -42,13 +42,18 @@ fn verdict_count(counters: &Counters, verdict: Verdict) -> u64 {
     match verdict {
         Verdict::Forward => counters.forwarded,
         Verdict::Reply => counters.replies,
+        Verdict::Held => counters.held,
         Verdict::Kernel(reason) => counters.kernel_count(reason),
         Verdict::Drop(reason) => counters.drop_count(reason),
     }
 }
 
 fn verdict_total(counters: &Counters) -> u64 {
-    counters.forwarded + counters.replies + counters.to_kernel() + counters.dropped()
+    counters.forwarded
+        + counters.replies
+        + counters.held
+        + counters.to_kernel()
+        + counters.dropped()
 }
 
 /// Runs one frame through `worker` and checks that exactly one verdict was counted.

@@ -186,7 +186,37 @@ impl<'pool> Dispatch<'_, 'pool> {
                     to_kernel.push(mbuf, &mut self.tx);
                 }
             }
-            Verdict::Drop(_) => {}
+            // A held fragment's packet was copied by the core: the mbuf is freed.
+            Verdict::Drop(_) | Verdict::Held => {}
+        }
+    }
+
+    /// Sends the held fragments the last decision released, copied into new mbufs.
+    #[inline]
+    fn send_released(&mut self, worker: &mut Worker, snapshot: &Snapshot, now_ns: u64) {
+        let Dispatch {
+            pool,
+            to_port,
+            out,
+            scratch,
+            tx,
+            ..
+        } = self;
+        while let Some((verdict, frame)) = worker.next_released(snapshot, now_ns, out) {
+            match verdict {
+                Verdict::Forward if out.fragment => {
+                    send_fragments(pool, to_port, out, scratch, tx, frame);
+                }
+                Verdict::Forward => match copy_forward_to_mbuf(pool, out, frame) {
+                    Some(mbuf) => to_port.push(mbuf, tx),
+                    None => tx.mbuf_alloc_failed += 1,
+                },
+                Verdict::Reply => match copy_to_mbuf(pool, out.reply()) {
+                    Some(reply) => to_port.push(reply, tx),
+                    None => tx.mbuf_alloc_failed += 1,
+                },
+                Verdict::Kernel(_) | Verdict::Drop(_) | Verdict::Held => {}
+            }
         }
     }
 
@@ -229,8 +259,9 @@ impl<'pool> Dispatch<'_, 'pool> {
                     to_kernel.push(mbuf, tx);
                 }
             }
-            Verdict::Drop(_) => {}
+            Verdict::Drop(_) | Verdict::Held => {}
         }
+        self.send_released(worker, snapshot, now_ns);
     }
 
     fn send_reply(&mut self) {
@@ -291,6 +322,13 @@ fn encapsulate(mbuf: &mut Mbuf<'_>, out: &Output) -> bool {
         Some(header) => header.copy_from_slice(out.header()),
         None => return false,
     }
+    set_checksum_offload(mbuf, out);
+    true
+}
+
+/// Asks the NIC to complete the outer UDP checksum when the core left it to the port.
+#[inline]
+fn set_checksum_offload(mbuf: &mut Mbuf<'_>, out: &Output) {
     if out.udp_checksum_offloaded {
         let (family, l3_len) = if out.outer_ipv6 {
             (tx_offload::IPV6, IPV6_HEADER_LEN)
@@ -304,7 +342,24 @@ fn encapsulate(mbuf: &mut Mbuf<'_>, out: &Output) -> bool {
             UDP_HEADER_LEN as u8,
         );
     }
-    true
+}
+
+/// Allocates an mbuf and writes the forward of `frame` into it: the header, then the
+/// packet. `None` if the pool is empty or the result does not fit one mbuf.
+fn copy_forward_to_mbuf<'pool>(
+    pool: &'pool Mempool<'_>,
+    out: &Output,
+    frame: &[u8],
+) -> Option<Mbuf<'pool>> {
+    let inner = frame.get(out.inner.clone())?;
+    let header = out.header();
+    let mut mbuf = pool.alloc()?;
+    let length = u16::try_from(header.len() + inner.len()).ok()?;
+    let data = mbuf.append(length)?;
+    data[..header.len()].copy_from_slice(header);
+    data[header.len()..].copy_from_slice(inner);
+    set_checksum_offload(&mut mbuf, out);
+    Some(mbuf)
 }
 
 /// Allocates an mbuf and copies `frame` into it; `None` if the pool is empty or the
@@ -384,6 +439,7 @@ pub fn run<'pool>(
                 }
                 let verdict = worker.process(&snapshot, mbuf.data(), now_ns, &mut dispatch.out);
                 dispatch.dispatch(verdict, mbuf);
+                dispatch.send_released(&mut worker, &snapshot, now_ns);
             }
         }
 

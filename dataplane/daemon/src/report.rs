@@ -20,6 +20,8 @@
 //!   "replies": 0,                 ICMP too-big replies
 //!   "outer_fragmented": 0, "too_big_sent": 0, "fragment_table_full": 0,
 //!   "redirected_in": 0,           fragments another Spike node redirected here
+//!   "held": 0,                    fragments held until their first fragment arrives,
+//!   "held_released": 0, "held_dropped": 0,   and how each held fragment ended
 //!   "conntrack_entries": 0,       gauge: conntrack entries held, expired ones not yet reused
 //!   "conntrack_expired_replaced": 0,  new flows stored over an expired entry
 //!   "conntrack_insert_failed": 0, new flows left untracked because the table was full
@@ -197,6 +199,9 @@ impl Totals {
             "too_big_sent": counters.too_big_sent,
             "fragment_table_full": counters.fragment_table_full,
             "redirected_in": counters.redirected_in,
+            "held": counters.held,
+            "held_released": counters.held_released,
+            "held_dropped": counters.held_dropped,
             "conntrack_entries": counters.conntrack_entries,
             "conntrack_expired_replaced": counters.conntrack_expired_replaced,
             "conntrack_insert_failed": counters.conntrack_insert_failed,
@@ -227,6 +232,9 @@ impl Totals {
             ("too_big_sent", counters.too_big_sent),
             ("fragment_table_full", counters.fragment_table_full),
             ("redirected_in", counters.redirected_in),
+            ("held", counters.held),
+            ("held_released", counters.held_released),
+            ("held_dropped", counters.held_dropped),
             ("conntrack_entries", counters.conntrack_entries),
             (
                 "conntrack_expired_replaced",

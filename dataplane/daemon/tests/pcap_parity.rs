@@ -173,7 +173,7 @@ fn replay(config: &Config, frames: &[Vec<u8>]) -> Expected {
                 sent.push(whole);
             }
             Verdict::Reply => sent.push(out.reply().to_vec()),
-            Verdict::Kernel(_) | Verdict::Drop(_) => {}
+            Verdict::Kernel(_) | Verdict::Drop(_) | Verdict::Held => {}
         }
     }
     Expected {

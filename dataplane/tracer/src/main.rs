@@ -113,7 +113,14 @@ fn run(args: &Args) -> Result<(), TraceError> {
                     writer.write(frame.timestamp, &frame.data)?;
                 }
             }
-            Verdict::Drop(_) => {}
+            Verdict::Drop(_) | Verdict::Held => {}
+        }
+        while let Some((verdict, held)) = worker.next_released(&snapshot, now_ns, &mut out) {
+            let line = describe(number, &snapshot, held, verdict, &out);
+            writeln!(stdout, "{line} released").map_err(TraceError::Stdout)?;
+            if let (Verdict::Forward, Some(writer)) = (verdict, output.as_mut()) {
+                write_forward(writer, held, frame.timestamp, &out, &mut scratch)?;
+            }
         }
     }
 
@@ -188,6 +195,7 @@ fn describe(
     let verdict_text = match verdict {
         Verdict::Forward => "forward".to_owned(),
         Verdict::Reply => "reply".to_owned(),
+        Verdict::Held => "held".to_owned(),
         Verdict::Kernel(reason) => format!("kernel:{reason}"),
         Verdict::Drop(reason) => format!("drop:{reason}"),
     };
@@ -237,6 +245,15 @@ fn print_counters(output: &mut impl Write, counters: &Counters) -> std::io::Resu
     writeln!(output, "  rx_packets {}", counters.rx_packets)?;
     writeln!(output, "  forwarded {}", counters.forwarded)?;
     writeln!(output, "  replies {}", counters.replies)?;
+    for (name, count) in [
+        ("held", counters.held),
+        ("held_released", counters.held_released),
+        ("held_dropped", counters.held_dropped),
+    ] {
+        if count > 0 {
+            writeln!(output, "  {name} {count}")?;
+        }
+    }
     if counters.redirected_in > 0 {
         writeln!(output, "  redirected_in {}", counters.redirected_in)?;
     }
