@@ -41,7 +41,12 @@ fn reference_lists_every_dataplane_key() {
     let base: toml::Table = toml::from_str(BASE).unwrap();
     parse(BASE).expect("the base config is valid");
 
-    reference::assert_reference_matches("The dataplane's file", &parse, &base, &|_| false);
+    reference::assert_reference_matches(
+        "The dataplane's file",
+        (&parse, &base),
+        "configs/spike.toml",
+        &|_| false,
+    );
 }
 
 #[test]

@@ -54,14 +54,23 @@ fn split(key: &str) -> Vec<&str> {
     key.split('.').collect()
 }
 
-/// Returns the table at `path` in `root`, creating empty tables on the way; an array of
-/// tables stands for its first element.
-fn table_at<'a>(root: &'a mut Table, path: &[&str]) -> &'a mut Table {
+/// Dotted paths of the tables that the probes found to be arrays of tables.
+type Arrays = BTreeSet<String>;
+
+/// Returns the table at `path` in `root`. A missing table is created empty, or as an
+/// array of one empty table when `arrays` lists its path. An existing array of tables
+/// stands for its first element.
+fn table_at<'a>(root: &'a mut Table, path: &[&str], arrays: &Arrays) -> &'a mut Table {
     let mut table = root;
-    for segment in path {
-        let entry = table
-            .entry(segment.to_string())
-            .or_insert_with(|| Value::Table(Table::new()));
+    for (depth, segment) in path.iter().enumerate() {
+        let dotted = path[..=depth].join(".");
+        let entry = table.entry(segment.to_string()).or_insert_with(|| {
+            if arrays.contains(&dotted) {
+                Value::Array(vec![Value::Table(Table::new())])
+            } else {
+                Value::Table(Table::new())
+            }
+        });
         table = match entry {
             Value::Table(inner) => inner,
             Value::Array(items) => match items.first_mut() {
@@ -83,13 +92,12 @@ fn table_at<'a>(root: &'a mut Table, path: &[&str]) -> &'a mut Table {
 fn message_after(
     parse: Parse,
     base: &Table,
-    path: &[&str],
-    key: &str,
-    value: Value,
+    (path, arrays): (&[&str], &Arrays),
+    (key, value): (&str, Value),
     marker: &str,
 ) -> Result<String, String> {
     let mut config = base.clone();
-    table_at(&mut config, path).insert(key.to_owned(), value);
+    table_at(&mut config, path, arrays).insert(key.to_owned(), value);
     let text = toml::to_string(&config).unwrap();
     let message = match parse(&text) {
         Ok(()) => return Err("the parser accepted it".to_owned()),
@@ -111,26 +119,47 @@ fn backticked(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Returns the keys that the table at `path` of `base` accepts.
-fn accepted_keys(parse: Parse, base: &Table, path: &[&str]) -> BTreeSet<String> {
+/// Returns the keys that the table at `path` of `base` accepts. A table that `base`
+/// lacks is tried as a table first and then as an array of tables. An array's path is
+/// added to `arrays`, so that the probes below it build the same shape.
+fn accepted_keys(
+    parse: Parse,
+    base: &Table,
+    path: &[&str],
+    arrays: &mut Arrays,
+) -> BTreeSet<String> {
     let marker = format!("unknown field `{PROBE}`, expected ");
-    match message_after(parse, base, path, PROBE, Value::Integer(0), &marker) {
-        Ok(rest) => backticked(&rest).into_iter().collect(),
-        Err(message) if message.contains(&format!("unknown field `{PROBE}`, there are no")) => {
-            BTreeSet::new()
+    let no_fields = format!("unknown field `{PROBE}`, there are no");
+    let probe = || (PROBE, Value::Integer(0));
+    let mut messages = Vec::new();
+
+    for as_array in [false, true] {
+        if as_array {
+            arrays.insert(path.join("."));
         }
-        Err(message) => panic!(
-            "probing [{}] did not return the accepted keys: {message}",
-            path.join(".")
-        ),
+        match message_after(parse, base, (path, arrays), probe(), &marker) {
+            Ok(rest) => return backticked(&rest).into_iter().collect(),
+            Err(message) if message.contains(&no_fields) => return BTreeSet::new(),
+            Err(message) => messages.push(message),
+        }
     }
+    panic!(
+        "probing [{}] did not return the accepted keys: {}",
+        path.join("."),
+        messages.join("\n")
+    );
 }
 
 /// Returns the variants of each string key in the table at `path` of `base` that the
 /// parser reads as a variant name.
-fn variant_keys(parse: Parse, base: &Table, path: &[&str]) -> BTreeMap<String, Vec<String>> {
+fn variant_keys(
+    parse: Parse,
+    base: &Table,
+    path: &[&str],
+    arrays: &Arrays,
+) -> BTreeMap<String, Vec<String>> {
     let mut base = base.clone();
-    let strings: Vec<String> = table_at(&mut base, path)
+    let strings: Vec<String> = table_at(&mut base, path, arrays)
         .iter()
         .filter(|(_, value)| value.is_str())
         .map(|(key, _)| key.clone())
@@ -140,8 +169,8 @@ fn variant_keys(parse: Parse, base: &Table, path: &[&str]) -> BTreeMap<String, V
     strings
         .into_iter()
         .filter_map(|key| {
-            let value = Value::String(PROBE.to_owned());
-            let rest = message_after(parse, &base, path, &key, value, &marker).ok()?;
+            let probe = (key.as_str(), Value::String(PROBE.to_owned()));
+            let rest = message_after(parse, &base, (path, arrays), probe, &marker).ok()?;
             Some((key, backticked(&rest)))
         })
         .collect()
@@ -155,6 +184,7 @@ pub fn discovered_keys(
     documented: &BTreeSet<String>,
 ) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
+    let mut arrays = Arrays::new();
     let mut pending = vec![String::new()];
 
     while let Some(prefix) = pending.pop() {
@@ -163,13 +193,24 @@ pub fn discovered_keys(
         } else {
             split(&prefix)
         };
-        let mut keys = accepted_keys(parse, base, &path);
-        for (tag, variants) in variant_keys(parse, base, &path) {
+        let mut keys = accepted_keys(parse, base, &path, &mut arrays);
+        for (tag, variants) in variant_keys(parse, base, &path, &arrays) {
             keys.insert(tag.clone());
             for variant in variants {
                 let mut variant_base = base.clone();
-                table_at(&mut variant_base, &path).insert(tag.clone(), Value::String(variant));
-                keys.extend(accepted_keys(parse, &variant_base, &path));
+                table_at(&mut variant_base, &path, &arrays)
+                    .insert(tag.clone(), Value::String(variant));
+                keys.extend(accepted_keys(parse, &variant_base, &path, &mut arrays));
+            }
+        }
+
+        // Keys that a parser reads without `deny_unknown_fields` (the control plane's
+        // keys among the dataplane's) are missing from the probe's list. A documented key
+        // counts as accepted when a value of the wrong type gets a type error instead of
+        // an unknown-field error.
+        for child in documented_children(documented, &prefix) {
+            if !keys.contains(&child) && accepts_key(parse, base, (&path, &arrays), &child) {
+                keys.insert(child);
             }
         }
 
@@ -189,18 +230,84 @@ pub fn discovered_keys(
     found
 }
 
+/// Returns the names of the documented keys directly under the table `prefix`.
+fn documented_children(documented: &BTreeSet<String>, prefix: &str) -> BTreeSet<String> {
+    documented
+        .iter()
+        .filter_map(|key| match prefix {
+            "" => Some(key.as_str()),
+            _ => key.strip_prefix(prefix)?.strip_prefix('.'),
+        })
+        .map(|rest| rest.split('.').next().unwrap().to_owned())
+        .collect()
+}
+
+/// Returns whether the table at `path` accepts `key`. The key is set to values of types
+/// that no key takes: an integer (wrong for a table) and a table with an integer (wrong
+/// for anything else). An accepted key gives an error that does not call it unknown.
+fn accepts_key(parse: Parse, base: &Table, at: (&[&str], &Arrays), key: &str) -> bool {
+    let mut wrong = Table::new();
+    wrong.insert(PROBE.to_owned(), Value::Integer(0));
+    let unknown = format!("unknown field `{key}`");
+
+    [Value::Integer(0), Value::Table(wrong)]
+        .into_iter()
+        .any(
+            |value| match message_after(parse, base, at, (key, value), &unknown) {
+                Ok(_) => false,
+                Err(message) => message != "the parser accepted it",
+            },
+        )
+}
+
+/// Reads the keys that the example file at `path` (relative to the repository) sets,
+/// including those in commented-out lines such as `# key = value` and `# [table]`.
+pub fn example_keys(path: &str) -> BTreeSet<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|dir| dir.join(path).exists())
+        .unwrap_or_else(|| panic!("{path} not found above the crate"));
+    let text = std::fs::read_to_string(root.join(path)).unwrap();
+    let is_key = |c: char| c.is_ascii_alphanumeric() || "_-.\"".contains(c);
+    let mut table = String::new();
+    let mut keys = BTreeSet::new();
+
+    for line in text.lines() {
+        let line = line.trim_start_matches(['#', ' ']);
+        let header = line.trim_start_matches('[').trim_end_matches(']');
+        if line.starts_with('[') && !header.is_empty() && header.chars().all(is_key) {
+            table = header.to_owned();
+            keys.insert(table.clone());
+            continue;
+        }
+        let Some((key, _)) = line.split_once(" = ") else {
+            continue;
+        };
+        if key.is_empty() || !key.chars().all(is_key) {
+            continue;
+        }
+        let key = key.trim_matches('"');
+        match table.as_str() {
+            "" => keys.insert(key.to_owned()),
+            _ => keys.insert(format!("{table}.{key}")),
+        };
+    }
+    keys
+}
+
 /// Returns whether `key` is documented: as a row, or as a table whose keys have rows.
 pub fn is_documented(documented: &BTreeSet<String>, key: &str) -> bool {
     let table_prefix = format!("{key}.");
     documented.contains(key) || documented.iter().any(|doc| doc.starts_with(&table_prefix))
 }
 
-/// Asserts that every key the parser accepts is documented, except those for which
-/// `excluded` returns true, and that every documented key is accepted.
+/// Asserts that every key the parser accepts, and every key the example file sets, is
+/// documented, except those for which `excluded` returns true, and that every documented
+/// key is accepted.
 pub fn assert_reference_matches(
     heading: &str,
-    parse: Parse,
-    base: &Table,
+    (parse, base): (Parse, &Table),
+    example: &str,
     excluded: &dyn Fn(&str) -> bool,
 ) {
     let documented = documented_keys(heading);
@@ -213,6 +320,23 @@ pub fn assert_reference_matches(
     assert!(
         undocumented.is_empty(),
         "keys missing from \"## {heading}\" in docs/configuration.md: {undocumented:?}"
+    );
+
+    // A key inside a documented map (such as one node's entry in a table of node names)
+    // is covered by the map's row.
+    let in_map = |key: &str| {
+        documented
+            .iter()
+            .any(|doc| key.starts_with(&format!("{doc}.")))
+    };
+    let undocumented_examples: Vec<String> = example_keys(example)
+        .into_iter()
+        .filter(|key| !is_documented(&documented, key) && !in_map(key) && !excluded(key))
+        .collect();
+    assert!(
+        undocumented_examples.is_empty(),
+        "keys of {example} missing from \"## {heading}\" in docs/configuration.md: \
+         {undocumented_examples:?}"
     );
 
     let unknown: Vec<&String> = documented
