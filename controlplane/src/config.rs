@@ -11,7 +11,9 @@
 //!   address the checks connect to when it differs from the backend's underlay address;
 //! - an optional `[kubernetes]` section: spike-kube's `KubernetesConfig` (API server,
 //!   namespace, service selector) plus `hash`, `table_size` and `next_hop_macs`, which
-//!   apply to every service that Kubernetes discovery finds.
+//!   apply to every service that Kubernetes discovery finds, and
+//!   `[[kubernetes.service_settings]]`, which set `hash` and `table_size` for the
+//!   services they select.
 //!
 //! `[conntrack]`, `[icmp]` and `[dpdk]` belong in the dataplane's file and are rejected.
 //!
@@ -121,6 +123,50 @@ pub struct KubernetesSettings {
     pub table_size: u32,
     /// Next-hop MAC per node name. Nodes not listed use `node.gateway_mac`.
     pub next_hop_macs: BTreeMap<String, MacAddr>,
+    /// Hash fields and table sizes of selected services, first match first.
+    pub service_settings: Vec<ServiceSettings>,
+}
+
+/// Hash fields and table size of the Kubernetes services that one
+/// `[[kubernetes.service_settings]]` entry selects: every criterion that is set must
+/// match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSettings {
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub protocol: Option<spike_core::config::Protocol>,
+    pub port: Option<u16>,
+    pub hash: HashFields,
+    pub table_size: u32,
+}
+
+impl KubernetesSettings {
+    /// Returns the hash fields and table size of a service in `namespace` named `name`
+    /// with this protocol and port: those of the first matching
+    /// `[[kubernetes.service_settings]]` entry, else `kubernetes.hash` and
+    /// `kubernetes.table_size`.
+    pub fn settings_for(
+        &self,
+        namespace: &str,
+        name: &str,
+        protocol: spike_core::config::Protocol,
+        port: u16,
+    ) -> (HashFields, u32) {
+        self.service_settings
+            .iter()
+            .find(|entry| {
+                entry
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|wanted| wanted == namespace)
+                    && entry.name.as_deref().is_none_or(|wanted| wanted == name)
+                    && entry.protocol.is_none_or(|wanted| wanted == protocol)
+                    && entry.port.is_none_or(|wanted| wanted == port)
+            })
+            .map_or((self.hash, self.table_size), |entry| {
+                (entry.hash, entry.table_size)
+            })
+    }
 }
 
 /// Health check settings of a service's backends.
@@ -195,6 +241,20 @@ struct RawKubernetes {
     table_size: Option<i64>,
     #[serde(default)]
     next_hop_macs: BTreeMap<String, String>,
+    #[serde(default)]
+    service_settings: Vec<RawServiceSettings>,
+}
+
+/// One `[[kubernetes.service_settings]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServiceSettings {
+    namespace: Option<String>,
+    name: Option<String>,
+    protocol: Option<String>,
+    port: Option<u16>,
+    hash: Option<HashFields>,
+    table_size: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -333,22 +393,16 @@ impl ControlConfig {
 /// `KubernetesConfig` and the control plane's keys.
 fn parse_kubernetes(raw: RawKubernetes) -> Result<KubernetesSettings, ConfigError> {
     let table_size = match raw.table_size {
-        Some(size) => u32::try_from(size)
-            .ok()
-            .filter(|&size| maglev::is_prime(size) && size <= maglev::MAX_TABLE_SIZE)
-            .ok_or_else(|| {
-                invalid(
-                    "kubernetes.table_size",
-                    size,
-                    &format!(
-                        "a prime number of Maglev slots up to {} (65537 is the default)",
-                        maglev::MAX_TABLE_SIZE
-                    ),
-                )
-            })?,
+        Some(size) => table_size("kubernetes.table_size", size)?,
         None => maglev::DEFAULT_TABLE_SIZE,
     };
     let next_hop_macs = parse_next_hop_macs(raw.next_hop_macs)?;
+    let service_settings = raw
+        .service_settings
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| parse_service_settings(index, entry, raw.hash, table_size))
+        .collect::<Result<Vec<_>, _>>()?;
     let discovery = KubernetesConfig {
         api_server: raw.api_server,
         namespace: raw.namespace,
@@ -361,6 +415,68 @@ fn parse_kubernetes(raw: RawKubernetes) -> Result<KubernetesSettings, ConfigErro
         hash: raw.hash,
         table_size,
         next_hop_macs,
+        service_settings,
+    })
+}
+
+/// Checks a Maglev table size given at `key`.
+fn table_size(key: &str, size: i64) -> Result<u32, ConfigError> {
+    u32::try_from(size)
+        .ok()
+        .filter(|&size| maglev::is_prime(size) && size <= maglev::MAX_TABLE_SIZE)
+        .ok_or_else(|| {
+            invalid(
+                key,
+                size,
+                &format!(
+                    "a prime number of Maglev slots up to {} (65537 is the default)",
+                    maglev::MAX_TABLE_SIZE
+                ),
+            )
+        })
+}
+
+/// Validates one `[[kubernetes.service_settings]]` entry; what it leaves out comes from
+/// `kubernetes.hash` and `kubernetes.table_size`.
+fn parse_service_settings(
+    index: usize,
+    raw: RawServiceSettings,
+    default_hash: HashFields,
+    default_table_size: u32,
+) -> Result<ServiceSettings, ConfigError> {
+    let key = format!("kubernetes.service_settings[{index}]");
+    if raw.namespace.is_none() && raw.name.is_none() && raw.protocol.is_none() && raw.port.is_none()
+    {
+        return Err(invalid(
+            &key,
+            "an entry without namespace, name, protocol or port",
+            "at least one of them: use kubernetes.hash and kubernetes.table_size for every \
+             service",
+        ));
+    }
+    let protocol = match raw.protocol.as_deref() {
+        None => None,
+        Some("tcp") => Some(spike_core::config::Protocol::Tcp),
+        Some("udp") => Some(spike_core::config::Protocol::Udp),
+        Some(other) => {
+            return Err(invalid(
+                format!("{key}.protocol"),
+                format!("{other:?}"),
+                "\"tcp\" or \"udp\"",
+            ))
+        }
+    };
+    let table_size = match raw.table_size {
+        Some(size) => table_size(&format!("{key}.table_size"), size)?,
+        None => default_table_size,
+    };
+    Ok(ServiceSettings {
+        namespace: raw.namespace,
+        name: raw.name,
+        protocol,
+        port: raw.port,
+        hash: raw.hash.unwrap_or(default_hash),
+        table_size,
     })
 }
 
@@ -971,6 +1087,75 @@ mod tests {
                 error.contains(&format!("line {line},")),
                 "line {line}: {error}"
             );
+        }
+    }
+
+    #[test]
+    fn service_settings_select_services() {
+        let entries =
+            "\n        [[kubernetes.service_settings]]\n        namespace = \"dns\"\n        \
+                       protocol = \"udp\"\n        hash = \"source-address\"\n\n        \
+                       [[kubernetes.service_settings]]\n        name = \"big\"\n        \
+                       table_size = 65537\n";
+        let text = format!("{BASE}{KUBERNETES}{entries}");
+        let kubernetes = ControlConfig::parse(&text).unwrap().kubernetes.unwrap();
+        let udp = spike_core::config::Protocol::Udp;
+        let tcp = spike_core::config::Protocol::Tcp;
+
+        // The first entry: its hash, and the section's table size it leaves out.
+        assert_eq!(
+            kubernetes.settings_for("dns", "resolver", udp, 53),
+            (HashFields::SourceAddress, 251)
+        );
+        // The same namespace with TCP does not match the first entry, nor the second.
+        assert_eq!(
+            kubernetes.settings_for("dns", "resolver", tcp, 53),
+            (HashFields::SourceAddress, 251)
+        );
+        assert_eq!(
+            kubernetes.settings_for("web", "big", tcp, 80),
+            (HashFields::SourceAddress, 65537)
+        );
+        let text = text.replace("hash = \"source-address\"\n        table_size = 251", "");
+        let kubernetes = ControlConfig::parse(&text).unwrap().kubernetes.unwrap();
+        assert_eq!(
+            kubernetes.settings_for("dns", "resolver", tcp, 53),
+            (HashFields::FiveTuple, maglev::DEFAULT_TABLE_SIZE)
+        );
+        assert_eq!(
+            kubernetes.settings_for("dns", "resolver", udp, 53),
+            (HashFields::SourceAddress, maglev::DEFAULT_TABLE_SIZE)
+        );
+        assert_eq!(
+            kubernetes.settings_for("web", "big", tcp, 80),
+            (HashFields::FiveTuple, 65537)
+        );
+    }
+
+    #[test]
+    fn invalid_service_settings_name_the_key() {
+        let cases = [
+            (
+                "[[kubernetes.service_settings]]\nhash = \"3-tuple\"\n",
+                "kubernetes.service_settings[0]",
+            ),
+            (
+                "[[kubernetes.service_settings]]\nport = 53\nprotocol = \"sctp\"\n",
+                "kubernetes.service_settings[0].protocol",
+            ),
+            (
+                "[[kubernetes.service_settings]]\nport = 53\ntable_size = 100\n",
+                "kubernetes.service_settings[0].table_size",
+            ),
+            (
+                "[[kubernetes.service_settings]]\nport = 53\ncolour = 1\n",
+                "kubernetes.service_settings[0].colour",
+            ),
+        ];
+        for (entry, key) in cases {
+            let text = format!("{BASE}{KUBERNETES}\n{entry}");
+            let error = ControlConfig::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
         }
     }
 

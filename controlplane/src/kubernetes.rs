@@ -7,7 +7,8 @@
 //! - name `NAMESPACE.SERVICE:VIP:PROTOCOL:PORT`, shortened with a hash suffix when it
 //!   exceeds spike-core's 63 characters, so that each VIP, protocol and port has its own
 //!   name and the name is the same on every Spike node;
-//! - hash fields and table size from `kubernetes.hash` and `kubernetes.table_size`;
+//! - hash fields and table size from the first `[[kubernetes.service_settings]]` entry
+//!   that selects the service, else from `kubernetes.hash` and `kubernetes.table_size`;
 //! - one backend per node: flannel's underlay address and VtepMAC, weight = ready
 //!   endpoints (0 = draining), next-hop MAC from `kubernetes.next_hop_macs`; for nodes
 //!   not listed there, the kernel's neighbour table with
@@ -247,12 +248,18 @@ impl KubernetesSource {
                 })
                 .collect();
             let name = service_name(service);
-            if backends.len() > settings.table_size as usize {
+            let (hash, table_size) = settings.settings_for(
+                &service.service.namespace,
+                &service.service.name,
+                service.protocol,
+                service.port,
+            );
+            if backends.len() > table_size as usize {
                 warn!(
                     service = %name,
                     backends = backends.len(),
-                    table_size = settings.table_size,
-                    "service left out: more backends than kubernetes.table_size slots"
+                    table_size,
+                    "service left out: more backends than its table_size slots"
                 );
                 continue;
             }
@@ -265,8 +272,8 @@ impl KubernetesSource {
                 vip: service.vip,
                 protocol: service.protocol,
                 port: service.port,
-                hash: settings.hash,
-                table_size: settings.table_size,
+                hash,
+                table_size,
                 backends,
             });
         }
@@ -349,6 +356,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use spike_core::flow::HashFields;
+
     use super::*;
 
     #[test]
@@ -454,6 +463,69 @@ mod tests {
         assert_eq!(names, ["node-1"]);
         let text = spike_snapring::payload::config_to_toml(&snapshot).unwrap();
         text.parse::<spike_core::Config>().unwrap();
+    }
+
+    #[test]
+    fn service_settings_apply_per_service() {
+        let text = r#"
+            [controlplane]
+            ring = "/dev/shm/spike-unit-test"
+            metrics_listen = "127.0.0.1:9300"
+            [node]
+            mac = "02:00:00:00:00:01"
+            ipv4 = "192.0.2.100"
+            gateway_mac = "02:00:00:00:00:fe"
+            vtep_mac = "02:00:00:00:00:02"
+            [hash]
+            key = "000102030405060708090a0b0c0d0e0f"
+            [kubernetes.api_server]
+            mode = "url"
+            url = "http://127.0.0.1:1"
+            [kubernetes.services]
+            match_labels = { spike = "yes" }
+            [[kubernetes.service_settings]]
+            namespace = "dns"
+            hash = "source-address"
+            table_size = 251
+        "#;
+        let config = Arc::new(ControlConfig::parse(text).unwrap());
+        let metrics = KubernetesMetrics {
+            skipped_nodes: Family::default(),
+            watch: Arc::default(),
+        };
+        let source = KubernetesSource::new(Arc::clone(&config), metrics).unwrap();
+        let service = |namespace: &str, port: u16| VirtualService {
+            service: spike_kube::ServiceName {
+                namespace: namespace.to_owned(),
+                name: "a".to_owned(),
+            },
+            port_name: None,
+            vip: "203.0.113.1".parse().unwrap(),
+            protocol: spike_core::config::Protocol::Udp,
+            port,
+            backends: vec![backend("node-1", "192.0.2.1", "0a:00:00:00:00:01")],
+            serving_terminating_only: false,
+        };
+        let model = spike_kube::Discovery {
+            services: vec![service("dns", 53), service("web", 80)],
+            ..spike_kube::Discovery::default()
+        };
+
+        let services = source.services(&model, &BTreeMap::new());
+        let settings: Vec<(HashFields, u32)> = services
+            .iter()
+            .map(|service| (service.hash, service.table_size))
+            .collect();
+        assert_eq!(
+            settings,
+            [
+                (HashFields::SourceAddress, 251),
+                (
+                    HashFields::FiveTuple,
+                    spike_core::maglev::DEFAULT_TABLE_SIZE
+                ),
+            ]
+        );
     }
 
     #[test]
