@@ -13,7 +13,8 @@
 //!   namespace, service selector) plus `hash`, `table_size` and `next_hop_macs`, which
 //!   apply to every service that Kubernetes discovery finds, and
 //!   `[[kubernetes.service_settings]]`, which set `hash` and `table_size` for the
-//!   services they select.
+//!   services they select;
+//! - an optional `[bgp]` section: the node's BGP speaker, see `bgp::config`.
 //!
 //! `[conntrack]`, `[icmp]` and `[dpdk]` belong in the dataplane's file and are rejected.
 //!
@@ -36,6 +37,8 @@ use spike_core::Config;
 use spike_kube::{ApiServerConfig, KubernetesConfig, Selection, ServiceSelector};
 use thiserror::Error;
 use toml_edit::{ImDocument, Item};
+
+use crate::bgp::{self, BgpConfig};
 
 /// A config error, naming the key and what to do.
 #[derive(Debug, Error)]
@@ -69,7 +72,11 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: impl Into<String>, value: impl std::fmt::Display, expected: &str) -> ConfigError {
+pub(crate) fn invalid(
+    key: impl Into<String>,
+    value: impl std::fmt::Display,
+    expected: &str,
+) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         value: value.to_string(),
@@ -96,6 +103,8 @@ pub struct ControlConfig {
     pub health_addresses: Vec<Vec<IpAddr>>,
     /// Kubernetes discovery, when the file has a `[kubernetes]` section.
     pub kubernetes: Option<KubernetesSettings>,
+    /// VIP announcement through BIRD, when the file has a `[bgp]` section.
+    pub bgp: Option<BgpConfig>,
 }
 
 /// TLS settings of the metrics endpoint.
@@ -340,6 +349,7 @@ impl ControlConfig {
             .and(raw.kubernetes)
             .map(parse_kubernetes)
             .transpose()?;
+        let bgp = root.remove("bgp").map(bgp::parse).transpose()?;
 
         let base: Config = dataplane_text(text, &document, &root)?.parse()?;
         let health_checks = raw_checks
@@ -385,6 +395,7 @@ impl ControlConfig {
             health_checks,
             health_addresses,
             kubernetes,
+            bgp,
         })
     }
 }

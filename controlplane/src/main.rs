@@ -8,9 +8,13 @@
 //! published, it continues with that generation instead of publishing again.
 //!
 //! SIGHUP reloads the config (an invalid file keeps the running config and logs why);
-//! SIGINT and SIGTERM stop the process. Exit codes: 0 after a stop, 2 for an invalid
-//! config, 1 for other failures.
+//! SIGINT and SIGTERM stop the process. With a `[bgp]` section the VIPs are announced
+//! through BIRD: SIGTERM leaves them announced (for a restart), SIGUSR1 withdraws them,
+//! waits `bgp.drain_s` and stops (see `bgp`). Exit codes: 0 after a stop, 2 for an
+//! invalid config, 1 for other failures, including a planned stop whose withdrawal
+//! failed.
 
+mod bgp;
 mod config;
 mod discovery;
 mod health;

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::bgp::{self, Announcer, BgpMetrics};
 use crate::config::{ConfigError, ControlConfig};
 use crate::discovery::{Discovery, HealthMemory, SourceUpdate, StaticSource};
 use crate::http;
@@ -55,6 +56,8 @@ pub enum RunError {
     Signals(std::io::Error),
     #[error(transparent)]
     NextHops(#[from] NetlinkError),
+    #[error("planned stop: {0}; the VIPs may still be announced, check BIRD")]
+    Withdraw(#[from] bgp::BirdError),
 }
 
 impl RunError {
@@ -71,9 +74,12 @@ impl RunError {
 struct Current {
     /// Generation of the latest snapshot in the ring, 0 before the first.
     generation: u64,
+    /// The VIPs of the recent generations that BGP may announce.
+    vip_sets: bgp::Generations,
 }
 
-/// Runs until SIGINT or SIGTERM.
+/// Runs until SIGINT or SIGTERM, or with `[bgp]` until SIGUSR1, the planned stop that
+/// withdraws the VIPs first.
 pub async fn run(path: &Path) -> Result<(), RunError> {
     let mut config = Arc::new(ControlConfig::load(path)?);
     let geometry = Geometry {
@@ -94,7 +100,7 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
             source,
         })?;
     let ring = Arc::new(Mutex::new(Publisher::attach(&config.ring, geometry)?));
-    let (metrics, registry) = Metrics::register(Arc::clone(&ring));
+    let (metrics, mut registry) = Metrics::register(Arc::clone(&ring));
     let current = Arc::new(Mutex::new(Current::default()));
     if let Some(published) = lock(&ring).published() {
         lock(&current).generation = published.generation;
@@ -106,6 +112,7 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
         );
     }
 
+    let announcer = start_bgp(&config, &ring, &current, &mut registry);
     let server = tokio::spawn(http::serve(
         listener,
         Arc::new(registry),
@@ -116,6 +123,8 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
     let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut planned_stop = signal(SignalKind::user_defined1()).map_err(RunError::Signals)?;
+    let mut draining = false;
     let (updates_tx, mut updates) = mpsc::channel::<SourceUpdate>(16);
     let memory = HealthMemory::default();
     let mut sources = start_sources(&config, &memory, &metrics, &updates_tx);
@@ -149,7 +158,15 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
                          restart spike-controlplane to apply it"
                     );
                 }
+                Ok(reloaded) if reloaded.bgp.is_some() != config.bgp.is_some() => error!(
+                    config = %path.display(),
+                    "config reload rejected: the [bgp] section was added or removed; \
+                     restart spike-controlplane to apply it"
+                ),
                 Ok(reloaded) => {
+                    if let (Some(announcer), Some(bgp)) = (&announcer, &reloaded.bgp) {
+                        announcer.update(bgp.clone());
+                    }
                     config = Arc::new(reloaded);
                     stop_sources(&mut sources);
                     services.clear();
@@ -164,12 +181,48 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
             },
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
+            _ = planned_stop.recv() => match &announcer {
+                Some(_) => {
+                    draining = true;
+                    break;
+                }
+                None => warn!("SIGUSR1 ignored: without a [bgp] section there is nothing to \
+                               withdraw; use SIGTERM to stop"),
+            },
         }
     }
-    info!("stop signal received; the dataplane keeps its last snapshot");
     stop_sources(&mut sources);
+    let mut result = Ok(());
+    if let Some(announcer) = announcer {
+        if draining {
+            info!("planned stop: withdrawing every VIP from BGP");
+            result = announcer.drain().await.map_err(RunError::from);
+        } else {
+            info!("stop signal received; BIRD keeps announcing the VIPs");
+        }
+        announcer.stop();
+    }
+    info!("control plane stopped; the dataplane keeps its last snapshot");
     server.abort();
-    Ok(())
+    result
+}
+
+/// Starts the BGP announcer when the config has a `[bgp]` section.
+fn start_bgp(
+    config: &ControlConfig,
+    ring: &Arc<Mutex<Publisher>>,
+    current: &Mutex<Current>,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Option<Announcer> {
+    let bgp = config.bgp.clone()?;
+    let metrics = BgpMetrics::register(registry);
+    let generations = lock(current).vip_sets.clone();
+    Some(Announcer::start(
+        bgp,
+        Arc::clone(ring),
+        generations,
+        metrics,
+    ))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -352,12 +405,19 @@ fn publish(
         .published()
         .is_some_and(|published| published.checksum == sum)
     {
+        let current = lock(current);
+        current
+            .vip_sets
+            .record(current.generation, &merged.services);
         return;
     }
     let generation = lock(current).generation + 1;
     match ring.publish(generation, &encoded.bytes) {
         Ok(published) => {
-            lock(current).generation = generation;
+            let mut current = lock(current);
+            current.generation = generation;
+            current.vip_sets.record(generation, &merged.services);
+            drop(current);
             let seconds = started.elapsed().as_secs_f64();
             metrics.generation.set(generation as i64);
             metrics.publications.inc();

@@ -1,0 +1,574 @@
+//! Announcement of the VIPs over BGP through the node's BIRD 2.
+//!
+//! With a `[bgp]` section the control plane writes `bgp.routes_file`, which BIRD's
+//! config includes (see `configs/bird-spike.conf`), and tells BIRD to reload it
+//! through its control socket. The file holds the router id, the BGP sessions of the
+//! section and one blackhole route per announced VIP, which the sessions export.
+//!
+//! A VIP is announced while the dataplane runs (its heartbeat in the ring is younger
+//! than `bgp.dataplane_timeout_ms`) and the snapshot it runs has a backend with weight
+//! above 0 for that VIP. Announcing the VIPs of the snapshot the dataplane runs, rather
+//! than of the latest one, keeps the routes steady while a new snapshot is on its way.
+//! When the dataplane stops, every VIP is withdrawn. When the control plane starts and
+//! the dataplane runs a generation whose services it has not built yet, the file stays
+//! as it is, so a control plane restart never withdraws a route.
+//!
+//! Stops: SIGTERM and SIGINT leave BIRD's routes alone, so the dataplane keeps getting
+//! traffic while the control plane restarts. SIGUSR1 is the planned stop: withdraw
+//! every VIP, wait `bgp.drain_s` while routers move the flows to other Spike nodes,
+//! then exit.
+//!
+//! NOTE: while the control plane is stopped nothing withdraws the routes if the
+//! dataplane dies too; BIRD keeps announcing them until it stops or its host dies.
+
+mod bird;
+mod config;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use spike_core::config::ServiceConfig;
+use spike_snapring::{DataplaneStatus, Publisher};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use self::bird::BirdClient;
+pub use self::bird::BirdError;
+pub use self::config::{parse, BgpConfig};
+
+/// Interval between two comparisons of the dataplane's state with the announced VIPs.
+const RECONCILE_INTERVAL: Duration = Duration::from_millis(100);
+/// Interval between status requests that keep `spike_bgp_bird_reachable` current.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// Wait before a failed write or reload is tried again.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Time limit of one exchange on BIRD's control socket.
+const BIRD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Generations whose VIPs are kept: the one the dataplane runs and those published
+/// after it. A dataplane that falls this far behind counts as running an unknown one.
+const KEPT_GENERATIONS: usize = 16;
+
+/// The announceable VIPs of recently published snapshots, by generation. Cloning
+/// shares the same set.
+#[derive(Clone, Debug, Default)]
+pub struct Generations(Arc<Mutex<BTreeMap<u64, BTreeSet<IpAddr>>>>);
+
+impl Generations {
+    /// Records the services of a published (or already published) generation.
+    pub fn record(&self, generation: u64, services: &[ServiceConfig]) {
+        let mut sets = lock(&self.0);
+        sets.insert(generation, announceable(services));
+        while sets.len() > KEPT_GENERATIONS {
+            sets.pop_first();
+        }
+    }
+
+    fn vips(&self, generation: u64) -> Option<BTreeSet<IpAddr>> {
+        lock(&self.0).get(&generation).cloned()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The VIPs of `services` that have at least one backend with weight above 0.
+pub fn announceable(services: &[ServiceConfig]) -> BTreeSet<IpAddr> {
+    services
+        .iter()
+        .filter(|service| service.backends.iter().any(|backend| backend.weight > 0))
+        .map(|service| service.vip)
+        .collect()
+}
+
+/// What the dataplane's state calls for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The dataplane runs `generation`, whose announceable VIPs are `vips`.
+    Announce {
+        generation: u64,
+        vips: BTreeSet<IpAddr>,
+    },
+    /// The dataplane's last heartbeat is `heartbeat_age_ms` old, or it never wrote one
+    /// (`None`): withdraw everything.
+    DataplaneStopped { heartbeat_age_ms: Option<u64> },
+    /// The dataplane runs a generation this process has no services of: leave the
+    /// announcement as it is.
+    Unknown { applied_generation: u64 },
+}
+
+/// Decides what to announce from the dataplane's status in the ring at `now_unix_ms`.
+pub fn decide(
+    status: &DataplaneStatus,
+    now_unix_ms: u64,
+    timeout: Duration,
+    generations: &Generations,
+) -> Decision {
+    if status.heartbeat_unix_ms == 0 {
+        return Decision::DataplaneStopped {
+            heartbeat_age_ms: None,
+        };
+    }
+    let age_ms = now_unix_ms.saturating_sub(status.heartbeat_unix_ms);
+    if u128::from(age_ms) > timeout.as_millis() {
+        return Decision::DataplaneStopped {
+            heartbeat_age_ms: Some(age_ms),
+        };
+    }
+    match generations.vips(status.applied_generation) {
+        Some(vips) => Decision::Announce {
+            generation: status.applied_generation,
+            vips,
+        },
+        None => Decision::Unknown {
+            applied_generation: status.applied_generation,
+        },
+    }
+}
+
+/// The `spike_bgp_*` metrics.
+#[derive(Clone, Debug, Default)]
+pub struct BgpMetrics {
+    announced_vips: Gauge,
+    bird_reachable: Gauge,
+    last_reload_success: Gauge,
+    reloads: Family<[(&'static str, &'static str); 1], Counter>,
+    dataplane_running: Gauge,
+}
+
+impl BgpMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> BgpMetrics {
+        let metrics = BgpMetrics::default();
+        registry.register(
+            "bgp_announced_vips",
+            "VIPs in the routes file that BIRD last loaded successfully",
+            metrics.announced_vips.clone(),
+        );
+        registry.register(
+            "bgp_bird_reachable",
+            "1 when BIRD answered on its control socket at the last attempt, else 0",
+            metrics.bird_reachable.clone(),
+        );
+        registry.register(
+            "bgp_last_reload_success",
+            "1 when BIRD accepted the last reload of the routes file, else 0",
+            metrics.last_reload_success.clone(),
+        );
+        registry.register(
+            "bgp_reloads",
+            "Reloads of the routes file requested from BIRD, by result (ok or failed)",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "bgp_dataplane_running",
+            "1 while the dataplane's heartbeat in the ring is recent enough to announce",
+            metrics.dataplane_running.clone(),
+        );
+        metrics
+    }
+}
+
+/// Requests that the running announcer withdraws every VIP; the reply says whether BIRD
+/// applied it.
+type WithdrawRequest = oneshot::Sender<Result<(), BirdError>>;
+
+/// The running announcer task.
+#[derive(Debug)]
+pub struct Announcer {
+    withdraw: mpsc::Sender<WithdrawRequest>,
+    config: watch::Sender<Arc<BgpConfig>>,
+    task: JoinHandle<()>,
+}
+
+impl Announcer {
+    /// Starts the task. When the routes file does not exist yet it is written first,
+    /// without VIPs, so that BIRD, whose config includes it, can start.
+    pub fn start(
+        config: BgpConfig,
+        ring: Arc<Mutex<Publisher>>,
+        generations: Generations,
+        metrics: BgpMetrics,
+    ) -> Announcer {
+        if !config.routes_file.exists() {
+            let text = bird::render(&config, &BTreeSet::new());
+            match bird::write_atomically(&config.routes_file, &text) {
+                Ok(()) => info!(
+                    routes_file = %config.routes_file.display(),
+                    "routes file written without VIPs for BIRD's first start"
+                ),
+                Err(error) => error!(%error, "cannot write the routes file"),
+            }
+        }
+        let (withdraw, withdraw_requests) = mpsc::channel(1);
+        let (config_sender, config_receiver) = watch::channel(Arc::new(config));
+        let state = State {
+            config: config_receiver,
+            ring,
+            generations,
+            metrics,
+            applied: None,
+            retry_at: None,
+            last_decision: None,
+            draining: false,
+        };
+        let task = tokio::spawn(state.run(withdraw_requests));
+        Announcer {
+            withdraw,
+            config: config_sender,
+            task,
+        }
+    }
+
+    /// Applies a reloaded `[bgp]` section at the next reconciliation.
+    pub fn update(&self, config: BgpConfig) {
+        self.config.send_replace(Arc::new(config));
+    }
+
+    /// The planned stop: withdraws every VIP, keeps them withdrawn, and waits
+    /// `bgp.drain_s` so that routers move the flows to other Spike nodes.
+    ///
+    /// # Errors
+    ///
+    /// The [`BirdError`] of the withdrawal, after the drain time has passed anyway.
+    pub async fn drain(&self) -> Result<(), BirdError> {
+        let drain = self.config.borrow().drain;
+        let (reply, result) = oneshot::channel();
+        let withdrawn = match self.withdraw.send(reply).await {
+            Ok(()) => result.await.unwrap_or(Ok(())),
+            Err(_) => Ok(()),
+        };
+        match &withdrawn {
+            Ok(()) => info!(
+                drain_s = drain.as_secs(),
+                "every VIP withdrawn; waiting the drain time before the exit"
+            ),
+            Err(error) => error!(
+                %error,
+                drain_s = drain.as_secs(),
+                "withdrawing the VIPs failed; waiting the drain time before the exit anyway"
+            ),
+        }
+        tokio::time::sleep(drain).await;
+        withdrawn
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// The announcer task's state.
+struct State {
+    config: watch::Receiver<Arc<BgpConfig>>,
+    ring: Arc<Mutex<Publisher>>,
+    generations: Generations,
+    metrics: BgpMetrics,
+    /// The VIPs BIRD last loaded from this process's file, with the config they were
+    /// rendered with; `None` before the first success and after a failure.
+    applied: Option<(Arc<BgpConfig>, BTreeSet<IpAddr>)>,
+    retry_at: Option<Instant>,
+    /// The last decision, so that a change is logged once.
+    last_decision: Option<Decision>,
+    /// Set by the planned stop: nothing is announced any more.
+    draining: bool,
+}
+
+impl State {
+    async fn run(mut self, mut withdraw_requests: mpsc::Receiver<WithdrawRequest>) {
+        let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probe = tokio::time::interval(PROBE_INTERVAL);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = reconcile.tick() => self.reconcile().await,
+                _ = probe.tick() => self.probe().await,
+                Some(reply) = withdraw_requests.recv() => {
+                    self.draining = true;
+                    let result = self.apply(BTreeSet::new()).await;
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    async fn reconcile(&mut self) {
+        let status = lock(&self.ring).dataplane();
+        let config = Arc::clone(&self.config.borrow());
+        let decision = decide(
+            &status,
+            unix_ms(),
+            config.dataplane_timeout,
+            &self.generations,
+        );
+        let running = !matches!(decision, Decision::DataplaneStopped { .. });
+        self.metrics.dataplane_running.set(i64::from(running));
+        self.log_decision(&decision);
+
+        let vips = match decision {
+            _ if self.draining => BTreeSet::new(),
+            Decision::Announce { vips, .. } => vips,
+            Decision::DataplaneStopped { .. } => BTreeSet::new(),
+            Decision::Unknown { .. } => return,
+        };
+        let current = self
+            .applied
+            .as_ref()
+            .is_some_and(|(applied_config, applied)| {
+                Arc::ptr_eq(applied_config, &config) && *applied == vips
+            });
+        if current || self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        let _ = self.apply(vips).await;
+    }
+
+    /// Logs a change of the decision, not its repetition every tick.
+    fn log_decision(&mut self, decision: &Decision) {
+        if self.last_decision.as_ref() == Some(decision) {
+            return;
+        }
+        match decision {
+            Decision::Announce { generation, vips } => info!(
+                generation,
+                vips = ?vips,
+                "the dataplane runs a snapshot; announcing its VIPs with weighted backends"
+            ),
+            Decision::DataplaneStopped { heartbeat_age_ms } => warn!(
+                heartbeat_age_ms,
+                "the dataplane's heartbeat in the ring is missing or too old; withdrawing \
+                 every VIP"
+            ),
+            Decision::Unknown { applied_generation } => info!(
+                applied_generation,
+                "the dataplane runs a snapshot this process has not built yet; the \
+                 announced routes stay as they are"
+            ),
+        }
+        self.last_decision = Some(decision.clone());
+    }
+
+    /// Writes the routes file for `vips` when it differs and tells BIRD to reload it.
+    async fn apply(&mut self, vips: BTreeSet<IpAddr>) -> Result<(), BirdError> {
+        let config = Arc::clone(&self.config.borrow());
+        let result = self.write_and_reload(&config, &vips).await;
+        match &result {
+            Ok(()) => {
+                self.metrics.announced_vips.set(vips.len() as i64);
+                self.metrics.last_reload_success.set(1);
+                self.metrics
+                    .reloads
+                    .get_or_create(&[("result", "ok")])
+                    .inc();
+                info!(
+                    vips = ?vips,
+                    routes_file = %config.routes_file.display(),
+                    "BIRD reloaded the routes file"
+                );
+                self.applied = Some((config, vips));
+                self.retry_at = None;
+            }
+            Err(error) => {
+                self.metrics.last_reload_success.set(0);
+                self.metrics
+                    .reloads
+                    .get_or_create(&[("result", "failed")])
+                    .inc();
+                error!(
+                    %error,
+                    retry_ms = RETRY_INTERVAL.as_millis() as u64,
+                    "cannot update BIRD's routes; retrying"
+                );
+                self.applied = None;
+                self.retry_at = Some(Instant::now() + RETRY_INTERVAL);
+            }
+        }
+        result
+    }
+
+    async fn write_and_reload(
+        &self,
+        config: &BgpConfig,
+        vips: &BTreeSet<IpAddr>,
+    ) -> Result<(), BirdError> {
+        let text = bird::render(config, vips);
+        let path = config.routes_file.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            if std::fs::read_to_string(&path).is_ok_and(|on_disk| on_disk == text) {
+                return Ok(());
+            }
+            bird::write_atomically(&path, &text)
+        })
+        .await;
+        match written {
+            Ok(result) => result?,
+            Err(join_error) => {
+                return Err(BirdError::Write {
+                    path: config.routes_file.clone(),
+                    source: std::io::Error::other(join_error),
+                })
+            }
+        }
+        // BIRD reloads even an unchanged file: a previous process may have written it
+        // and stopped before BIRD read it.
+        let reply = self.client(config).configure().await;
+        self.metrics.bird_reachable.set(i64::from(!matches!(
+            reply,
+            Err(BirdError::Connect { .. } | BirdError::Timeout { .. })
+        )));
+        reply.map(drop)
+    }
+
+    async fn probe(&self) {
+        let config = Arc::clone(&self.config.borrow());
+        let reachable = self.client(&config).status().await.is_ok();
+        self.metrics.bird_reachable.set(i64::from(reachable));
+    }
+
+    fn client(&self, config: &BgpConfig) -> BirdClient {
+        BirdClient::new(config.bird_socket.clone(), BIRD_TIMEOUT)
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use spike_core::config::{BackendConfig, Protocol};
+    use spike_core::flow::HashFields;
+
+    use super::*;
+
+    fn service(vip: &str, weights: &[u32]) -> ServiceConfig {
+        ServiceConfig {
+            name: format!("svc-{vip}"),
+            vip: vip.parse().unwrap(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            hash: HashFields::default(),
+            table_size: 251,
+            backends: weights
+                .iter()
+                .enumerate()
+                .map(|(index, &weight)| BackendConfig {
+                    name: format!("node-{index}"),
+                    address: format!("192.0.2.{}", 11 + index).parse().unwrap(),
+                    vtep_mac: "0a:58:0a:f4:00:0a".parse().unwrap(),
+                    weight,
+                    next_hop_mac: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn status(applied_generation: u64, heartbeat_unix_ms: u64) -> DataplaneStatus {
+        DataplaneStatus {
+            applied_generation,
+            heartbeat_unix_ms,
+            ..DataplaneStatus::default()
+        }
+    }
+
+    fn set(vips: &[&str]) -> BTreeSet<IpAddr> {
+        vips.iter().map(|vip| vip.parse().unwrap()).collect()
+    }
+
+    const TIMEOUT: Duration = Duration::from_millis(1000);
+
+    #[test]
+    fn announceable_needs_a_weighted_backend() {
+        let services = [
+            service("203.0.113.1", &[1, 0]),
+            service("203.0.113.2", &[0, 0]),
+            service("203.0.113.3", &[]),
+            service("2001:db8::1", &[2]),
+        ];
+        assert_eq!(
+            announceable(&services),
+            set(&["203.0.113.1", "2001:db8::1"])
+        );
+    }
+
+    #[test]
+    fn vip_with_one_weighted_service_is_announced() {
+        let mut udp = service("203.0.113.1", &[0]);
+        udp.protocol = Protocol::Udp;
+        let services = [udp, service("203.0.113.1", &[1])];
+        assert_eq!(announceable(&services), set(&["203.0.113.1"]));
+    }
+
+    #[test]
+    fn decide_announces_the_applied_generation() {
+        let generations = Generations::default();
+        generations.record(4, &[service("203.0.113.1", &[1])]);
+        generations.record(5, &[service("203.0.113.2", &[1])]);
+        // The dataplane still runs 4 while 5 is on its way: 4's VIPs stay announced.
+        let decision = decide(&status(4, 10_000), 10_500, TIMEOUT, &generations);
+        assert_eq!(
+            decision,
+            Decision::Announce {
+                generation: 4,
+                vips: set(&["203.0.113.1"])
+            }
+        );
+    }
+
+    #[test]
+    fn decide_withdraws_after_a_stale_heartbeat() {
+        let generations = Generations::default();
+        generations.record(4, &[service("203.0.113.1", &[1])]);
+        let decision = decide(&status(4, 10_000), 11_001, TIMEOUT, &generations);
+        assert_eq!(
+            decision,
+            Decision::DataplaneStopped {
+                heartbeat_age_ms: Some(1001)
+            }
+        );
+        let decision = decide(&status(0, 0), 11_001, TIMEOUT, &generations);
+        assert_eq!(
+            decision,
+            Decision::DataplaneStopped {
+                heartbeat_age_ms: None
+            }
+        );
+    }
+
+    #[test]
+    fn decide_leaves_an_unknown_generation_alone() {
+        let generations = Generations::default();
+        generations.record(4, &[service("203.0.113.1", &[1])]);
+        let decision = decide(&status(3, 10_000), 10_000, TIMEOUT, &generations);
+        assert_eq!(
+            decision,
+            Decision::Unknown {
+                applied_generation: 3
+            }
+        );
+    }
+
+    #[test]
+    fn generations_keep_the_newest() {
+        let generations = Generations::default();
+        for generation in 1..=(KEPT_GENERATIONS as u64 + 4) {
+            generations.record(generation, &[service("203.0.113.1", &[1])]);
+        }
+        assert_eq!(generations.vips(4), None);
+        assert_eq!(generations.vips(5), Some(set(&["203.0.113.1"])));
+        assert_eq!(
+            generations.vips(KEPT_GENERATIONS as u64 + 4),
+            Some(set(&["203.0.113.1"]))
+        );
+    }
+}
