@@ -1,7 +1,7 @@
 //! Per-core connection table: remembers which backend each flow went to, so that established
 //! connections keep their backend when the Maglev table changes.
 //!
-//! The table allocates only in [`Conntrack::new`]; a lookup reads two buckets of two cache lines
+//! The table allocates only in [`Conntrack::new`]; a lookup reads two buckets of one cache line
 //! each, which [`Conntrack::prefetch`] can bring in ahead of time (see the `flow_table` module for
 //! the layout and the load factor). Expiry is lazy: [`Conntrack::find`] ignores expired entries,
 //! [`Conntrack::insert`] reuses them, and [`Conntrack::reap`] clears a bounded number of slots per
@@ -10,12 +10,12 @@
 //! A flow is identified by its 64-bit five-tuple hash alone; the
 //! [`FlowKey`](crate::flow::FlowKey) is not stored. Two
 //! flows share an entry only if their hashes are equal, which for a lookup happens with a
-//! probability of at most 8 × 2^-64.
+//! probability of at most 4 × 2^-64.
 //!
 //! Memory: each slot is an entry of hash (8 bytes), expiry (8 bytes), value and class (1 byte),
-//! padded to 8 bytes, in 128-byte buckets of four ([`Conntrack::slot_bytes`]). The worker's
+//! padded to 8 bytes, in 64-byte buckets of two ([`Conntrack::slot_bytes`]). The worker's
 //! 12-byte value makes a 32-byte slot. The table has `ceil(capacity × 4/3)` slots rounded up to
-//! a whole bucket, so a capacity of 2^20 flows takes 1,398,104 slots, about 43 MiB for the worker
+//! a whole bucket, so a capacity of 2^20 flows takes 1,398,102 slots, about 43 MiB for the worker
 //! (43 bytes per flow of capacity).
 
 use std::fmt;
@@ -372,8 +372,8 @@ mod tests {
 
     #[test]
     fn slot_size_matches_module_docs() {
-        // Hash, expiry, and a `u32` value with the class: 24 bytes, but four of them pad to
-        // a 128-byte bucket.
+        // Hash, expiry, and a `u32` value with the class: 24 bytes, but two of them pad to
+        // a 64-byte bucket.
         assert_eq!(Conntrack::<u32>::slot_bytes(), 32);
     }
 

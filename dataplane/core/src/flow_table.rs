@@ -2,14 +2,15 @@
 //!
 //! Design:
 //! - An entry is the flow hash, the expiry and the value: 32 bytes for the worker's value.
-//!   Buckets of [`BUCKET_ENTRIES`] entries are 128 bytes, two adjacent cache lines, aligned
-//!   so that a bucket never shares a line with another. Each flow has two candidate buckets,
-//!   so prefetching those four lines brings in everything a lookup reads: there is no
-//!   separate tag array and no second, dependent miss.
+//!   A bucket of [`BUCKET_ENTRIES`] entries is one 64-byte cache line. Each flow has two
+//!   candidate buckets, so prefetching two lines brings in everything a lookup reads: there
+//!   is no separate tag array and no second, dependent miss. Buckets of four entries in two
+//!   lines each were measured too: their four prefetches per packet made the decision at 1M
+//!   flows slower (BENCHMARKS.md).
 //! - The table stores no key, only the hash. Two distinct flows are mistaken for one another
-//!   only when their 64-bit SipHash values are equal. For a lookup that compares with the 8
-//!   entries of its two buckets, that happens with a probability of at most 8 × 2^-64
-//!   (about 4 × 10^-19), and SipHash under the cluster's secret key gives a sender no way to
+//!   only when their 64-bit SipHash values are equal. For a lookup that compares with the 4
+//!   entries of its two buckets, that happens with a probability of at most 4 × 2^-64
+//!   (about 2 × 10^-19), and SipHash under the cluster's secret key gives a sender no way to
 //!   aim for it. The stored hash 0 marks an empty slot, so a flow whose hash is 0 is stored
 //!   as 1, which keeps both of its buckets.
 //! - The bucket count is `ceil(capacity / (BUCKET_ENTRIES × 3/4))`, not a power of two, and a
@@ -17,16 +18,18 @@
 //!   capacity: at most 4/3 slots per flow of capacity plus one bucket, about 43 bytes per
 //!   flow with 32-byte entries.
 //! - An insert takes an empty slot of the candidate bucket with more of them. When both are
-//!   full it reuses an expired entry of either bucket, and failing that it moves an entry of
-//!   a candidate bucket to that entry's other bucket (a cuckoo move, up to two deep) to make
-//!   room. So an entry can move when another flow is inserted, and a slot index is valid only
-//!   until the next insert.
+//!   full it reuses an expired entry of either bucket, and failing that it moves entries to
+//!   their other candidate bucket (cuckoo hashing) along the shortest chain that ends in an
+//!   empty slot, found by a bounded breadth-first search. Cuckoo hashing with two choices and
+//!   two-entry buckets can fill to almost 90% (the known threshold is about 89.7%), so the
+//!   3/4 load leaves a margin, and the tests fill tables to capacity. An entry can therefore move
+//!   when another flow is inserted, and a slot index is valid only until the next insert.
 //! - [`FlowTable::insert`] never stores more than `capacity` entries.
 
 use std::fmt;
 
-/// Entries per bucket: four 32-byte entries fill two cache lines.
-pub(crate) const BUCKET_ENTRIES: usize = 4;
+/// Entries per bucket: two 32-byte entries fill one cache line.
+pub(crate) const BUCKET_ENTRIES: usize = 2;
 
 /// Maximum share of slots in use when the table stores `capacity` entries.
 const MAX_LOAD_NUMERATOR: usize = 3;
@@ -40,6 +43,13 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 24;
 /// The stored hash of an empty slot.
 const EMPTY: u64 = 0;
 
+/// Most entries one insert examines for a chain of cuckoo moves. It bounds the insert's
+/// work; at the 3/4 load factor the search rarely goes past its first two levels.
+const MAX_SEARCH_SLOTS: usize = 64;
+
+/// Parent of a search node that is one of the new flow's own slots.
+const NO_PARENT: usize = usize::MAX;
+
 #[derive(Clone, Copy)]
 pub(crate) struct Entry<V> {
     /// The flow hash, or [`EMPTY`].
@@ -48,9 +58,9 @@ pub(crate) struct Entry<V> {
     pub(crate) value: V,
 }
 
-/// Entries of one bucket, aligned so that a bucket starts a pair of cache lines.
+/// Entries of one bucket, aligned so that a bucket is exactly one cache line.
 #[derive(Clone, Copy)]
-#[repr(align(128))]
+#[repr(align(64))]
 struct Bucket<V>([Entry<V>; BUCKET_ENTRIES]);
 
 /// Capacity rejected by [`FlowTable::new`].
@@ -150,13 +160,12 @@ impl<V: Copy> FlowTable<V> {
         &mut self.buckets[slot / BUCKET_ENTRIES].0[slot % BUCKET_ENTRIES]
     }
 
-    /// Prefetches both cache lines of both candidate buckets of `hash`.
+    /// Prefetches the cache lines of both candidate buckets of `hash`.
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
         for bucket in self.buckets_of(hash) {
             let entries = &self.buckets[bucket].0;
-            spike_prefetch::prefetch_read(&entries[0]);
-            spike_prefetch::prefetch_read(&entries[BUCKET_ENTRIES / 2]);
+            spike_prefetch::prefetch_read(entries);
         }
     }
 
@@ -256,33 +265,56 @@ impl<V: Copy> FlowTable<V> {
     }
 
     /// Frees a slot in one of `buckets`, both full, by moving entries to their other
-    /// candidate bucket: first an entry of `buckets` directly, then one whose other bucket
-    /// first passes an entry on. Returns the freed slot.
+    /// candidate bucket (cuckoo moves). A breadth-first search visits at most
+    /// [`MAX_SEARCH_SLOTS`] entries for the shortest chain of moves that ends in an empty slot,
+    /// then makes those moves from the far end. Returns the freed slot.
     fn make_room(&mut self, buckets: [usize; 2]) -> Option<usize> {
-        let slots = || {
-            buckets
-                .into_iter()
-                .flat_map(|bucket| (0..BUCKET_ENTRIES).map(move |offset| (bucket, offset)))
-                .map(|(bucket, offset)| bucket * BUCKET_ENTRIES + offset)
+        // Each node is a slot and the node whose entry would move into it.
+        let mut nodes = [(0usize, NO_PARENT); MAX_SEARCH_SLOTS];
+        let mut len = 0;
+        let roots = if buckets[0] == buckets[1] {
+            &buckets[..1]
+        } else {
+            &buckets[..]
         };
-        for slot in slots() {
-            if let Some(target) = self.empty_slot(self.other_bucket(slot)) {
-                self.move_entry(slot, target);
-                return Some(slot);
+        for &bucket in roots {
+            for offset in 0..BUCKET_ENTRIES {
+                nodes[len] = (bucket * BUCKET_ENTRIES + offset, NO_PARENT);
+                len += 1;
             }
         }
-        for slot in slots() {
-            let middle_bucket = self.other_bucket(slot);
+        let mut next = 0;
+        while next < len {
+            let other = self.other_bucket(nodes[next].0);
+            if let Some(empty) = self.empty_slot(other) {
+                return Some(self.move_chain(&nodes, next, empty));
+            }
             for offset in 0..BUCKET_ENTRIES {
-                let middle = middle_bucket * BUCKET_ENTRIES + offset;
-                if let Some(target) = self.empty_slot(self.other_bucket(middle)) {
-                    self.move_entry(middle, target);
-                    self.move_entry(slot, middle);
-                    return Some(slot);
+                let slot = other * BUCKET_ENTRIES + offset;
+                if len < MAX_SEARCH_SLOTS && !on_chain(&nodes, next, slot) {
+                    nodes[len] = (slot, next);
+                    len += 1;
                 }
             }
+            next += 1;
         }
         None
+    }
+
+    /// Moves the entry of node `last` to `empty`, then each earlier entry of its chain into
+    /// the slot just vacated, and returns the slot of the chain's first node, now empty.
+    fn move_chain(&mut self, nodes: &[(usize, usize)], last: usize, empty: usize) -> usize {
+        let mut to = empty;
+        let mut node = last;
+        loop {
+            let (from, parent) = nodes[node];
+            self.move_entry(from, to);
+            if parent == NO_PARENT {
+                return from;
+            }
+            to = from;
+            node = parent;
+        }
     }
 
     /// Returns the candidate bucket of the entry in `slot` that does not hold it, or its own
@@ -339,6 +371,20 @@ impl<V> fmt::Debug for FlowTable<V> {
     }
 }
 
+/// Returns whether `slot` is a node of the chain that ends at node `last`, where moving it
+/// again would break the chain.
+fn on_chain(nodes: &[(usize, usize)], last: usize, slot: usize) -> bool {
+    let mut node = last;
+    while node != NO_PARENT {
+        let (chain_slot, parent) = nodes[node];
+        if chain_slot == slot {
+            return true;
+        }
+        node = parent;
+    }
+    false
+}
+
 /// Returns the value stored for `hash`: the hash itself, except that 0 (empty) becomes 1.
 /// Both have 0 in their high half and map the low half 0 or 1 to bucket 0, so the
 /// candidate buckets stay the same.
@@ -362,12 +408,12 @@ mod tests {
     #[test]
     fn slot_count_keeps_load_at_most_three_quarters() {
         let cases = [
-            (1, 4),
+            (1, 2),
             (3, 4),
-            (4, 8),
+            (4, 6),
             (768, 1024),
-            (769, 1028),
-            (1 << 20, 1_398_104),
+            (769, 1026),
+            (1 << 20, 1_398_102),
         ];
         for (capacity, slots) in cases {
             let table = FlowTable::<u32>::new(capacity).unwrap();
@@ -386,9 +432,9 @@ mod tests {
     }
 
     #[test]
-    fn bucket_is_two_cache_lines() {
-        assert_eq!(std::mem::size_of::<Bucket<[u32; 4]>>(), 128);
-        assert_eq!(std::mem::align_of::<Bucket<[u32; 4]>>(), 128);
+    fn bucket_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Bucket<[u32; 4]>>(), 64);
+        assert_eq!(std::mem::align_of::<Bucket<[u32; 4]>>(), 64);
         assert_eq!(FlowTable::<[u32; 4]>::slot_bytes(), 32);
     }
 
@@ -405,40 +451,42 @@ mod tests {
 
     #[test]
     fn full_buckets_move_entries_to_their_other_bucket() {
-        let mut table = FlowTable::<u64>::new(3000).unwrap();
-        assert_eq!(table.slot_count(), 4000);
+        let mut table = FlowTable::<u64>::new(1500).unwrap();
+        assert_eq!(table.slot_count(), 2000);
         // The smallest hash half, plus `k`, that maps to `bucket` of the 1000.
         let half = |bucket: u64, k: u64| (bucket << 32).div_ceil(1000) + k;
         let both_in = |bucket: u64, k: u64| (half(bucket, k) << 32) | half(bucket, k);
-        // Three entries in each of buckets 500 to 503, so that the next four entries go to
+        // One entry in each of buckets 500 and 501, so that the next two entries go to
         // bucket 0, the emptier of their two candidates.
-        for bucket in 500..504 {
-            for k in 0..3 {
-                table.insert(both_in(bucket, k), 0, 100, 0).unwrap();
-            }
+        for bucket in 500..502 {
+            table.insert(both_in(bucket, 0), 0, 100, 0).unwrap();
         }
         let movable = |n: u64| (half(0, n) << 32) | half(500 + n, 0);
-        for n in 0..4 {
+        for n in 0..2 {
             table.insert(movable(n), n, 100, 0).unwrap();
         }
-        // Flows whose candidates are buckets 0 and 999: four fill bucket 999, and the fifth
-        // fits only after an entry of bucket 0 moves to its other bucket.
+        // Flows whose candidates are buckets 0 and 999: two fill bucket 999, and the third
+        // and fourth fit only after the entries of bucket 0 move to their other buckets.
         let crowded = |n: u64| (half(0, 100 + n) << 32) | half(999, 0);
-        for n in 0..5 {
+        for n in 0..4 {
             let (_, placement) = table.insert(crowded(n), 10 + n, 100, 0).unwrap();
             assert_eq!(placement, Placement::Empty, "crowded flow {n}");
         }
-        for n in 0..4 {
+        for n in 0..2 {
             let slot = table.find(movable(n), 0).expect("moved entry still found");
             assert_eq!(table.entry(slot).value, n);
         }
-        for n in 0..5 {
+        for n in 0..4 {
             let slot = table.find(crowded(n), 0).expect("crowded entry found");
             assert_eq!(table.entry(slot).value, 10 + n);
         }
-        assert_eq!(table.len(), 12 + 4 + 5);
+        assert_eq!(table.len(), 2 + 2 + 4);
+        // Buckets 0 and 999 now hold only flows that have no other bucket to move to.
+        assert_eq!(table.insert(crowded(4), 14, 100, 0), Err(Full));
     }
 
+    /// Single cuckoo moves alone leave many two-entry buckets full well below 3/4 load, so
+    /// filling to capacity also checks the longer chains of the search.
     #[test]
     fn fills_to_capacity_with_random_hashes() {
         let capacity = 300_000;
