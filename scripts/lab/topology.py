@@ -19,6 +19,12 @@ The router routes the VIP to Spike. Spike wraps each packet in VXLAN as
 flannel does and sends it to a node's flannel.1. The node's nftables DNAT
 (like kube-proxy with externalTrafficPolicy Local) picks one of its two pods,
 and the reply goes from the node through the router straight to the client.
+
+With `spike_count` above 1 the single `spike` namespace becomes `spike1`,
+`spike2`, ... at 192.0.2.1, 192.0.2.2, ..., and the router hashes flows over
+them by ECMP on the layer-4 header (`fib_multipath_hash_policy=1`). With
+`static_vip_route` the router gets a static multipath route to the VIP;
+without it the route must come from BGP (scripts/lab/bgp.py).
 """
 
 import json
@@ -39,6 +45,9 @@ CLIENT_PREFIX_LEN = 24
 UNDERLAY_PREFIX_LEN = 24
 ROUTER_UNDERLAY_ADDRESS = "192.0.2.254"
 SPIKE_UNDERLAY_ADDRESS = "192.0.2.1"
+# Maximum number of Spike nodes: their addresses 192.0.2.1 up to .9 stay below the
+# backend nodes' 192.0.2.11 and up.
+MAX_SPIKE_NODES = 9
 # flannel's defaults: VNI 1 on the Linux VXLAN port 8472, MTU 1450 on a 1500 underlay.
 VXLAN_VNI = 1
 VXLAN_PORT = 8472
@@ -60,6 +69,20 @@ class Pod:
     name: str
     namespace: str
     address: str
+
+
+@dataclass
+class SpikeNode:
+    """A Spike node: a namespace with the dataplane on its eth0."""
+
+    name: str
+    namespace: str
+    underlay_address: str
+    # Port of the router's bridge that links to this node's eth0.
+    router_port: str
+    # Prefix of this node's files in the work directory, empty for a single node.
+    file_stem: str
+    mac: str = ""
 
 
 @dataclass
@@ -117,12 +140,32 @@ class Lab:
     `destroy` removes every namespace whose name starts with it.
     """
 
-    def __init__(self, prefix, workdir, node_count=3, pods_per_node=2):
+    def __init__(
+        self, prefix, workdir, node_count=3, pods_per_node=2, spike_count=1,
+        static_vip_route=True,
+    ):
+        if not 1 <= spike_count <= MAX_SPIKE_NODES:
+            raise LabError(f"spike_count {spike_count} is invalid: use 1 to {MAX_SPIKE_NODES}")
         self.prefix = prefix
         self.workdir = Path(workdir)
         self.client_ns = f"{prefix}client"
         self.router_ns = f"{prefix}router"
-        self.spike_ns = f"{prefix}spike"
+        self.static_vip_route = static_vip_route
+        self.spikes = []
+        for index in range(1, spike_count + 1):
+            # One Spike node keeps the names of the one-node lab: namespace `spike`,
+            # files without a stem.
+            name = "spike" if spike_count == 1 else f"spike{index}"
+            self.spikes.append(
+                SpikeNode(
+                    name=name,
+                    namespace=f"{prefix}{name}",
+                    underlay_address=f"192.0.2.{index}",
+                    router_port=f"s{index - 1}",
+                    file_stem="" if spike_count == 1 else f"{name}-",
+                )
+            )
+        self.spike_ns = self.spikes[0].namespace
         self.spike_mac = ""
         self.spike_link = ("", "")
         self.router_mac = ""
@@ -147,6 +190,9 @@ class Lab:
         self.processes = []
         self.started_pids = []
         self.survivors = []
+        # Files outside the work directory, such as snapshot rings in /dev/shm, that
+        # `destroy` removes.
+        self.temporary_files = []
 
     # Building.
 
@@ -164,12 +210,16 @@ class Lab:
             run(["ip", "-n", namespace, "link", "set", "lo", "up"])
         self.create_router()
         self.create_client()
-        self.create_spike()
+        for spike in self.spikes:
+            self.create_spike(spike)
+        if self.static_vip_route:
+            self.route_vip(self.spikes)
         for node in self.nodes:
             self.create_node(node)
 
     def all_namespaces(self):
-        namespaces = [self.client_ns, self.router_ns, self.spike_ns]
+        namespaces = [self.client_ns, self.router_ns]
+        namespaces.extend(spike.namespace for spike in self.spikes)
         for node in self.nodes:
             namespaces.append(node.namespace)
             namespaces.extend(pod.namespace for pod in node.pods)
@@ -189,6 +239,9 @@ class Lab:
     def create_router(self):
         ns = self.router_ns
         self.sysctl(ns, "net.ipv4.ip_forward", "1")
+        # ECMP over the Spike nodes hashes on addresses and ports. With the default
+        # policy 0 (addresses only) every flow of the one client takes one path.
+        self.sysctl(ns, "net.ipv4.fib_multipath_hash_policy", "1")
         run(["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])
         run(["ip", "-n", ns, "addr", "add", f"{ROUTER_UNDERLAY_ADDRESS}/24", "dev", "br0"])
         # A bridge takes the lowest MAC of its ports unless its own is set explicitly,
@@ -223,29 +276,48 @@ class Lab:
         # computes its checksums in software here.
         run(netns_exec(ns, ["ethtool", "-K", "eth0", "tx", "off"]))
 
-    def create_spike(self):
-        ns = self.spike_ns
+    def create_spike(self, spike):
+        ns = spike.namespace
         # The kernel receives every frame net_af_packet receives, so it must neither
-        # forward VIP traffic nor own the VIP. It only replies to ARP for 192.0.2.1.
+        # forward VIP traffic nor own the VIP. It only replies to ARP for its underlay
+        # address and carries the node's BGP session.
         self.sysctl(ns, "net.ipv4.ip_forward", "0")
-        self.attach_to_underlay(ns, "s0")
+        self.attach_to_underlay(ns, spike.router_port)
         run(
             [
                 "ip", "-n", ns, "addr", "add",
-                f"{SPIKE_UNDERLAY_ADDRESS}/{UNDERLAY_PREFIX_LEN}", "dev", "eth0",
+                f"{spike.underlay_address}/{UNDERLAY_PREFIX_LEN}", "dev", "eth0",
             ]
         )
-        self.spike_mac = interface_mac(ns, "eth0")
-        # Captures of Spike's traffic run on the router's end of Spike's link.
-        # net_af_packet sends with PACKET_QDISC_BYPASS, which skips the kernel's
-        # capture taps, so a capture inside the spike namespace misses Spike's frames.
-        self.spike_link = (self.router_ns, "s0")
-        run(
-            [
-                "ip", "-n", self.router_ns, "route", "add", f"{VIP}/32",
-                "via", SPIKE_UNDERLAY_ADDRESS, "dev", "br0",
-            ]
-        )
+        spike.mac = interface_mac(ns, "eth0")
+        if spike is self.spikes[0]:
+            self.spike_mac = spike.mac
+            # Captures of Spike's traffic run on the router's end of Spike's link.
+            # net_af_packet sends with PACKET_QDISC_BYPASS, which skips the kernel's
+            # capture taps, so a capture inside the spike namespace misses Spike's
+            # frames.
+            self.spike_link = (self.router_ns, spike.router_port)
+
+    def route_vip(self, spikes):
+        """Route the VIP from the router to `spikes`, by ECMP when there are several."""
+        argv = ["ip", "-n", self.router_ns, "route", "replace", f"{VIP}/32"]
+        if len(spikes) == 1:
+            argv += ["via", spikes[0].underlay_address, "dev", "br0"]
+        else:
+            for spike in spikes:
+                argv += ["nexthop", "via", spike.underlay_address, "dev", "br0"]
+        run(argv)
+
+    def vip_next_hops(self):
+        """Return the router's next-hop addresses for the VIP, empty without a route."""
+        output = run(["ip", "-j", "-n", self.router_ns, "route", "show", f"{VIP}/32"])
+        routes = json.loads(output) if output.strip() else []
+        hops = []
+        for route in routes:
+            if "gateway" in route:
+                hops.append(route["gateway"])
+            hops.extend(hop["gateway"] for hop in route.get("nexthops", []) if "gateway" in hop)
+        return sorted(hops)
 
     def create_node(self, node):
         ns = node.namespace
@@ -361,6 +433,8 @@ class Lab:
         """
         self.stop_all()
         self.survivors += remove_namespaces(self.prefix)
+        for path in self.temporary_files:
+            Path(path).unlink(missing_ok=True)
 
     def leftovers(self):
         """Describe what `destroy` left behind: namespaces, then processes."""
@@ -373,15 +447,22 @@ class Lab:
             problems.append(f"started processes still running: {running}")
         if self.survivors:
             problems.append(f"processes that survived SIGKILL in the namespaces: {self.survivors}")
+        remaining = [str(path) for path in self.temporary_files if Path(path).exists()]
+        if remaining:
+            problems.append(f"files still present: {', '.join(remaining)}")
         return problems
 
     def describe(self):
+        addresses = ", ".join(spike.underlay_address for spike in self.spikes)
         lines = [
             f"client    {self.client_ns}: {CLIENT_ADDRESS}, default route via the router",
-            f"router    {self.router_ns}: routes {VIP}/32 to Spike at {SPIKE_UNDERLAY_ADDRESS}",
-            f"spike     {self.spike_ns}: eth0 {SPIKE_UNDERLAY_ADDRESS} mac {self.spike_mac}, "
-            "ip_forward=0, no VIP",
+            f"router    {self.router_ns}: routes {VIP}/32 to Spike at {addresses}",
         ]
+        for spike in self.spikes:
+            lines.append(
+                f"{spike.name:9} {spike.namespace}: eth0 {spike.underlay_address} "
+                f"mac {spike.mac}, ip_forward=0, no VIP"
+            )
         for node in self.nodes:
             pods = ", ".join(f"{pod.name} {pod.address}" for pod in node.pods)
             lines.append(
