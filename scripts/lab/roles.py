@@ -5,6 +5,9 @@
            from recorded source ports so that the same 5-tuples are replayed
     hold   keep-alive connections held open between two requests, driven over
            stdin and stdout so a caller can change Spike's backends in between
+    stream keep-alive connections that each make a request every interval until a line
+           arrives on stdin, reporting per connection the longest time without a
+           response
 
 The clients print JSON on stdout. Python 3 standard library only.
 """
@@ -15,6 +18,7 @@ import json
 import select
 import socket
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -229,6 +233,70 @@ def hold(args):
     emit("after", after)
 
 
+def stream_connection(sock, vip, interval_s, stop, result):
+    """Make a request on sock every interval_s until stop is set or a request fails.
+
+    Records the number of responses, the node and pod that responded (a change is an
+    error), and the longest time between two responses.
+    """
+    last_response = time.monotonic()
+    while not stop.is_set():
+        try:
+            node, pod = http_request(sock, vip, keep_alive=True)
+        except (OSError, ResponseError, ValueError) as error:
+            result["error"] = str(error) or type(error).__name__
+            break
+        now = time.monotonic()
+        gap_ms = round((now - last_response) * 1000)
+        result["longest_gap_ms"] = max(result["longest_gap_ms"], gap_ms)
+        last_response = now
+        result["responses"] += 1
+        if (node, pod) != (result["node"], result["pod"]):
+            result["error"] = f"answered by {node}/{pod} after {result['node']}/{result['pod']}"
+            break
+        stop.wait(interval_s)
+    sock.close()
+
+
+def stream(args):
+    results = []
+    sockets = []
+    for index in range(args.count):
+        result = {
+            "index": index, "source_port": 0, "node": "", "pod": "", "responses": 0,
+            "longest_gap_ms": 0, "error": "",
+        }
+        try:
+            sock = open_connection(args.vip, args.port, 0, args.timeout_s)
+            result["source_port"] = sock.getsockname()[1]
+            result["node"], result["pod"] = http_request(sock, args.vip, keep_alive=True)
+            sockets.append(sock)
+        except (OSError, ResponseError, ValueError) as error:
+            result["error"] = f"open: {error}"
+            sockets.append(None)
+        results.append(result)
+
+    stop = threading.Event()
+    threads = []
+    for sock, result in zip(sockets, results):
+        if sock is None:
+            continue
+        thread = threading.Thread(
+            target=stream_connection, args=(sock, args.vip, args.interval_s, stop, result),
+            daemon=True,
+        )
+        thread.start()
+        threads.append(thread)
+    emit("opened", results)
+
+    # Stream until a line arrives on stdin, bounded so an abandoned run still ends.
+    select.select([sys.stdin], [], [], args.max_duration_s)
+    stop.set()
+    for thread in threads:
+        thread.join(args.timeout_s + args.interval_s + 1)
+    emit("streamed", results)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -268,8 +336,28 @@ def main():
         help="seconds to wait on stdin for the go-ahead before giving up",
     )
 
+    stream_parser = commands.add_parser(
+        "stream", help="keep-alive connections that make a request every interval"
+    )
+    stream_parser.add_argument("--vip", required=True)
+    stream_parser.add_argument("--port", type=int, default=80)
+    stream_parser.add_argument("--count", type=int, default=100)
+    stream_parser.add_argument(
+        "--interval-s", type=float, default=0.1, help="seconds between two requests"
+    )
+    stream_parser.add_argument(
+        "--timeout-s", type=float, default=10.0,
+        help="seconds a request may wait for its response before the connection counts "
+        "as lost",
+    )
+    stream_parser.add_argument(
+        "--max-duration-s", type=float, default=120.0,
+        help="seconds after which streaming stops without a line on stdin",
+    )
+
     args = parser.parse_args()
-    {"serve": serve, "load": load, "hold": hold}[args.command](args)
+    commands_by_name = {"serve": serve, "load": load, "hold": hold, "stream": stream}
+    commands_by_name[args.command](args)
 
 
 if __name__ == "__main__":

@@ -147,3 +147,40 @@ class HeldConnections:
         self.process.stdin.close()
         self.process.wait(timeout=HOLD_STEP_TIMEOUT_S)
         return results
+
+
+class StreamedConnections:
+    """Keep-alive connections that each make a request every interval_s.
+
+    `open` waits until every connection has made its first request. `stop` ends the
+    streaming and returns, per connection, its node and pod, the number of responses,
+    the longest time between two responses (`longest_gap_ms`) and any error.
+    """
+
+    def __init__(self, lab, name, count, interval_s=0.1, timeout_s=10.0):
+        argv = [
+            sys.executable, str(ROLES_SCRIPT), "stream", "--vip", VIP,
+            "--port", str(SERVICE_PORT), "--count", str(count),
+            "--interval-s", str(interval_s), "--timeout-s", str(timeout_s),
+            "--max-duration-s", str(HOLD_STEP_TIMEOUT_S * 2),
+        ]
+        self.process = lab.spawn(
+            lab.client_ns, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )
+        self.output = LineWatcher(self.process.stdout, lab.workdir / f"{name}-stream.log")
+
+    def event(self, name):
+        line = self.output.wait_for(f'"event": "{name}"', HOLD_STEP_TIMEOUT_S, "streamed connections")
+        return json.loads(line)["results"]
+
+    def open(self):
+        return self.event("opened")
+
+    def stop(self):
+        self.process.stdin.write("stop\n")
+        self.process.stdin.flush()
+        results = self.event("streamed")
+        self.process.stdin.close()
+        self.process.wait(timeout=HOLD_STEP_TIMEOUT_S)
+        return results
