@@ -4,7 +4,9 @@
 //! The exported names come from a running spike-controlplane. It serves a static service
 //! and watches spike-kube's simulated API server (a loopback HTTP server that speaks list
 //! and watch, because no real API server can be installed here), which contains a Service
-//! with endpoints on a known node and on a node that does not exist. The test plays the
+//! with endpoints on a known node and on a node that does not exist. Its `[bgp]` section
+//! names a BIRD socket where nothing listens, so the BGP metrics report failed reloads
+//! and nothing is announced. The test plays the
 //! dataplane's side of the ring, writing the counters document with every drop, kernel
 //! and selection reason of spike-core. Each
 //! PromQL expression of the dashboard is then taken apart: every metric name must be
@@ -125,8 +127,20 @@ url = "{api_server}"
 
 [kubernetes.services]
 match_labels = {{ spike = "yes" }}
+
+[bgp]
+asn = 65001
+router_id = "192.0.2.1"
+bird_socket = {bird_socket:?}
+routes_file = {routes_file:?}
+
+[[bgp.neighbor]]
+address = "192.0.2.254"
+asn = 65000
 "#,
         ring = dir.join("ring").display().to_string(),
+        bird_socket = dir.join("bird.ctl").display().to_string(),
+        routes_file = dir.join("spike-routes.conf").display().to_string(),
     );
     let path = dir.join("controlplane.toml");
     fs::write(&path, config).unwrap();
@@ -214,9 +228,12 @@ async fn scrape() -> String {
             dataplane.report_applied(1);
             dataplane.write_counters(&counters).unwrap();
             let text = get_metrics(metrics_port).unwrap_or_default();
-            if text.contains("spike_dataplane_drops_total{")
-                && text.contains("spike_kubernetes_skipped_nodes{")
-            {
+            let expected = [
+                "spike_dataplane_drops_total{",
+                "spike_kubernetes_skipped_nodes{",
+                "spike_bgp_reloads_total{",
+            ];
+            if expected.iter().all(|name| text.contains(name)) {
                 return text;
             }
         }
