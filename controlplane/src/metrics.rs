@@ -37,8 +37,8 @@ pub struct Metrics {
     /// VIP, protocol and port, or their name.
     pub conflicting_services: Gauge,
     pub kubernetes: KubernetesMetrics,
-    /// 1 when the backend's next-hop MAC is configured or resolved, 0 when it is left
-    /// out of the table for want of one; only with `resolve_next_hops`.
+    /// 1 when the backend's next-hop MAC is configured or resolved, else 0 because the
+    /// backend is left out of the table. Set only with `resolve_next_hops`.
     pub next_hop_resolved: Family<BackendLabels, Gauge>,
     /// Backend addresses whose next hop has no MAC in the latest round.
     pub unresolved_next_hops: Gauge,
@@ -284,6 +284,31 @@ fn encode_counters(
             "from_kernel",
             "Frames from the kernel port sent out of the main port",
         ),
+        (
+            "too_big_sent",
+            "ICMP fragmentation-needed or packet-too-big replies sent",
+        ),
+        (
+            "redirected_in",
+            "Fragments another Spike node redirected to this one",
+        ),
+        ("held", "Fragments held until their first fragment arrived"),
+        (
+            "held_released",
+            "Held fragments sent once their first fragment was recorded",
+        ),
+        (
+            "held_dropped",
+            "Held fragments dropped: expired unreleased, or dropped on their second decision",
+        ),
+        (
+            "conntrack_expired_replaced",
+            "New flows stored in the slot of another flow's expired conntrack entry",
+        ),
+        (
+            "conntrack_insert_failed",
+            "New flows left untracked because the conntrack table was full",
+        ),
     ] {
         counter(
             encoder,
@@ -292,6 +317,15 @@ fn encode_counters(
             number(&counters[key]),
         )?;
     }
+    // A gauge, unlike the rest of the file, because it falls as entries are reaped.
+    gauge(
+        encoder,
+        "dataplane_conntrack_entries",
+        "Entries in the conntrack tables of all workers, expired ones not yet reaped \
+         or reused included",
+        i64::try_from(number(&counters["conntrack_entries"])).unwrap_or(i64::MAX),
+    )?;
+    encode_ports(encoder, counters)?;
 
     let drops: Vec<_> = counters["drops"]
         .as_object()
@@ -377,6 +411,43 @@ fn encode_counters(
         "Bytes of inner IP packets forwarded to the backend",
         &backend_bytes,
     )
+}
+
+/// Encodes the DPDK port statistics of the main port and, when set, the kernel port,
+/// labelled `port="main"` and `port="kernel"`.
+fn encode_ports(encoder: &mut DescriptorEncoder, counters: &Value) -> Result<(), std::fmt::Error> {
+    for (key, help) in [
+        (
+            "ipackets",
+            "Packets the port received, from DPDK's port statistics",
+        ),
+        (
+            "opackets",
+            "Packets the port sent, from DPDK's port statistics",
+        ),
+        (
+            "ibytes",
+            "Bytes the port received, from DPDK's port statistics",
+        ),
+        ("obytes", "Bytes the port sent, from DPDK's port statistics"),
+        (
+            "imissed",
+            "Packets the port dropped because the rx queues were full",
+        ),
+        ("ierrors", "Erroneous packets the port received"),
+        ("oerrors", "Packets the port failed to send"),
+        ("rx_nombuf", "Receive failures for want of an mbuf"),
+    ] {
+        let rows: Vec<_> = [("main", "port"), ("kernel", "kernel_port")]
+            .into_iter()
+            .filter_map(|(label, field)| {
+                let value = counters[field].get(key)?.as_u64()?;
+                Some((vec![("port", label.to_owned())], value))
+            })
+            .collect();
+        counter_family(encoder, &format!("dataplane_port_{key}"), help, &rows)?;
+    }
+    Ok(())
 }
 
 /// Totals of the Kubernetes watchers' counters. A config reload starts a new watcher with
@@ -488,5 +559,51 @@ impl Collector for WatchCollector {
             "Discovery models the Kubernetes watcher published",
             values.models_published,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes a fixed counters object, as the dataplane writes it, with the collector's
+    /// function.
+    #[derive(Debug)]
+    struct FixedCounters(Value);
+
+    impl Collector for FixedCounters {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            encode_counters(&mut encoder, &self.0)
+        }
+    }
+
+    #[test]
+    fn conntrack_counters_have_their_types() {
+        let counters = serde_json::json!({
+            "conntrack_entries": 24,
+            "conntrack_expired_replaced": 5,
+            "conntrack_insert_failed": 3,
+            "held": 2,
+            "port": {"ipackets": 10, "imissed": 1},
+            "kernel_port": null,
+        });
+        let mut registry = Registry::with_prefix("spike");
+        registry.register_collector(Box::new(FixedCounters(counters)));
+        let text = encode(&registry);
+
+        for line in [
+            "# TYPE spike_dataplane_conntrack_entries gauge",
+            "spike_dataplane_conntrack_entries 24",
+            "# TYPE spike_dataplane_conntrack_expired_replaced_total counter",
+            "spike_dataplane_conntrack_expired_replaced_total 5",
+            "# TYPE spike_dataplane_conntrack_insert_failed_total counter",
+            "spike_dataplane_conntrack_insert_failed_total 3",
+            "spike_dataplane_held_total 2",
+            "spike_dataplane_port_ipackets_total{port=\"main\"} 10",
+            "spike_dataplane_port_imissed_total{port=\"main\"} 1",
+        ] {
+            assert!(text.lines().any(|row| row == line), "no {line} in:\n{text}");
+        }
+        assert!(!text.contains("port=\"kernel\""), "{text}");
     }
 }

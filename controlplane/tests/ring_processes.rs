@@ -393,6 +393,11 @@ fn dataplane_survives_controlplane_kill() {
         "spike_snapshot_publish_seconds_bucket",
         "spike_snapshot_age_seconds",
         "spike_dataplane_drops_total{reason=\"no_backend\"} 0",
+        // One worker tracks the capture's flows and nothing else.
+        "spike_dataplane_conntrack_entries 16",
+        "spike_dataplane_conntrack_insert_failed_total 0",
+        "spike_dataplane_conntrack_expired_replaced_total 0",
+        "spike_dataplane_port_ipackets_total{port=\"main\"}",
     ] {
         assert!(metrics.contains(name), "no {name} in:\n{metrics}");
     }
