@@ -10,16 +10,23 @@
 #      client, and Spike's counters show what it forwarded;
 #   3. one node is removed from the config live (SIGHUP) and the same 5-tuples are
 #      replayed: only the removed node's flows move;
-#   4. everything stops and every namespace and process is removed, also on Ctrl-C.
+#   4. the dataplane stops;
+#   5. the lab is built again with two Spike nodes (dataplane, spike-controlplane and
+#      BIRD each) behind the router's ECMP route, which comes from BGP;
+#   6. one Spike node is killed with kill -9 under 100 streamed keep-alive
+#      connections, and the demo prints how many were kept and lost and the longest
+#      interruption;
+#   and everything stops and every namespace and process is removed, also on Ctrl-C.
 #
-# Run as root on Debian 12. The demo itself takes about 10 seconds on 2 cores. The
-# first release build of both binaries took 1 min 17 s there. Logs, configs and
-# captures stay in out/live-demo/. SPIKE_DEMO_REQUESTS changes the number of requests.
+# Run as root on Debian 12. With 300 requests the demo itself took 25 seconds on 2
+# cores; the first release build of the three binaries takes several minutes there.
+# Logs, configs and captures stay in out/live-demo/ (the two-node scenes in
+# out/live-demo/scaleout/). SPIKE_DEMO_REQUESTS changes the number of requests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
-cargo build --release --locked -p spike-dataplane -p spike-trace
+cargo build --release --locked -p spike-dataplane -p spike-trace -p spike-controlplane
 
 workdir=out/live-demo
 rm -rf "$workdir"

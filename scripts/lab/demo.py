@@ -2,8 +2,10 @@
 
 scripts/demo.sh installs, builds and runs this. It balances HTTP requests over
 the nodes, shows that replies bypass Spike, removes a node with SIGHUP and
-replays the same 5-tuples to show that only that node's flows move, then
-removes everything it made.
+replays the same 5-tuples to show that only that node's flows move. Then it
+builds the lab again with two Spike nodes behind the router's ECMP, routes from
+BGP, and kills one Spike node under streamed connections. It removes everything
+it made.
 """
 
 import argparse
@@ -14,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import bgp
 import capture
 import traffic
 from dataplane import REPOSITORY, Dataplane, table_shares
+from scaleout import SpikeNode, start_router, stream_figures
 from topology import CLIENT_ADDRESS, SERVICE_PORT, VIP, Lab, LabError, exit_on_signals
 
 TRACER = REPOSITORY / "target" / "release" / "spike-trace"
@@ -25,6 +29,14 @@ SPIKE_CAPTURE_MAX_PACKETS = 100_000
 SPIKE_CAPTURE_MAX_SECONDS = 150
 # Seconds after which the demo stops and removes the lab, even if something hangs.
 TIME_LIMIT_S = 600
+# Keep-alive connections that stream requests while a Spike node fails.
+STREAMED_CONNECTIONS = 100
+STREAM_INTERVAL_S = 0.1
+# Seconds the streams run before the failure and after the router moved the flows.
+STREAM_BEFORE_S = 2.0
+STREAM_AFTER_S = 3.0
+# Seconds to wait for BGP sessions and route changes in the router.
+ROUTING_TIMEOUT_S = 20.0
 
 
 def heading(text):
@@ -220,6 +232,57 @@ def stop(dataplane):
             print(f"  {name} {value}")
 
 
+def fail_spike_node(prefix, workdir):
+    """Step 5: two Spike nodes behind ECMP with BGP; kill -9 one under streamed traffic."""
+    heading("5. Two Spike nodes behind the router's ECMP, routes from BGP")
+    workdir.mkdir(parents=True, exist_ok=True)
+    lab = Lab(prefix, workdir, spike_count=2, static_vip_route=False)
+    try:
+        lab.create()
+        lab.start_pods()
+        print(lab.describe())
+        router = start_router(lab)
+        nodes = [SpikeNode(lab, spike) for spike in lab.spikes]
+        for node in nodes:
+            node.start()
+        _, waited = bgp.wait_for(bgp.next_hops_are(lab, lab.spikes), ROUTING_TIMEOUT_S,
+                                 "ECMP route to the VIP through both Spike nodes")
+        print(f"BGP sessions: {', '.join(sorted(router.established()))}; the router's "
+              f"route after {waited:.1f} s:")
+        print("  " + bgp.vip_route_text(lab).replace("\n", "\n  "))
+
+        survivor, victim = nodes
+        streams = traffic.StreamedConnections(lab, "failure", STREAMED_CONNECTIONS,
+                                              STREAM_INTERVAL_S)
+        streams.open()
+        before = {node.spike.name: node.forwarded() for node in nodes}
+        time.sleep(STREAM_BEFORE_S)
+        print(f"{STREAMED_CONNECTIONS} keep-alive connections each send a request every "
+              f"{STREAM_INTERVAL_S * 1000:.0f} ms. Packets forwarded in {STREAM_BEFORE_S:.0f} s: "
+              + ", ".join(f"{node.spike.name} {node.forwarded() - before[node.spike.name]}"
+                          for node in nodes))
+
+        heading(f"6. kill -9 of {victim.spike.name}'s dataplane, control plane and BIRD")
+        victim.kill()
+        _, waited = bgp.wait_for(bgp.next_hops_are(lab, [survivor.spike]), ROUTING_TIMEOUT_S,
+                                 f"route through {survivor.spike.name} only")
+        print(f"The router withdrew {victim.spike.name} after {waited:.2f} s:")
+        print("  " + bgp.vip_route_text(lab))
+        time.sleep(STREAM_AFTER_S)
+        watched, lost, longest_ms = stream_figures(streams.stop())
+        print(f"{survivor.spike.name} has no conntrack entry for the moved connections and "
+              "picks their backend from the same Maglev table.")
+        print(f"Connections kept: {len(watched) - len(lost)}, lost: {len(lost)}, "
+              f"longest interruption: {longest_ms} ms")
+        for result in lost[:5]:
+            print(f"  lost: port {result['source_port']}: {result['error']}")
+    finally:
+        lab.destroy()
+        problems = lab.leftovers()
+        if problems:
+            raise LabError("; ".join(problems))
+
+
 def run_demo(lab, requests):
     dataplane = start(lab)
     first, pcap, counters = balance(lab, dataplane, requests)
@@ -242,6 +305,9 @@ def main():
     status = 0
     try:
         run_demo(lab, args.requests)
+        # The second lab reuses the prefix, so the first must be gone.
+        lab.destroy()
+        fail_spike_node(args.prefix, args.workdir / "scaleout")
     except LabError as error:
         print(f"demo failed: {error}", file=sys.stderr)
         status = 1

@@ -454,9 +454,10 @@ class Lab:
 
     def describe(self):
         addresses = ", ".join(spike.underlay_address for spike in self.spikes)
+        source = "static route" if self.static_vip_route else "BGP"
         lines = [
             f"client    {self.client_ns}: {CLIENT_ADDRESS}, default route via the router",
-            f"router    {self.router_ns}: routes {VIP}/32 to Spike at {addresses}",
+            f"router    {self.router_ns}: routes {VIP}/32 to Spike at {addresses} ({source})",
         ]
         for spike in self.spikes:
             lines.append(
