@@ -11,6 +11,7 @@ packages=(
     iproute2 iputils-ping procps  # network namespaces for the live tests
     prometheus                    # promtool checks the control plane's metrics
     nftables ethtool              # the live lab's node DNAT and client offload settings
+    bird2                         # BGP: the control plane's tests and the scale-out lab
     python3 curl
 )
 
