@@ -114,3 +114,11 @@ fn reference_lists_every_controlplane_key() {
         &dataplane_only,
     );
 }
+
+#[test]
+fn reference_lists_keys_of_markdown_examples() {
+    reference::assert_markdown_keys_documented(&[
+        "The dataplane's file",
+        "The control plane's file",
+    ]);
+}

@@ -2,13 +2,13 @@
 //! control plane exports.
 //!
 //! The exported names come from a running spike-controlplane. It serves a static service
-//! and watches spike-kube's simulated API server (a loopback HTTP server that speaks list
-//! and watch, because no real API server can be installed here), which contains a Service
-//! with endpoints on a known node and on a node that does not exist. Its `[bgp]` section
-//! names a BIRD socket where nothing listens, so the BGP metrics report failed reloads
-//! and nothing is announced. The test plays the
-//! dataplane's side of the ring, writing the counters document with every drop, kernel
-//! and selection reason of spike-core. Each
+//! and watches spike-kube's simulated API server, a loopback HTTP server that speaks list
+//! and watch, because no real API server can be installed here. That server contains a
+//! Service with endpoints on a known node and on a node that does not exist. The `[bgp]`
+//! section names a BIRD socket where nothing listens, so the BGP metrics report failed
+//! reloads and nothing is announced. The test plays the dataplane's side of the ring,
+//! writing the counters document with every drop, kernel and selection reason of
+//! spike-core. Each
 //! PromQL expression of the dashboard is then taken apart: every metric name must be
 //! exported, every label matcher must name a label of that metric, and every `by`/`on`
 //! label must exist on a metric of the expression. When promtool is installed (Debian's

@@ -9,7 +9,10 @@
 //! at the root and descends into every key that the reference documents as a table, so
 //! a new key anywhere is found without a list of keys in the test.
 //!
-//! Shared by the reference tests of spike-core and spike-controlplane.
+//! Shared by the reference tests of spike-core and spike-controlplane, which each use
+//! part of it.
+
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -26,11 +29,7 @@ pub type Parse<'a> = &'a dyn Fn(&str) -> Result<(), String>;
 /// Reads the documented keys of the section of `docs/configuration.md` whose heading is
 /// `heading`: the first cell of each table row, written as `dotted.key`.
 pub fn documented_keys(heading: &str) -> BTreeSet<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .find(|dir| dir.join("docs/configuration.md").exists())
-        .expect("docs/configuration.md above the crate")
-        .join("docs/configuration.md");
+    let path = repository_with("docs/configuration.md").join("docs/configuration.md");
     let text = std::fs::read_to_string(path).unwrap();
     let start = text
         .find(&format!("\n## {heading}\n"))
@@ -260,14 +259,56 @@ fn accepts_key(parse: Parse, base: &Table, at: (&[&str], &Arrays), key: &str) ->
         )
 }
 
+/// Returns the repository's root: the first directory above the crate that has `path`.
+fn repository_with(path: &str) -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|dir| dir.join(path).exists())
+        .unwrap_or_else(|| panic!("{path} not found above the crate"))
+}
+
 /// Reads the keys that the example file at `path` (relative to the repository) sets,
 /// including those in commented-out lines such as `# key = value` and `# [table]`.
 pub fn example_keys(path: &str) -> BTreeSet<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .find(|dir| dir.join(path).exists())
-        .unwrap_or_else(|| panic!("{path} not found above the crate"));
-    let text = std::fs::read_to_string(root.join(path)).unwrap();
+    let text = std::fs::read_to_string(repository_with(path).join(path)).unwrap();
+    keys_in_text(&text)
+}
+
+/// Reads the keys set in the ```toml blocks of README.md and of every file in docs/.
+pub fn markdown_keys() -> BTreeSet<String> {
+    let root = repository_with("README.md");
+    let mut files = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+
+    let mut keys = BTreeSet::new();
+    for file in files
+        .iter()
+        .filter(|file| file.extension().is_some_and(|e| e == "md"))
+    {
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut block = None::<String>;
+        for line in text.lines() {
+            match (&mut block, line.trim_start()) {
+                (None, "```toml") => block = Some(String::new()),
+                (Some(toml), "```") => {
+                    keys.extend(keys_in_text(toml));
+                    block = None;
+                }
+                (Some(toml), _) => {
+                    toml.push_str(line);
+                    toml.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+    }
+    keys
+}
+
+/// Reads the dotted keys that TOML text sets, including commented-out lines.
+fn keys_in_text(text: &str) -> BTreeSet<String> {
     let is_key = |c: char| c.is_ascii_alphanumeric() || "_-.\"".contains(c);
     let mut table = String::new();
     let mut keys = BTreeSet::new();
@@ -347,5 +388,29 @@ pub fn assert_reference_matches(
         unknown.is_empty(),
         "keys in \"## {heading}\" of docs/configuration.md that the parser does not accept: \
          {unknown:?}"
+    );
+}
+
+/// Asserts that every key in a ```toml block of the README or docs/ is documented in
+/// one of the sections `headings` of `docs/configuration.md`.
+pub fn assert_markdown_keys_documented(headings: &[&str]) {
+    let documented: BTreeSet<String> = headings
+        .iter()
+        .flat_map(|heading| documented_keys(heading))
+        .collect();
+    let in_map = |key: &str| {
+        documented
+            .iter()
+            .any(|doc| key.starts_with(&format!("{doc}.")))
+    };
+
+    let undocumented: Vec<String> = markdown_keys()
+        .into_iter()
+        .filter(|key| !is_documented(&documented, key) && !in_map(key))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "keys in toml blocks of README.md or docs/ missing from docs/configuration.md: \
+         {undocumented:?}"
     );
 }
