@@ -1,8 +1,8 @@
 //! Announcement of the VIPs over BGP through the node's BIRD 2.
 //!
 //! With a `[bgp]` section the control plane writes `bgp.routes_file`, which BIRD's
-//! config includes (see `configs/bird-spike.conf`), and tells BIRD to reload it
-//! through its control socket. The file holds the router id, the BGP sessions of the
+//! config includes (see `configs/bird-spike.conf`), and asks BIRD to reload it
+//! through its control socket. The file contains the router id, the BGP sessions of the
 //! section and one blackhole route per announced VIP, which the sessions export.
 //!
 //! A VIP is announced while the dataplane runs (its heartbeat in the ring is younger
@@ -79,7 +79,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-/// The VIPs of `services` that have at least one backend with weight above 0.
+/// Returns the VIPs of `services` that have at least one backend with weight above 0.
 pub fn announceable(services: &[ServiceConfig]) -> BTreeSet<IpAddr> {
     services
         .iter()
@@ -88,7 +88,7 @@ pub fn announceable(services: &[ServiceConfig]) -> BTreeSet<IpAddr> {
         .collect()
 }
 
-/// What the dataplane's state calls for.
+/// The announcement that the dataplane's state calls for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// The dataplane runs `generation`, whose announceable VIPs are `vips`.
@@ -176,8 +176,8 @@ impl BgpMetrics {
     }
 }
 
-/// Requests that the running announcer withdraws every VIP; the reply says whether BIRD
-/// applied it.
+/// A request to the running announcer to withdraw every VIP. The reply reports whether
+/// BIRD applied the withdrawal.
 type WithdrawRequest = oneshot::Sender<Result<(), BirdError>>;
 
 /// The running announcer task.
@@ -217,6 +217,7 @@ impl Announcer {
             applied: None,
             retry_at: None,
             last_decision: None,
+            last_failure: None,
             draining: false,
         };
         let task = tokio::spawn(state.run(withdraw_requests));
@@ -232,7 +233,7 @@ impl Announcer {
         self.config.send_replace(Arc::new(config));
     }
 
-    /// The planned stop: withdraws every VIP, keeps them withdrawn, and waits
+    /// Withdraws every VIP for the planned stop, keeps them withdrawn, and waits
     /// `bgp.drain_s` so that routers move the flows to other Spike nodes.
     ///
     /// # Errors
@@ -277,6 +278,9 @@ struct State {
     retry_at: Option<Instant>,
     /// The last decision, so that a change is logged once.
     last_decision: Option<Decision>,
+    /// The message of the last failed update while failures repeat, so that a retry
+    /// that fails the same way is not logged again.
+    last_failure: Option<String>,
     /// Set by the planned stop: nothing is announced any more.
     draining: bool,
 }
@@ -331,9 +335,14 @@ impl State {
         let _ = self.apply(vips).await;
     }
 
-    /// Logs a change of the decision, not its repetition every tick.
+    /// Logs a change of the decision, not its repetition every tick. A stopped
+    /// dataplane's growing heartbeat age is no change.
     fn log_decision(&mut self, decision: &Decision) {
-        if self.last_decision.as_ref() == Some(decision) {
+        let unchanged = match (&self.last_decision, decision) {
+            (Some(Decision::DataplaneStopped { .. }), Decision::DataplaneStopped { .. }) => true,
+            (last, decision) => last.as_ref() == Some(decision),
+        };
+        if unchanged {
             return;
         }
         match decision {
@@ -356,7 +365,7 @@ impl State {
         self.last_decision = Some(decision.clone());
     }
 
-    /// Writes the routes file for `vips` when it differs and tells BIRD to reload it.
+    /// Writes the routes file for `vips` when it differs and asks BIRD to reload it.
     async fn apply(&mut self, vips: BTreeSet<IpAddr>) -> Result<(), BirdError> {
         let config = Arc::clone(&self.config.borrow());
         let result = self.write_and_reload(&config, &vips).await;
@@ -375,6 +384,7 @@ impl State {
                 );
                 self.applied = Some((config, vips));
                 self.retry_at = None;
+                self.last_failure = None;
             }
             Err(error) => {
                 self.metrics.last_reload_success.set(0);
@@ -382,11 +392,16 @@ impl State {
                     .reloads
                     .get_or_create(&[("result", "failed")])
                     .inc();
-                error!(
-                    %error,
-                    retry_ms = RETRY_INTERVAL.as_millis() as u64,
-                    "cannot update BIRD's routes; retrying"
-                );
+                let message = error.to_string();
+                if self.last_failure.as_ref() != Some(&message) {
+                    error!(
+                        %error,
+                        retry_ms = RETRY_INTERVAL.as_millis() as u64,
+                        "cannot update BIRD's routes; retrying, and logging again only \
+                         when the error changes"
+                    );
+                    self.last_failure = Some(message);
+                }
                 self.applied = None;
                 self.retry_at = Some(Instant::now() + RETRY_INTERVAL);
             }
@@ -570,5 +585,145 @@ mod tests {
             generations.vips(KEPT_GENERATIONS as u64 + 4),
             Some(set(&["203.0.113.1"]))
         );
+    }
+
+    /// BIRD 2 in the foreground inside a new network namespace (`unshare -n`), so that
+    /// its BGP session to 127.0.0.1 reaches nothing and it binds no port on the host.
+    /// Its control socket is a file, reachable from the test. Needs root.
+    struct IsolatedBird(std::process::Child);
+
+    impl IsolatedBird {
+        fn start(directory: &std::path::Path, routes_file: &std::path::Path) -> IsolatedBird {
+            let config = directory.join("bird.conf");
+            std::fs::write(&config, format!("include \"{}\";\n", routes_file.display())).unwrap();
+            let child = std::process::Command::new("unshare")
+                .arg("-n")
+                .arg("bird")
+                .arg("-f")
+                .arg("-c")
+                .arg(&config)
+                .arg("-s")
+                .arg(directory.join("bird.ctl"))
+                .arg("-P")
+                .arg(directory.join("bird.pid"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("unshare and bird must be installed (scripts/install-deps.sh)");
+            IsolatedBird(child)
+        }
+    }
+
+    impl Drop for IsolatedBird {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Polls BIRD's IPv4 VIP routes until `announced(routes)` holds, writing the
+    /// dataplane's heartbeat on each poll when `beating`. Panics after 10 s.
+    async fn wait_for_routes(
+        client: &BirdClient,
+        subscriber: &spike_snapring::Subscriber,
+        beating: bool,
+        announced: impl Fn(&str) -> bool,
+        what: &str,
+    ) {
+        let mut routes = String::new();
+        for _ in 0..200 {
+            if beating {
+                subscriber.heartbeat();
+            }
+            if let Ok(reply) = client.command("show route protocol spike_vips4").await {
+                routes = reply.iter().map(|line| line.text.clone() + "\n").collect();
+                if announced(&routes) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what}: BIRD's routes stayed {routes:?}");
+    }
+
+    #[test]
+    fn announcer_follows_the_dataplane() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let directory = tempfile::tempdir().unwrap();
+            let ring = directory.path().join("ring");
+            let geometry = spike_snapring::Geometry::default();
+            let publisher = Arc::new(Mutex::new(Publisher::attach(&ring, geometry).unwrap()));
+            let subscriber = spike_snapring::Subscriber::attach(&ring, geometry).unwrap();
+            let generations = Generations::default();
+            generations.record(1, &[service("203.0.113.80", &[1, 1])]);
+            generations.record(2, &[service("203.0.113.80", &[0, 0])]);
+            subscriber.report_applied(1);
+            subscriber.heartbeat();
+
+            let routes_file = directory.path().join("routes.conf");
+            let config = BgpConfig {
+                asn: 65001,
+                router_id: "192.0.2.1".parse().unwrap(),
+                neighbors: vec![config::Neighbor {
+                    address: "127.0.0.1".parse().unwrap(),
+                    asn: 65000,
+                }],
+                hold_time_s: 3,
+                bfd: false,
+                bird_socket: directory.path().join("bird.ctl"),
+                routes_file: routes_file.clone(),
+                drain: Duration::ZERO,
+                dataplane_timeout: Duration::from_millis(300),
+            };
+            let announcer = Announcer::start(config, publisher, generations, BgpMetrics::default());
+            assert!(
+                routes_file.exists(),
+                "the routes file is written for BIRD's start"
+            );
+            let _bird = IsolatedBird::start(directory.path(), &routes_file);
+            let client = BirdClient::new(directory.path().join("bird.ctl"), BIRD_TIMEOUT);
+            let vip = |routes: &str| routes.contains("203.0.113.80/32");
+
+            wait_for_routes(&client, &subscriber, true, vip, "announce while running").await;
+            wait_for_routes(
+                &client,
+                &subscriber,
+                false,
+                |r| !vip(r),
+                "withdraw when silent",
+            )
+            .await;
+            wait_for_routes(&client, &subscriber, true, vip, "announce when back").await;
+            subscriber.report_applied(2);
+            wait_for_routes(
+                &client,
+                &subscriber,
+                true,
+                |r| !vip(r),
+                "withdraw at weight 0",
+            )
+            .await;
+            subscriber.report_applied(1);
+            wait_for_routes(&client, &subscriber, true, vip, "announce at weight 1").await;
+
+            announcer.drain().await.unwrap();
+            let reply = client
+                .command("show route protocol spike_vips4")
+                .await
+                .unwrap();
+            let routes: String = reply.iter().map(|line| line.text.clone()).collect();
+            assert!(
+                !vip(&routes),
+                "drain withdraws while the dataplane runs: {routes}"
+            );
+            // The drained announcer keeps the VIP withdrawn although the dataplane runs.
+            wait_for_routes(&client, &subscriber, true, |r| !vip(r), "stay withdrawn").await;
+            announcer.stop();
+        });
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The control plane speaks BIRD's control protocol on the unix socket itself instead
 //! of running `birdc`. A reload is then one connection with a time limit that tokio
-//! enforces, the reply's numeric code tells success from failure without parsing
+//! enforces, the numeric code of the reply separates success from failure without parsing
 //! human-oriented output, and nodes need no birdc binary or process spawn per change.
 //!
 //! The protocol (BIRD 2.0, `doc/reply_codes` and `sysdep/unix/main.c`): the server sends
