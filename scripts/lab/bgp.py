@@ -128,6 +128,16 @@ class Bird:
         return names
 
 
+def bfd_sessions_up(bird):
+    """Return the sorted peer addresses of `bird`'s BFD sessions in state Up."""
+    peers = []
+    for line in bird.command("show", "bfd", "sessions").splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[2] == "Up":
+            peers.append(fields[0])
+    return sorted(peers)
+
+
 def wait_for(condition, timeout_s, description, interval_s=0.05):
     """Poll condition() until it returns a true value; return that value and the wait.
 

@@ -5,8 +5,8 @@ router running BIRD with multipath, two Spike nodes and three flannel nodes. Eac
 Spike node runs spike-dataplane, spike-controlplane (static services and BGP) and
 BIRD. The test then checks, printing PASS or FAIL with the reason for each:
 
-- the router's BGP sessions to both Spike nodes establish, and its kernel route to the
-  VIP has both as next hops;
+- the router's BGP and BFD sessions to both Spike nodes come up, and its kernel route
+  to the VIP has both as next hops;
 - client flows spread over both Spike nodes, and each node's control plane reports
   the same table fingerprint and its BGP metrics;
 - the same 5-tuples steered through either Spike node reach the same backend node;
@@ -14,6 +14,7 @@ BIRD. The test then checks, printing PASS or FAIL with the reason for each:
   withdraws it, and every streamed keep-alive connection continues through the other
   node, which has no conntrack entry for it;
 - a restarted Spike node is announced again;
+- BFD withdraws a node whose BIRD hangs (SIGSTOP) before the BGP hold time expires;
 - a planned stop (SIGUSR1) withdraws the node, waits the drain time and exits, and no
   connection is lost.
 
@@ -68,7 +69,23 @@ def check_sessions(checks, router_bird, spikes):
         checks.check(False, "router's BGP sessions established",
                      f"{error}; {router_bird.command('show', 'protocols')}")
         return False
+    check_bfd(checks, router_bird, spikes)
     return check_route(checks, router_bird.lab, spikes, "BGP announces the VIP")
+
+
+def check_bfd(checks, router_bird, spikes):
+    """The router's BFD sessions to every Spike node come up."""
+    addresses = sorted(spike.underlay_address for spike in spikes)
+    try:
+        _, waited = bgp.wait_for(
+            lambda: bgp.bfd_sessions_up(router_bird) == addresses, SESSION_TIMEOUT_S,
+            "BFD sessions up",
+        )
+        checks.check(True, f"router's BFD sessions to {', '.join(addresses)} are up "
+                     f"({waited:.1f} s)")
+    except LabError as error:
+        checks.check(False, "router's BFD sessions are up",
+                     f"{error}; {router_bird.command('show', 'bfd', 'sessions')}")
 
 
 def check_route(checks, lab, spikes, reason):
@@ -203,6 +220,22 @@ def check_failure(checks, lab, nodes):
     report_streams(checks, "failure", opened, streams.stop())
 
 
+def check_hung_speaker(checks, lab, nodes):
+    """A Spike node's BIRD stops (SIGSTOP) with its TCP session open: BFD notices."""
+    survivor, hung = nodes
+    hung.bird.process.send_signal(signal.SIGSTOP)
+    try:
+        withdrawn = check_route(checks, lab, [survivor.spike],
+                                f"SIGSTOP of {hung.spike.name}'s BIRD")
+    finally:
+        hung.bird.process.send_signal(signal.SIGCONT)
+    if withdrawn is not None:
+        checks.check(withdrawn < bgp.HOLD_TIME_S,
+                     f"BFD withdrew the hung {hung.spike.name} before the {bgp.HOLD_TIME_S} s "
+                     f"hold time ({withdrawn:.2f} s)", "too slow")
+    return check_route(checks, lab, lab.spikes, f"SIGCONT of {hung.spike.name}'s BIRD")
+
+
 def check_drain(checks, lab, nodes):
     """The planned stop of a Spike node under streamed connections."""
     survivor, drained = nodes[0], nodes[1]
@@ -246,6 +279,8 @@ def run_checks(checks, lab):
     restarted.start()
     nodes[1] = restarted
     if check_route(checks, lab, lab.spikes, f"a restart of {restarted.spike.name}") is None:
+        return
+    if check_hung_speaker(checks, lab, nodes) is None:
         return
     check_drain(checks, lab, nodes)
 
