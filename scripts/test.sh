@@ -26,6 +26,8 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh
 # One closing line for all suites; any failure has already stopped the script.
 cargo_passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$logs/cargo-test.log" |
     awk '{ total += $4 } END { print total + 0 }')
-live_passed=$(grep -Eo '^[0-9]+ passed, 0 failed$' "$logs/live-test.log" | awk '{ print $1 }')
+# The live runner prints one total per scene.
+live_passed=$(grep -Eo '^[0-9]+ passed, 0 failed$' "$logs/live-test.log" |
+    awk '{ total += $1 } END { print total + 0 }')
 echo "cargo tests: $cargo_passed, live checks: ${live_passed:-0}, fuzzing: 1 run"
 echo "total: $((cargo_passed + ${live_passed:-0} + 1)) passed, 0 failed"
