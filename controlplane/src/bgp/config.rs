@@ -269,6 +269,28 @@ mod tests {
     }
 
     #[test]
+    fn commented_example_parses() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/controlplane.toml");
+        let example = std::fs::read_to_string(path).unwrap();
+        let block = example
+            .split("# [bgp]\n")
+            .nth(1)
+            .expect("the example has # [bgp]");
+        // Uncomment the keys; lines that start with "# #" stay comments.
+        let text: String = block
+            .lines()
+            .filter_map(|line| line.strip_prefix("# ").or(line.strip_prefix('#')))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let text = text.replace("[[bgp.neighbor]]", "[[neighbor]]");
+        let config = parse_text(&text).unwrap();
+        assert_eq!(config.asn, 65001);
+        assert_eq!(config.neighbors.len(), 1);
+        assert!(config.bfd);
+    }
+
+    #[test]
     fn neighbors_are_required() {
         let text = SECTION.split("[[neighbor]]").next().unwrap();
         let error = parse_text(text).unwrap_err().to_string();
