@@ -116,7 +116,7 @@ pub struct Config {
 }
 
 /// The Spike nodes behind one ECMP route, so that every fragment of a datagram can be
-/// sent to one designated node: the one that also sees the first fragment's ports.
+/// sent to one designated node, which also receives the first fragment and its ports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterConfig {
     /// VNI that marks a fragment one Spike node redirects to another. It travels on

@@ -342,8 +342,8 @@ pub fn write_outer_fragments(
 }
 
 /// Cuts an inner IPv4 packet that is too big for one encapsulated frame into smaller
-/// IPv4 fragments, the way a router on its path would, and passes each one, behind its
-/// own copy of `header` with lengths and checksums fixed, to `emit`.
+/// IPv4 fragments, the way a router on its path would. Each piece goes to `emit` behind
+/// its own copy of `header`, with lengths and checksums fixed.
 ///
 /// This is how a redirected fragment crosses to another Spike node: that node reads the
 /// VNI and the inner packet of each frame it receives, so it must never see an outer
@@ -418,6 +418,7 @@ fn finish_outer(frame: &mut [u8], outer_ipv6: bool, ident: u16) {
     };
     let udp_start = ETHERNET_HEADER_LEN + ip_len;
     let udp_len = frame.len() - udp_start;
+
     let pseudo_header = {
         let ip = &mut frame[ETHERNET_HEADER_LEN..udp_start];
         if outer_ipv6 {
@@ -432,6 +433,7 @@ fn finish_outer(frame: &mut [u8], outer_ipv6: bool, ident: u16) {
             checksum::sum(&ip[12..20])
         }
     };
+
     let udp = &mut frame[udp_start..];
     udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
     if !outer_ipv6 && udp[6..8] == [0, 0] {

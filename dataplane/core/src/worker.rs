@@ -1163,6 +1163,7 @@ impl Worker {
         if self.redirected {
             return None;
         }
+
         let (src, dst, protocol) = tuple;
         let flow = FlowKey {
             src,
@@ -1179,6 +1180,7 @@ impl Worker {
         if frame.flooded {
             return Some(Verdict::Drop(DropReason::MulticastToService));
         }
+
         let peer = cluster.peers.get(target)?;
         out.flow = Some(flow);
         out.selection = Some(Selection::Redirected);
