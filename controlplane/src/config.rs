@@ -20,8 +20,8 @@
 //!
 //! Errors name the line of the operator's file and the full key path, such as
 //! `service[0].backend[1].health_address`. The control plane's own keys are read with
-//! their locations; spike-core reads the file with those keys blanked out line by line,
-//! so that its line numbers match the file too.
+//! their locations. spike-core reads the file with those keys blanked out line by line,
+//! so its line numbers match the file too.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -442,7 +442,7 @@ fn log_encode_error(error: &EncodeError) {
 
 /// Updates the table share and fingerprint metrics for the encoded services. A backend
 /// of a static service that its health checks took out of the table shows a share of 0,
-/// so that the series stays and a dashboard sees the drop.
+/// so that the series stays and a dashboard shows the drop.
 fn record_tables(encoded: &payload::Encoded, configured: &Config, metrics: &Metrics) {
     metrics.table_share_ppm.clear();
     metrics.fingerprint.clear();

@@ -119,15 +119,15 @@ fn request(port: u16, method: &str, path: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&response).into_owned())
 }
 
-/// The status code and body of a response.
+/// Splits a response into its status code and body.
 fn status_and_body(response: &str) -> (u16, &str) {
     let status = response[9..12].parse().unwrap();
     (status, response.split_once("\r\n\r\n").unwrap().1)
 }
 
-/// A control plane config with one service whose two backends are checked over TCP:
-/// node-a at 127.0.0.1, where `health_port` listens, and node-b at 127.0.0.2, where
-/// nothing does.
+/// Returns a control plane config with one service whose two backends are checked over
+/// TCP: node-a at 127.0.0.1, where `health_port` listens, and node-b at 127.0.0.2,
+/// where nothing does.
 fn config(ring: &Path, metrics_port: u16, health_port: u16, extra: &str) -> String {
     format!(
         "[controlplane]\nring = {:?}\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{extra}\n\
@@ -142,8 +142,8 @@ fn config(ring: &Path, metrics_port: u16, health_port: u16, extra: &str) -> Stri
     )
 }
 
-/// A loopback listener that the kernel completes TCP handshakes on; the health checks
-/// only connect.
+/// Opens a loopback listener. The kernel completes the TCP handshakes of the health
+/// checks, which only connect.
 fn health_listener() -> (TcpListener, u16) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
