@@ -13,6 +13,8 @@ packages=(
     nftables ethtool              # the live lab's node DNAT and client offload settings
     bird2                         # BGP: the control plane's tests and the scale-out lab
     python3 curl
+    debhelper help2man lintian    # building and checking the Debian packages
+    python3-venv                  # hadolint for docker/Dockerfile, from PyPI
 )
 
 missing=()
