@@ -536,6 +536,27 @@ mod tests {
     }
 
     #[test]
+    fn cluster_comes_from_the_running_config() {
+        let running: Config = format!(
+            "{CONFIG}\n[cluster]\nredirect_vni = 4097\n\n[[cluster.node]]\n\
+             address = \"192.0.2.1\"\nmac = \"02:00:00:00:01:01\"\n"
+        )
+        .parse()
+        .unwrap();
+        // The control plane's payload carries no cluster: it is this node's own.
+        let encoded = encode(&config()).unwrap();
+        let (config, snapshot) = decode(&encoded.bytes)
+            .unwrap()
+            .into_snapshot(&running, 2)
+            .unwrap();
+
+        assert_eq!(config.cluster, running.cluster);
+        let cluster = snapshot.cluster.as_ref().expect("snapshot has the cluster");
+        assert_eq!(cluster.redirect_vni, 4097);
+        assert_eq!(cluster.peers.len(), 1);
+    }
+
+    #[test]
     fn decoded_services_share_one_table() {
         let running = config();
         let encoded = encode(&running).unwrap();
