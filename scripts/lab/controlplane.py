@@ -6,15 +6,20 @@ inside that namespace, and announces the VIP through the node's BIRD (see
 scripts/lab/bgp.py).
 """
 
+import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from bgp import HOLD_TIME_S, ROUTER_ASN, SPIKE_ASN
 from dataplane import REPOSITORY, render_base, render_services, toml_string
 from topology import ROUTER_UNDERLAY_ADDRESS, LabError, LineWatcher, netns_exec, run
 
-BINARY = REPOSITORY / "target" / "release" / "spike-controlplane"
+# SPIKE_CONTROLPLANE names another build, such as the debug one that cargo test leaves.
+BINARY = Path(
+    os.environ.get("SPIKE_CONTROLPLANE", REPOSITORY / "target" / "release" / "spike-controlplane")
+)
 METRICS_LISTEN = "127.0.0.1:9300"
 # Seconds between the withdrawal and the exit on the planned stop (SIGUSR1).
 DRAIN_S = 2
@@ -72,7 +77,10 @@ class Controlplane:
     def start(self, nodes):
         """Start the control plane and wait until it has written BIRD's routes file."""
         if not BINARY.exists():
-            raise LabError(f"{BINARY} not found: run cargo build --release -p spike-controlplane")
+            raise LabError(
+                f"{BINARY} not found: run cargo build --release -p spike-controlplane, or "
+                "set SPIKE_CONTROLPLANE to a built spike-controlplane"
+            )
         self.config_path.write_text(self.render(nodes), encoding="utf-8")
         self.process = self.lab.spawn(
             self.spike.namespace,
