@@ -455,6 +455,74 @@ fn redirected_fragments_decode_as_vxlan() {
     }
 }
 
+/// Writes `frames` as a little-endian pcap file with Ethernet link type.
+fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let mut bytes = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(&65535u32.to_le_bytes());
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    for (index, frame) in frames.iter().enumerate() {
+        bytes.extend_from_slice(&(index as u32).to_le_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(frame);
+    }
+    std::fs::write(path, bytes).expect("write the capture");
+}
+
+#[test]
+fn early_fragments_are_held_then_released() {
+    let capture = "suricata-frag-eth-vlan-ip-tcp-syn.pcap";
+    let mut frames = pcap_frames(&captures_dir().join(capture));
+    frames.reverse();
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let reversed = dir.path().join("reversed.pcap");
+    write_pcap(&reversed, &frames);
+    // A cluster of this node alone: it is designated for every datagram.
+    let config = dir.path().join("cluster.toml");
+    let example = std::fs::read_to_string(config_path()).expect("read the example config");
+    let cluster = "\n[cluster]\nredirect_vni = 4097\n\n[[cluster.node]]\n\
+                   address = \"192.0.2.1\"\nmac = \"02:53:50:00:01:01\"\n";
+    std::fs::write(&config, example + cluster).expect("write the cluster config");
+
+    let output = dir.path().join("out.pcap");
+    let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--input")
+        .arg(&reversed)
+        .arg("--output")
+        .arg(&output)
+        .arg("--counters")
+        .output()
+        .expect("run spike-trace");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+
+    let verdict = |line: &str| {
+        line.split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(verdict(lines[0]), "held", "{stdout}");
+    assert_eq!(verdict(lines[1]), "held", "{stdout}");
+    assert_eq!(verdict(lines[2]), "forward", "{stdout}");
+    assert_eq!(field(lines[2], "why"), Some("new_flow"));
+    let backend = field(lines[2], "backend");
+    for released in &lines[3..5] {
+        assert!(released.ends_with(" released"), "{released}");
+        assert_eq!(verdict(released), "forward", "{released}");
+        assert_eq!(field(released, "why"), Some("fragment_follows_first"));
+        assert_eq!(field(released, "backend"), backend, "{released}");
+    }
+    assert!(stdout.contains("  held 2\n"), "{stdout}");
+    assert!(stdout.contains("  held_released 2\n"), "{stdout}");
+    assert_eq!(pcap_frames(&output).len(), 3, "every fragment was sent");
+}
+
 #[test]
 fn icmp_fragments_capture() {
     let trace = trace("suricata-ipv4frags-icmp-echo.pcap");
