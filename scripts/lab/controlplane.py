@@ -7,7 +7,6 @@ scripts/lab/bgp.py).
 """
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -106,14 +105,3 @@ class Controlplane:
                 ["curl", "-sS", "--max-time", "5", f"http://{METRICS_LISTEN}/metrics"],
             )
         )
-
-    def planned_stop(self, timeout_s):
-        """Send SIGUSR1 and wait for the exit; return the exit code."""
-        self.process.send_signal(signal.SIGUSR1)
-        try:
-            return self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise LabError(
-                f"spike-controlplane on {self.spike.name} did not exit within {timeout_s} s "
-                f"of SIGUSR1 (log: {self.log_path})"
-            ) from None
