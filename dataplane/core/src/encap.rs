@@ -353,7 +353,8 @@ pub fn write_outer_fragments(
 /// reassembles the datagram unchanged. Outer piece `i` takes identification
 /// `ident + i`. `header` is what [`EncapTemplate::write`] produced without checksum
 /// offload. `scratch` must hold `mtu` bytes plus the Ethernet header. Returns the number
-/// of frames emitted, 0 when `inner` is not an IPv4 packet.
+/// of frames emitted, 0 when `inner` is not an IPv4 packet or `header` or `scratch` does
+/// not fit.
 pub fn write_inner_fragments(
     header: &[u8],
     inner: &[u8],
@@ -373,11 +374,14 @@ pub fn write_inner_fragments(
     let max_inner = mtu.saturating_sub(ip_overhead(outer_ipv6));
     // Every piece but the last carries a multiple of 8 payload bytes.
     let max_chunk = max_inner.saturating_sub(inner_header_len) & !7;
-    if max_chunk == 0 || scratch.len() < ETHERNET_HEADER_LEN + mtu {
+    let header_len = header.len();
+    // The header of `EncapTemplate::write`: outer Ethernet, IP, UDP, VXLAN, inner Ethernet.
+    let expected_header_len = ETHERNET_HEADER_LEN + ip_overhead(outer_ipv6);
+    if max_chunk == 0 || header_len != expected_header_len || scratch.len() < header_len + max_inner
+    {
         return 0;
     }
 
-    let header_len = header.len();
     let mut offset = 0;
     let mut count = 0;
     while offset < payload.len() {
