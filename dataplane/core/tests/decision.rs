@@ -2220,3 +2220,93 @@ fn lone_node_drops_fragment_without_record() {
         "without a cluster nothing is held"
     );
 }
+
+/// Returns whether the outer UDP checksum of an encapsulated frame is present and valid.
+fn outer_udp_checksum_valid(frame: &[u8]) -> bool {
+    use spike_core::wire::checksum;
+    let (pseudo, udp) = if frame[12..14] == [0x86, 0xdd] {
+        let src = Ipv6Addr::from(<[u8; 16]>::try_from(&frame[22..38]).unwrap());
+        let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&frame[38..54]).unwrap());
+        let udp = &frame[54..];
+        let length = udp.len() as u32;
+        (
+            checksum::pseudo_header_v6(&src, &dst, IpProtocol::Udp, length),
+            udp,
+        )
+    } else {
+        let src = Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]);
+        let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+        let udp = &frame[34..];
+        let length = udp.len() as u32;
+        (
+            checksum::pseudo_header_v4(src, dst, IpProtocol::Udp, length),
+            udp,
+        )
+    };
+    udp[6..8] != [0, 0] && checksum::finish(pseudo + checksum::sum(udp)) == 0
+}
+
+#[test]
+fn inner_pieces_carry_valid_udp_checksums() {
+    let peer6: Ipv6Addr = "2001:db8::2".parse().unwrap();
+    let cases = [
+        ("IPv6 underlay", IpAddr::V6(peer6), false),
+        (
+            "IPv4 underlay with ipv4_udp_checksum",
+            IpAddr::V4(SPIKE_NODES[1]),
+            true,
+        ),
+    ];
+    for (description, peer, ipv4_checksum) in cases {
+        let mut text = BASE_CONFIG.to_owned();
+        if ipv4_checksum {
+            text = text.replacen("ttl = 64", "ttl = 64\nipv4_udp_checksum = true", 1);
+        }
+        text.push_str(&format!(
+            "\n[cluster]\nredirect_vni = {REDIRECT_VNI}\n\n[[cluster.node]]\n\
+             address = \"192.0.2.1\"\nmac = \"02:53:50:00:01:01\"\n\n[[cluster.node]]\n\
+             address = \"{peer}\"\nmac = \"02:53:50:00:01:02\"\n"
+        ));
+        let mut harness = Harness::new(&text);
+        let client = (1..=250)
+            .map(|host| Ipv4Addr::new(203, 0, 113, host))
+            .find(|client| designated(&harness, *client, VIP_3TUPLE, 17) == peer)
+            .expect("a client designated to the peer");
+        let datagram = udp(40000, 53, &[0x77; 1600]);
+        let first = ethernet(
+            0x0800,
+            &ipv4(
+                V4 {
+                    src: client,
+                    dst: VIP_3TUPLE,
+                    dont_fragment: false,
+                    more_fragments: true,
+                    ..V4::to_vip(17)
+                },
+                &datagram[..1480],
+            ),
+        );
+        assert_eq!(
+            harness.process(&first, 0),
+            Verdict::Forward,
+            "{description}"
+        );
+        assert!(harness.out.split_inner, "{description}");
+        let mut pieces = Vec::new();
+        let mut scratch = vec![0u8; 1514];
+        harness
+            .out
+            .write_fragments(&first, &mut scratch, |frame| pieces.push(frame.to_vec()));
+        assert_eq!(pieces.len(), 2, "{description}");
+        for (index, piece) in pieces.iter().enumerate() {
+            assert!(
+                piece.len() <= 1514,
+                "{description}: piece {index} fits the MTU"
+            );
+            assert!(
+                outer_udp_checksum_valid(piece),
+                "{description}: piece {index} outer UDP checksum"
+            );
+        }
+    }
+}
