@@ -1,12 +1,12 @@
 """Live test: fragments of one datagram reach two Spike nodes and one backend.
 
-tests/live/run.sh runs this as root after the main live test. Layout, every name
-prefixed with the run's prefix:
+tests/live/run.sh runs this as root after the main live test. It builds the lab of
+scripts/lab/topology.py with two Spike nodes and two flannel nodes of one pod each:
 
     client 198.51.100.10 ---- router: 198.51.100.1, bridge br0 192.0.2.254
         spike1 eth0 192.0.2.1    spike-dataplane on net_pcap
         spike2 eth0 192.0.2.2    spike-dataplane on net_pcap
-        node1  eth0 192.0.2.11   flannel.1 (VNI 1), DNAT of VIP:5300 to node1-pod1
+        node1  eth0 192.0.2.11   flannel.1 (VNI 1), DNAT of VIP:5300/udp to node1-pod1
         node2  eth0 192.0.2.12   the same, to node2-pod1
 
 The router routes the VIP to one Spike node and, with an nftables mark on
@@ -27,8 +27,8 @@ printed as PASS or FAIL with the reason:
 A probe datagram finds the designated node first. One round sends the first
 fragments to the designated node, so the other node redirects the rest; a second
 round sends them to the other node, so the designated node receives non-first
-fragments before their redirected first fragment and holds them. The last line is `N passed, M failed`; the exit code is 1 when
-anything failed.
+fragments before their redirected first fragment and holds them. The last line is
+`N passed, M failed`; the exit code is 1 when anything failed.
 """
 
 import argparse
@@ -51,26 +51,19 @@ from dataplane import (  # noqa: E402 (the lab's modules are found through the p
     parse_counter_lines,
 )
 from topology import (  # noqa: E402
+    CLIENT_ADDRESS,
+    VIP,
+    Lab,
     LabError,
     LineWatcher,
     exit_on_signals,
-    interface_mac,
-    list_namespaces,
     netns_exec,
-    pid_is_running,
-    remove_namespaces,
     run,
 )
 
-VIP = "203.0.113.53"
+# The service: UDP on the lab's VIP, beside the pods' HTTP port.
 SERVICE_PORT = 5300
-CLIENT_ADDRESS = "198.51.100.10"
-ROUTER_CLIENT_ADDRESS = "198.51.100.1"
-ROUTER_UNDERLAY_ADDRESS = "192.0.2.254"
-SPIKE_ADDRESSES = ["192.0.2.1", "192.0.2.2"]
-NODE_ADDRESSES = ["192.0.2.11", "192.0.2.12"]
 REDIRECT_VNI = 4097
-FLANNEL_MTU = 1450
 # Routing table of the router that carries the non-first fragments.
 FRAGMENT_TABLE = 100
 FRAGMENT_MARK = 1
@@ -91,7 +84,6 @@ SERVER_START_TIMEOUT_S = 10.0
 COUNTERS_INTERVAL_MS = 200
 # Seconds after which the test stops and removes the lab, even if something hangs.
 TIME_LIMIT_S = 300
-STOP_TIMEOUT_S = 5.0
 # Linux socket option values (linux/in.h); Python's socket module lacks them.
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DONT = 0
@@ -163,187 +155,48 @@ def send(args):
     print(json.dumps(sent))
 
 
-class FragmentLab:
-    """Namespaces, links and processes of one run; `destroy` removes all of them."""
+def prepare(lab):
+    """Add this test's rules to a lab that `create` built.
 
-    def __init__(self, prefix, workdir):
-        self.prefix = prefix
-        self.workdir = Path(workdir)
-        self.client = f"{prefix}client"
-        self.router = f"{prefix}router"
-        self.spikes = [f"{prefix}spike{index}" for index in (1, 2)]
-        self.nodes = [f"{prefix}node{index}" for index in (1, 2)]
-        self.pods = [f"{node}-pod1" for node in self.nodes]
-        self.processes = []
-        self.survivors = []
-        self.router_mac = ""
-        self.spike_macs = []
-        self.node_macs = []
-        self.vtep_macs = []
-
-    def namespaces(self):
-        return [self.client, self.router, *self.spikes, *self.nodes, *self.pods]
-
-    def sysctl(self, namespace, key, value):
-        run(netns_exec(namespace, ["sysctl", "-qw", f"{key}={value}"]))
-
-    def veth(self, namespace, name, peer_namespace, peer_name):
-        run(
-            [
-                "ip", "-n", namespace, "link", "add", name, "type", "veth",
-                "peer", "name", peer_name, "netns", peer_namespace,
-            ]
-        )
-
-    def create(self):
-        for namespace in self.namespaces():
-            run(["ip", "netns", "add", namespace])
-            # The client's packets arrive on flannel.1, so reverse-path filtering is off.
-            self.sysctl(namespace, "net.ipv4.conf.all.rp_filter", "0")
-            self.sysctl(namespace, "net.ipv4.conf.default.rp_filter", "0")
-            self.sysctl(namespace, "net.ipv6.conf.all.disable_ipv6", "1")
-            self.sysctl(namespace, "net.ipv6.conf.default.disable_ipv6", "1")
-            run(["ip", "-n", namespace, "link", "set", "lo", "up"])
-        self.create_router()
-        self.create_client()
-        for index, spike in enumerate(self.spikes):
-            self.attach(spike, f"s{index + 1}", SPIKE_ADDRESSES[index])
-            # The kernel sees every frame net_pcap receives: it must not forward.
-            self.sysctl(spike, "net.ipv4.ip_forward", "0")
-            self.spike_macs.append(interface_mac(spike, "eth0"))
-        for index, node in enumerate(self.nodes):
-            self.create_node(index, node)
-
-    def create_router(self):
-        ns = self.router
-        self.sysctl(ns, "net.ipv4.ip_forward", "1")
-        run(["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])
-        run(["ip", "-n", ns, "addr", "add", f"{ROUTER_UNDERLAY_ADDRESS}/24", "dev", "br0"])
-        self.router_mac = interface_mac(ns, "br0")
-        run(["ip", "-n", ns, "link", "set", "br0", "address", self.router_mac, "up"])
-        # Non-first fragments (offset above 0) get a mark that selects their own table.
+    The router marks non-first fragments (offset above 0) for a table of their own,
+    and each node sends the VIP's UDP port to its pod, as kube-proxy would.
+    """
+    ruleset = (
+        "table ip spike_fragments {\n"
+        "    chain prerouting {\n"
+        "        type filter hook prerouting priority mangle; policy accept;\n"
+        f"        ip daddr {VIP} ip frag-off & 0x1fff != 0 meta mark set {FRAGMENT_MARK}\n"
+        "    }\n"
+        "}\n"
+    )
+    run(netns_exec(lab.router_ns, ["nft", "-f", "-"]), input_text=ruleset)
+    run(
+        [
+            "ip", "-n", lab.router_ns, "rule", "add", "fwmark", str(FRAGMENT_MARK),
+            "table", str(FRAGMENT_TABLE),
+        ]
+    )
+    for node in lab.nodes:
         ruleset = (
             "table ip spike_fragments {\n"
             "    chain prerouting {\n"
-            "        type filter hook prerouting priority mangle; policy accept;\n"
-            f"        ip daddr {VIP} ip frag-off & 0x1fff != 0 "
-            f"meta mark set {FRAGMENT_MARK}\n"
-            "    }\n"
-            "}\n"
-        )
-        run(netns_exec(ns, ["nft", "-f", "-"]), input_text=ruleset)
-        run(
-            [
-                "ip", "-n", ns, "rule", "add", "fwmark", str(FRAGMENT_MARK),
-                "table", str(FRAGMENT_TABLE),
-            ]
-        )
-
-    def create_client(self):
-        self.veth(self.router, "c0", self.client, "eth0")
-        run(["ip", "-n", self.router, "addr", "add", f"{ROUTER_CLIENT_ADDRESS}/24", "dev", "c0"])
-        run(["ip", "-n", self.router, "link", "set", "c0", "up"])
-        run(["ip", "-n", self.client, "addr", "add", f"{CLIENT_ADDRESS}/24", "dev", "eth0"])
-        run(["ip", "-n", self.client, "link", "set", "eth0", "up"])
-        run(["ip", "-n", self.client, "route", "add", "default", "via", ROUTER_CLIENT_ADDRESS])
-        # A veth leaves checksums to offload; real NICs deliver them computed.
-        run(netns_exec(self.client, ["ethtool", "-K", "eth0", "tx", "off"]))
-
-    def attach(self, namespace, router_port, address):
-        self.veth(self.router, router_port, namespace, "eth0")
-        run(["ip", "-n", self.router, "link", "set", router_port, "master", "br0", "up"])
-        run(["ip", "-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0"])
-        run(["ip", "-n", namespace, "link", "set", "eth0", "up"])
-
-    def create_node(self, index, node):
-        number = index + 1
-        address = NODE_ADDRESSES[index]
-        self.sysctl(node, "net.ipv4.ip_forward", "1")
-        self.attach(node, f"n{number}", address)
-        run(["ip", "-n", node, "route", "add", "default", "via", ROUTER_UNDERLAY_ADDRESS])
-        self.node_macs.append(interface_mac(node, "eth0"))
-        run(
-            [
-                "ip", "-n", node, "link", "add", "flannel.1", "type", "vxlan", "id", "1",
-                "local", address, "dev", "eth0", "dstport", "8472", "nolearning",
-            ]
-        )
-        run(["ip", "-n", node, "link", "set", "flannel.1", "mtu", str(FLANNEL_MTU), "up"])
-        run(["ip", "-n", node, "addr", "add", f"10.244.{number}.0/32", "dev", "flannel.1"])
-        self.vtep_macs.append(interface_mac(node, "flannel.1"))
-
-        pod = self.pods[index]
-        run(["ip", "-n", node, "link", "add", "cni0", "type", "bridge"])
-        run(["ip", "-n", node, "addr", "add", f"10.244.{number}.1/24", "dev", "cni0"])
-        run(["ip", "-n", node, "link", "set", "cni0", "mtu", str(FLANNEL_MTU), "up"])
-        self.veth(node, "vethpod1", pod, "eth0")
-        run(["ip", "-n", node, "link", "set", "vethpod1", "mtu", str(FLANNEL_MTU)])
-        run(["ip", "-n", node, "link", "set", "vethpod1", "master", "cni0", "up"])
-        run(["ip", "-n", pod, "link", "set", "eth0", "mtu", str(FLANNEL_MTU)])
-        run(["ip", "-n", pod, "addr", "add", f"10.244.{number}.2/24", "dev", "eth0"])
-        run(["ip", "-n", pod, "link", "set", "eth0", "up"])
-        run(["ip", "-n", pod, "route", "add", "default", "via", f"10.244.{number}.1"])
-        # kube-proxy's part: the VIP's port goes to the node's pod.
-        ruleset = (
-            "table ip spike_lab {\n"
-            "    chain prerouting {\n"
             "        type nat hook prerouting priority dstnat; policy accept;\n"
-            f"        ip daddr {VIP} udp dport {SERVICE_PORT} dnat to 10.244.{number}.2\n"
+            f"        ip daddr {VIP} udp dport {SERVICE_PORT} dnat to {node.pods[0].address}\n"
             "    }\n"
             "}\n"
         )
-        run(netns_exec(node, ["nft", "-f", "-"]), input_text=ruleset)
+        run(netns_exec(node.namespace, ["nft", "-f", "-"]), input_text=ruleset)
 
-    def route(self, first_to, rest_to):
-        """Route the VIP to Spike node `first_to` and its non-first fragments to `rest_to`."""
+
+def route(lab, first_to, rest_to):
+    """Route the VIP to Spike node `first_to` and its non-first fragments to `rest_to`."""
+    for spike, table in ((lab.spikes[first_to], "main"), (lab.spikes[rest_to], FRAGMENT_TABLE)):
         run(
             [
-                "ip", "-n", self.router, "route", "replace", f"{VIP}/32",
-                "via", SPIKE_ADDRESSES[first_to], "dev", "br0",
+                "ip", "-n", lab.router_ns, "route", "replace", f"{VIP}/32",
+                "via", spike.underlay_address, "dev", "br0", "table", str(table),
             ]
         )
-        run(
-            [
-                "ip", "-n", self.router, "route", "replace", f"{VIP}/32",
-                "via", SPIKE_ADDRESSES[rest_to], "dev", "br0", "table", str(FRAGMENT_TABLE),
-            ]
-        )
-
-    def spawn(self, namespace, argv, **popen_args):
-        process = subprocess.Popen(netns_exec(namespace, argv), **popen_args)
-        self.processes.append(process)
-        return process
-
-    def stop(self, process):
-        """Send SIGTERM, then SIGKILL after STOP_TIMEOUT_S; return the exit code."""
-        if process.poll() is not None:
-            return process.returncode
-        process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            return process.wait()
-
-    def destroy(self):
-        for process in reversed(self.processes):
-            try:
-                self.stop(process)
-            except OSError:
-                continue
-        self.survivors += remove_namespaces(self.prefix)
-
-    def leftovers(self):
-        problems = []
-        namespaces = list_namespaces(self.prefix)
-        if namespaces:
-            problems.append(f"namespaces still present: {', '.join(namespaces)}")
-        running = [process.pid for process in self.processes if pid_is_running(process.pid)]
-        if running:
-            problems.append(f"started processes still running: {running}")
-        if self.survivors:
-            problems.append(f"processes that survived SIGKILL: {self.survivors}")
-        return problems
 
 
 def eal_args(file_prefix):
@@ -365,13 +218,14 @@ def eal_args(file_prefix):
 
 def render_config(lab, index):
     """Return the dataplane config of Spike node `index`."""
-    file_prefix = f"{lab.prefix.rstrip('-')}-spike{index + 1}"
+    spike = lab.spikes[index]
+    file_prefix = f"{lab.prefix.rstrip('-')}-{spike.name}"
     quoted = ", ".join(json.dumps(arg) for arg in eal_args(file_prefix))
     lines = [
         "# Generated by tests/live/fragments_test.py for one run.",
         "[node]",
-        f"mac = {json.dumps(lab.spike_macs[index])}",
-        f"ipv4 = {json.dumps(SPIKE_ADDRESSES[index])}",
+        f"mac = {json.dumps(spike.mac)}",
+        f"ipv4 = {json.dumps(spike.underlay_address)}",
         f"gateway_mac = {json.dumps(lab.router_mac)}",
         f"vtep_mac = {json.dumps(SPIKE_VTEP_MAC)}",
         "mtu = 1500",
@@ -391,9 +245,9 @@ def render_config(lab, index):
         "[cluster]",
         f"redirect_vni = {REDIRECT_VNI}",
     ]
-    for address, mac in zip(SPIKE_ADDRESSES, lab.spike_macs):
-        lines += ["", "[[cluster.node]]", f"address = {json.dumps(address)}",
-                  f"mac = {json.dumps(mac)}"]
+    for member in lab.spikes:
+        lines += ["", "[[cluster.node]]", f"address = {json.dumps(member.underlay_address)}",
+                  f"mac = {json.dumps(member.mac)}"]
     lines += [
         "",
         "[[service]]",
@@ -403,16 +257,14 @@ def render_config(lab, index):
         f"port = {SERVICE_PORT}",
         'hash = "5-tuple"',
     ]
-    for number, (address, vtep, mac) in enumerate(
-        zip(NODE_ADDRESSES, lab.vtep_macs, lab.node_macs), 1
-    ):
+    for node in lab.nodes:
         lines += [
             "",
             "[[service.backend]]",
-            f'name = "node{number}"',
-            f"address = {json.dumps(address)}",
-            f"vtep_mac = {json.dumps(vtep)}",
-            f"next_hop_mac = {json.dumps(mac)}",
+            f"name = {json.dumps(node.name)}",
+            f"address = {json.dumps(node.underlay_address)}",
+            f"vtep_mac = {json.dumps(node.vtep_mac)}",
+            f"next_hop_mac = {json.dumps(node.underlay_mac)}",
         ]
     return "\n".join(lines) + "\n"
 
@@ -423,7 +275,7 @@ class Dataplane:
     def __init__(self, lab, index):
         self.lab = lab
         self.index = index
-        self.name = f"spike{index + 1}"
+        self.name = lab.spikes[index].name
         self.config_path = lab.workdir / f"{self.name}.toml"
         self.counters_path = lab.workdir / f"{self.name}-counters.json"
         self.stdout_path = lab.workdir / f"{self.name}.stdout"
@@ -439,7 +291,7 @@ class Dataplane:
         runtime.mkdir(exist_ok=True)
         with open(self.stdout_path, "w", encoding="utf-8") as stdout:
             self.process = self.lab.spawn(
-                self.lab.spikes[self.index],
+                self.lab.spikes[self.index].namespace,
                 [
                     str(DEFAULT_BINARY), "--config", str(self.config_path),
                     "--counters-file", str(self.counters_path),
@@ -472,17 +324,18 @@ class Dataplane:
 def start_servers(lab):
     """Start the UDP server of each pod; return their line watchers."""
     watchers = []
-    for index, pod in enumerate(lab.pods):
+    for node in lab.nodes:
+        pod = node.pods[0]
         process = lab.spawn(
-            pod,
+            pod.namespace,
             [sys.executable, str(Path(__file__).resolve()), "serve",
-             "--node", f"node{index + 1}", "--port", str(SERVICE_PORT)],
+             "--node", node.name, "--port", str(SERVICE_PORT)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        watcher = LineWatcher(process.stdout, lab.workdir / f"node{index + 1}-pod1.log")
-        watcher.wait_for("listening", SERVER_START_TIMEOUT_S, f"UDP server in {pod}")
+        watcher = LineWatcher(process.stdout, lab.workdir / f"{node.name}-{pod.name}.log")
+        watcher.wait_for("listening", SERVER_START_TIMEOUT_S, f"UDP server in {pod.namespace}")
         watchers.append(watcher)
     return watchers
 
@@ -495,7 +348,7 @@ def send_datagrams(lab, tag, flows, datagrams):
         "--flows", str(flows), "--datagrams", str(datagrams), "--tag", str(tag),
         "--interval", str(SEND_INTERVAL_S),
     ]
-    output = run(netns_exec(lab.client, argv))
+    output = run(netns_exec(lab.client_ns, argv))
     return json.loads(output)
 
 
@@ -520,7 +373,7 @@ def find_designated(lab, dataplanes):
     Returns the index of the designated node, the one that does not redirect, and
     whether exactly one node redirected.
     """
-    lab.route(0, 1)
+    route(lab, 0, 1)
     send_datagrams(lab, tag=9, flows=1, datagrams=1)
     time.sleep(0.5)
     redirected = [
@@ -538,7 +391,7 @@ def check_round(checks, lab, dataplanes, watchers, designated, first_to, tag):
     other node; check what arrives and the counters."""
     where = "the designated node" if first_to == designated else "the other node"
     print(f"round {tag}: first fragments to spike{first_to + 1} ({where})", flush=True)
-    lab.route(first_to, 1 - first_to)
+    route(lab, first_to, 1 - first_to)
     for watcher in watchers:
         watcher.lines.clear()
     before = [dataplane.counters() for dataplane in dataplanes]
@@ -616,6 +469,7 @@ def check_counters(checks, before, after, designated, datagrams):
 
 def run_checks(checks, lab):
     lab.create()
+    prepare(lab)
     watchers = start_servers(lab)
     dataplanes = [Dataplane(lab, index) for index in (0, 1)]
     for dataplane in dataplanes:
@@ -671,7 +525,10 @@ def main():
     exit_on_signals(TIME_LIMIT_S)
     args.workdir.mkdir(parents=True, exist_ok=True)
     checks = Checks()
-    lab = FragmentLab(args.prefix, args.workdir)
+    # Two Spike nodes, two backend nodes with one pod each. The VIP's routes are this
+    # test's own.
+    lab = Lab(args.prefix, args.workdir, node_count=2, pods_per_node=1, spike_count=2,
+              static_vip_route=False)
     try:
         run_checks(checks, lab)
     except LabError as error:
