@@ -15,6 +15,8 @@ BIRD. The test then checks, printing PASS or FAIL with the reason for each:
   node, which has no conntrack entry for it;
 - a restarted Spike node is announced again;
 - BFD withdraws a node whose BIRD hangs (SIGSTOP) before the BGP hold time expires;
+- a node whose dataplane alone stops withdraws the VIP, and announces it again when
+  the dataplane is back;
 - a planned stop (SIGUSR1) withdraws the node, waits the drain time and exits, and no
   connection is lost.
 
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "lab"))
 
 import bgp  # noqa: E402 (the lab's modules are found through the path above)
 import traffic  # noqa: E402
-from controlplane import DRAIN_S  # noqa: E402
+from controlplane import DATAPLANE_TIMEOUT_MS, DRAIN_S  # noqa: E402
 from live_test import Checks  # noqa: E402
 from scaleout import SpikeNode, start_router, stream_figures  # noqa: E402
 from topology import VIP, Lab, LabError, exit_on_signals, run  # noqa: E402
@@ -236,6 +238,23 @@ def check_hung_speaker(checks, lab, nodes):
     return check_route(checks, lab, lab.spikes, f"SIGCONT of {hung.spike.name}'s BIRD")
 
 
+def check_dataplane_stop(checks, lab, nodes):
+    """Only the dataplane stops: the node's control plane withdraws the VIP."""
+    survivor, stopped = nodes
+    code, _ = stopped.dataplane.stop()
+    checks.check(code == 0, f"{stopped.spike.name}'s dataplane exits 0 on SIGTERM",
+                 f"exit code {code}")
+    withdrawn = check_route(checks, lab, [survivor.spike],
+                            f"a stop of {stopped.spike.name}'s dataplane alone")
+    limit_s = DATAPLANE_TIMEOUT_MS / 1000 + 1
+    if withdrawn is not None:
+        checks.check(withdrawn < limit_s,
+                     f"the control plane withdrew the VIP within {limit_s:.1f} s of its "
+                     f"dataplane's stop ({withdrawn:.2f} s)", "too slow")
+    stopped.dataplane.start(lab.nodes)
+    return check_route(checks, lab, lab.spikes, f"a restart of {stopped.spike.name}'s dataplane")
+
+
 def check_drain(checks, lab, nodes):
     """The planned stop of a Spike node under streamed connections."""
     survivor, drained = nodes[0], nodes[1]
@@ -281,6 +300,8 @@ def run_checks(checks, lab):
     if check_route(checks, lab, lab.spikes, f"a restart of {restarted.spike.name}") is None:
         return
     if check_hung_speaker(checks, lab, nodes) is None:
+        return
+    if check_dataplane_stop(checks, lab, nodes) is None:
         return
     check_drain(checks, lab, nodes)
 
