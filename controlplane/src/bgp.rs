@@ -680,7 +680,12 @@ mod tests {
                 drain: Duration::ZERO,
                 dataplane_timeout: Duration::from_millis(300),
             };
-            let announcer = Announcer::start(config, publisher, generations, BgpMetrics::default());
+            let announcer = Announcer::start(
+                config.clone(),
+                publisher,
+                generations,
+                BgpMetrics::default(),
+            );
             assert!(
                 routes_file.exists(),
                 "the routes file is written for BIRD's start"
@@ -710,6 +715,27 @@ mod tests {
             .await;
             subscriber.report_applied(1);
             wait_for_routes(&client, &subscriber, true, vip, "announce at weight 1").await;
+
+            // A reloaded [bgp] section is rendered and loaded without a restart.
+            announcer.update(BgpConfig {
+                hold_time_s: 6,
+                ..config
+            });
+            let mut rendered = String::new();
+            for _ in 0..100 {
+                subscriber.heartbeat();
+                rendered = std::fs::read_to_string(&routes_file).unwrap();
+                if rendered.contains("hold time 6;") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(rendered.contains("hold time 6;"), "{rendered}");
+            assert!(
+                rendered.contains("route 203.0.113.80/32 blackhole;"),
+                "{rendered}"
+            );
+            wait_for_routes(&client, &subscriber, true, vip, "announce after the update").await;
 
             announcer.drain().await.unwrap();
             let reply = client
