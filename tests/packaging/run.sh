@@ -165,11 +165,17 @@ printf '\xd4\xc3\xb2\xa1\x02\x00\x04\x00\0\0\0\0\0\0\0\0\xff\xff\0\0\x01\0\0\0' 
 check "packaged dataplane config loads in spike-trace" \
     spike-trace --config /etc/spike/dataplane.toml --input "$work/empty.pcap"
 
-echo "== remove, then purge"
+echo "== reinstall, remove, then purge"
 # State that the services would have written, and an operator's edit of a conffile:
 # purge must remove both.
 echo "# edited" >>/etc/spike/controlplane.toml
 touch /var/lib/spike-keyserver/keyserver.db /var/lib/spike/identity/cert.pem
+# A reinstall runs the upgrade paths of the maintainer scripts.
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --reinstall \
+    "${debs[@]}" >/dev/null
+check "reinstall keeps the edited conffile" grep -q '^# edited' /etc/spike/controlplane.toml
+check "reinstall keeps keyserver state" test -f /var/lib/spike-keyserver/keyserver.db
+check "reinstall keeps the identity mode" has_mode_owner /var/lib/spike/identity "700 spike"
 DEBIAN_FRONTEND=noninteractive apt-get remove -y -q "${packages[@]}" >/dev/null
 check "remove keeps the edited conffile" grep -q '^# edited' /etc/spike/controlplane.toml
 check "remove keeps keyserver state" test -f /var/lib/spike-keyserver/keyserver.db
