@@ -89,6 +89,43 @@ else
     echo "fuzz.sh: $pcap_dir not found, fuzzing without seed frames" >&2
 fi
 
+# Fragments redirected by another Spike node: VXLAN from 192.0.2.2 to the target's
+# node (192.0.2.1, port 8472) with its cluster's redirect VNI 4097, around a first and a
+# later TCP fragment to the example config's web service. No capture holds such frames.
+python3 - "$corpus" <<'PYTHON'
+import pathlib
+import struct
+import sys
+
+corpus = pathlib.Path(sys.argv[1])
+
+
+def ipv4(src, dst, protocol, payload, flags_offset):
+    total = 20 + len(payload)
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0x1234, flags_offset, 64,
+                         protocol, 0, bytes(src), bytes(dst))
+    return header + payload
+
+
+def ethernet(dst, src, payload):
+    return bytes(dst) + bytes(src) + b"\x08\x00" + payload
+
+
+node = [0x02, 0x53, 0x50, 0, 0, 0x01]
+peer = [0x02, 0x53, 0x50, 0, 0x01, 0x02]
+tcp = struct.pack("!HHIIBBHHH", 40000, 8080, 1, 0, 0x50, 0x02, 64240, 0, 0) + b"x" * 24
+fragments = {
+    "first": ipv4([198, 51, 100, 7], [3, 235, 60, 34], 6, tcp[:24], 0x2000),
+    "later": ipv4([198, 51, 100, 7], [3, 235, 60, 34], 6, tcp[24:], 3),
+}
+for name, fragment in fragments.items():
+    inner = ethernet(peer, [0x02, 0x53, 0x50, 0, 0, 0x02], fragment)
+    vxlan = struct.pack("!II", 0x08000000, 4097 << 8) + inner
+    udp = struct.pack("!HHHH", 50000, 8472, 8 + len(vxlan), 0) + vxlan
+    outer = ethernet(node, peer, ipv4([192, 0, 2, 2], [192, 0, 2, 1], 17, udp, 0))
+    (corpus / f"redirect-{name}").write_bytes(outer)
+PYTHON
+
 cd "$fuzz_dir"
 echo "fuzz.sh: running $target for ${seconds}s with sanitizer $sanitizer"
 status=0
