@@ -91,7 +91,7 @@ fi
 
 # Fragments redirected by another Spike node: VXLAN from 192.0.2.2 to the target's
 # node (192.0.2.1, port 8472) with its cluster's redirect VNI 4097, around a first and a
-# later TCP fragment to the example config's web service. No capture holds such frames.
+# later TCP fragment to the example config's web service. No capture contains such frames.
 python3 - "$corpus" <<'PYTHON'
 import pathlib
 import struct
