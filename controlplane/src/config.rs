@@ -16,7 +16,9 @@
 //!   services they select;
 //! - an optional `[bgp]` section: the node's BGP speaker, see `bgp::config`.
 //!
-//! `[conntrack]`, `[icmp]` and `[dpdk]` belong in the dataplane's file and are rejected.
+//! `[conntrack]`, `[icmp]`, `[dpdk]` and `[cluster]` belong in the dataplane's file and
+//! are rejected. The dataplane takes `[cluster]` from its own file, because that table
+//! names the node itself among the Spike nodes.
 //!
 //! Errors name the line of the operator's file and the full key path, such as
 //! `service[0].backend[1].health_address`. The control plane's own keys are read with
@@ -29,6 +31,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use spike_core::flow::HashFields;
 use spike_core::maglev;
@@ -60,7 +63,9 @@ pub enum ConfigError {
     /// The core's message already starts with what failed.
     #[error("{0}")]
     Core(#[from] spike_core::config::ConfigError),
-    #[error("[{0}] belongs in the dataplane's config file: remove it from this one")]
+    #[error(
+        "[{0}] belongs in the dataplane's config file: move it there and remove it from this one"
+    )]
     DataplaneSection(String),
     #[error("invalid config: {0}")]
     Kubernetes(#[from] spike_kube::ConfigError),
@@ -215,14 +220,25 @@ fn default_slot_size_mib() -> u64 {
     16
 }
 
-/// The control plane's keys of the file. Keys of the dataplane's format are left to
-/// spike-core, which rejects unknown ones.
+/// The control plane's keys of the file. Its fields are the top-level sections the file
+/// accepts, so that an unknown one gets a message that lists them all. Keys inside the
+/// dataplane's sections are left to spike-core, which rejects unknown ones; `[bgp]` is
+/// read by `bgp::parse`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawFile {
     controlplane: Option<RawControl>,
+    #[serde(rename = "node")]
+    _node: Option<IgnoredAny>,
+    #[serde(rename = "vxlan")]
+    _vxlan: Option<IgnoredAny>,
+    #[serde(rename = "hash")]
+    _hash: Option<IgnoredAny>,
     #[serde(default)]
     service: Vec<RawService>,
     kubernetes: Option<RawKubernetes>,
+    #[serde(rename = "bgp")]
+    _bgp: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +315,9 @@ fn default_fall() -> u32 {
     3
 }
 
+/// Sections of the dataplane's file that the dataplane never takes from a snapshot.
+const DATAPLANE_SECTIONS: [&str; 4] = ["conntrack", "icmp", "dpdk", "cluster"];
+
 impl ControlConfig {
     /// Reads and validates a config file.
     ///
@@ -320,7 +339,7 @@ impl ControlConfig {
     /// [`ConfigError`] naming the first invalid key.
     pub fn parse(text: &str) -> Result<ControlConfig, ConfigError> {
         let mut root: toml::Table = toml::from_str(text)?;
-        for section in ["conntrack", "icmp", "dpdk"] {
+        for section in DATAPLANE_SECTIONS {
             if root.contains_key(section) {
                 return Err(ConfigError::DataplaneSection(section.to_owned()));
             }
@@ -1214,8 +1233,49 @@ mod tests {
 
     #[test]
     fn dataplane_sections_are_rejected() {
-        let text = format!("{BASE}\n[dpdk]\nport = \"net_null0\"\n");
-        let error = ControlConfig::parse(&text).unwrap_err();
-        assert!(error.to_string().contains("[dpdk] belongs"), "{error}");
+        let cases = [
+            ("dpdk", "[dpdk]\nport = \"net_null0\"\n"),
+            (
+                "cluster",
+                "[cluster]\nredirect_vni = 4097\n\n[[cluster.node]]\n\
+                 address = \"192.0.2.1\"\nmac = \"02:00:00:00:00:01\"\n",
+            ),
+        ];
+        for (section, text) in cases {
+            let error = ControlConfig::parse(&format!("{BASE}\n{text}"))
+                .unwrap_err()
+                .to_string();
+            let expected = format!("[{section}] belongs in the dataplane's config file");
+            assert!(error.contains(&expected), "{section}: {error}");
+            assert!(error.contains("move it there"), "{section}: {error}");
+        }
+    }
+
+    #[test]
+    fn unknown_section_lists_accepted_sections() {
+        let text = format!("{BASE}\n[colour]\nred = 1\n");
+        let error = ControlConfig::parse(&text).unwrap_err().to_string();
+        assert!(error.contains("colour"), "{error}");
+        let accepted = [
+            "controlplane",
+            "node",
+            "vxlan",
+            "hash",
+            "service",
+            "kubernetes",
+            "bgp",
+        ];
+        for section in accepted {
+            assert!(
+                error.contains(&format!("`{section}`")),
+                "{section}: {error}"
+            );
+        }
+        for section in DATAPLANE_SECTIONS {
+            assert!(
+                !error.contains(&format!("`{section}`")),
+                "{section}: {error}"
+            );
+        }
     }
 }

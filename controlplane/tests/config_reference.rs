@@ -98,8 +98,8 @@ fn reference_lists_every_controlplane_key() {
     let base_error = toml::to_string(&base).map(|text| parse(&text));
     assert_eq!(base_error, Ok(Ok(())), "the base config is valid");
 
-    // The shared parser names the dataplane's own sections, but this file rejects them
-    // with a message that names the dataplane's file.
+    // The dataplane's own sections are rejected with a message that names the
+    // dataplane's file, so they are not keys of this file even where an example sets them.
     let dataplane_only = |key: &str| {
         let mut config = base.clone();
         config.insert(key.to_owned(), toml::Value::Table(toml::Table::new()));
