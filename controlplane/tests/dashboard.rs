@@ -180,9 +180,12 @@ fn get_metrics(port: u16) -> Option<String> {
     Some(response.split_once("\r\n\r\n")?.1.to_owned())
 }
 
-/// Starts the control plane, acts as the dataplane on its ring and returns one scrape
-/// that contains the dataplane's counters and the Kubernetes discovery metrics.
-async fn scrape() -> String {
+/// Starts the control plane, acts as the dataplane on its ring and returns the first
+/// scrape that exports every metric in `needed`, with the dataplane's counters and the
+/// Kubernetes discovery metrics. Metrics that the first publication sets, such as the
+/// table fingerprints, can appear after the discovery metrics, so the scrapes go on
+/// until all are there.
+async fn scrape(needed: &BTreeSet<String>) -> String {
     let server = FakeApiServer::start().await;
     server.apply(service("a", "203.0.113.1"));
     server.apply(slice(
@@ -214,6 +217,7 @@ async fn scrape() -> String {
     let counters = serde_json::to_vec(&dataplane_counters()).unwrap();
     let deadline = Instant::now() + WAIT;
     let mut dataplane: Option<Subscriber> = None;
+    let mut missing = needed.clone();
     while Instant::now() < deadline {
         if let Some(status) = process.0.try_wait().unwrap() {
             let log = fs::read_to_string(dir.path().join("controlplane.log")).unwrap();
@@ -233,13 +237,22 @@ async fn scrape() -> String {
                 "spike_kubernetes_skipped_nodes{",
                 "spike_bgp_reloads_total{",
             ];
-            if expected.iter().all(|name| text.contains(name)) {
+            let names = exported(&text);
+            missing = needed
+                .iter()
+                .filter(|name| !names.contains_key(*name))
+                .cloned()
+                .collect();
+            if missing.is_empty() && expected.iter().all(|name| text.contains(name)) {
                 return text;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out after {WAIT:?} waiting for the dataplane and discovery metrics");
+    panic!(
+        "timed out after {WAIT:?} waiting for the dataplane and discovery metrics; \
+         not exported yet: {missing:?}"
+    );
 }
 
 /// Maps each sample name the exposition can contain to the label names seen on it.
@@ -431,7 +444,12 @@ fn references_splits_promql() {
 async fn dashboard_queries_exported_metrics() {
     let queries = dashboard_queries();
     assert!(queries.len() > 10, "too few queries found: {queries:?}");
-    let exported = exported(&scrape().await);
+    let needed: BTreeSet<String> = queries
+        .iter()
+        .flat_map(|(_, expr)| references(expr).metrics)
+        .map(|(metric, _)| metric)
+        .collect();
+    let exported = exported(&scrape(&needed).await);
 
     for (panel, expr) in &queries {
         let found = references(expr);
