@@ -116,6 +116,17 @@ def run_testpmd(mode, capture, frames, args, workdir):
     return statistics.mean(samples[1:]) / 1e6
 
 
+def check_forwarded(counters):
+    """Raise unless nearly every frame got a forward verdict: a rate of drops or kernel
+    verdicts would not measure the decision."""
+    totals = json.loads(counters.read_text())
+    if totals["forwarded"] < 0.99 * totals["rx_packets"]:
+        other = {f"{group}.{reason}": count for group in ("drops", "kernel")
+                 for reason, count in totals[group].items() if count}
+        raise RuntimeError(f"spike-dataplane forwarded {totals['forwarded']} of "
+                           f"{totals['rx_packets']} frames; other verdicts: {other}")
+
+
 def read_rx(counters):
     try:
         return json.loads(counters.read_text())["rx_packets"]
@@ -131,7 +142,10 @@ def spike_config(capture, frames, flows, args, workdir):
     capacity = max(2 * flows, 1024)
     text = template.replace("@CAPACITY@", str(capacity))
     quoted = ", ".join(json.dumps(arg) for arg in eal)
-    text += f'\n[dpdk]\neal_args = [{quoted}]\nport = "net_pcap0"\nworkers = 1\nmbufs = {mbufs}\n'
+    # net_pcap's port MAC is not the node MAC the capture is addressed to, so the MAC filter
+    # would drop every frame before the decision.
+    text += (f'\n[dpdk]\neal_args = [{quoted}]\nport = "net_pcap0"\nworkers = 1\nmbufs = {mbufs}\n'
+             'mac_filter = false\n')
     path = workdir / "spike.toml"
     path.write_text(text)
     return path
@@ -166,6 +180,7 @@ def run_spike(capture, frames, flows, args, workdir):
     finally:
         stop(process)
         log.close()
+    check_forwarded(counters)
     return (rx1 - rx0) / (t1 - t0) / 1e6
 
 
