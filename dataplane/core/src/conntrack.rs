@@ -163,7 +163,7 @@ pub struct Conntrack<V: Copy> {
     stats: ConntrackStats,
 }
 
-/// Counts of what inserts did, since the table was created.
+/// Insert outcomes counted since the table was created.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConntrackStats {
     /// New flows stored in the slot of another flow's expired entry.
@@ -219,7 +219,8 @@ impl<V: Copy> Conntrack<V> {
         self.table.find(hash, now_ns).map(to_slot)
     }
 
-    /// Prefetches every cache line `find` and `insert` read for `hash`.
+    /// Prefetches the two cache lines `find` reads for `hash`. An `insert` reads the same two
+    /// unless it has to move entries.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
         self.table.prefetch(hash);
@@ -264,7 +265,8 @@ impl<V: Copy> Conntrack<V> {
     /// # Errors
     ///
     /// [`ConntrackFull`] when no slot is available. This happens before `len` reaches `capacity`
-    /// only when no entry of either bucket can move, which is rare at the table's load factor.
+    /// only when the bounded search finds no chain of entries to move, which is rare at the
+    /// table's load factor.
     #[inline]
     pub fn insert(
         &mut self,

@@ -8,10 +8,9 @@
 //!   lines each were measured too: their four prefetches per packet made the decision at 1M
 //!   flows slower (BENCHMARKS.md).
 //! - The table stores no key, only the hash. Two distinct flows are mistaken for one another
-//!   only when their 64-bit SipHash values are equal. For a lookup that compares with the 4
-//!   entries of its two buckets, that happens with a probability of at most 4 × 2^-64
-//!   (about 2 × 10^-19), and SipHash under the cluster's secret key gives a sender no way to
-//!   aim for it. The stored hash 0 marks an empty slot, so a flow whose hash is 0 is stored
+//!   only when their 64-bit SipHash values are equal. A lookup compares with the 4 entries of
+//!   its two buckets, so this happens with a probability of at most 4 × 2^-64 (about
+//!   2 × 10^-19). SipHash under the cluster's secret key gives a sender no way to aim for it. The stored hash 0 marks an empty slot, so a flow whose hash is 0 is stored
 //!   as 1, which keeps both of its buckets.
 //! - The bucket count is `ceil(capacity / (BUCKET_ENTRIES × 3/4))`, not a power of two, and a
 //!   hash half is mapped to a bucket by multiplication and shift, so memory follows the
@@ -35,7 +34,7 @@ pub(crate) const BUCKET_ENTRIES: usize = 2;
 const MAX_LOAD_NUMERATOR: usize = 3;
 const MAX_LOAD_DENOMINATOR: usize = 4;
 
-/// Largest accepted capacity. It bounds the memory one table may take (about 700 MiB) and
+/// Largest accepted capacity. It bounds the memory one table may take (about 680 MiB) and
 /// keeps every slot index within `u32` and every bucket count below 2^32, as the range
 /// reduction needs.
 pub(crate) const MAX_CAPACITY: usize = 1 << 24;
@@ -43,8 +42,8 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 24;
 /// The stored hash of an empty slot.
 const EMPTY: u64 = 0;
 
-/// Most entries one insert examines for a chain of cuckoo moves. It bounds the insert's
-/// work; at the 3/4 load factor the search rarely goes past its first two levels.
+/// Maximum number of entries one insert examines for a chain of cuckoo moves, which bounds
+/// the work of an insert.
 const MAX_SEARCH_SLOTS: usize = 64;
 
 /// Parent of a search node that is one of the new flow's own slots.
@@ -74,7 +73,7 @@ pub(crate) enum CapacityError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Full;
 
-/// Where [`FlowTable::insert`] put an entry.
+/// Placement of an entry by [`FlowTable::insert`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Placement {
     /// The flow had an entry, live or expired, which was overwritten.
@@ -190,8 +189,8 @@ impl<V: Copy> FlowTable<V> {
         (self.entry(slot).expires_ns > now_ns).then_some(slot)
     }
 
-    /// Stores an entry for `hash` and returns its slot and how it was placed; see the module
-    /// docs for the order in which slots are tried.
+    /// Stores an entry for `hash` and returns its slot and placement. The module docs list
+    /// the order in which slots are tried.
     pub(crate) fn insert(
         &mut self,
         hash: u64,
@@ -334,7 +333,7 @@ impl<V: Copy> FlowTable<V> {
         self.entry_mut(from).hash = EMPTY;
     }
 
-    /// Empties `slot`; an already empty slot is left as it is.
+    /// Empties `slot`. An already empty slot stays as it is.
     pub(crate) fn remove(&mut self, slot: usize) {
         let entry = self.entry_mut(slot);
         if entry.hash != EMPTY {
