@@ -10,8 +10,9 @@
 //! - The table stores no key, only the hash. Two distinct flows are mistaken for one another
 //!   only when their 64-bit SipHash values are equal. A lookup compares with the 4 entries of
 //!   its two buckets, so this happens with a probability of at most 4 × 2^-64 (about
-//!   2 × 10^-19). SipHash under the cluster's secret key gives a sender no way to aim for it. The stored hash 0 marks an empty slot, so a flow whose hash is 0 is stored
-//!   as 1, which keeps both of its buckets.
+//!   2 × 10^-19). SipHash under the cluster's secret key gives a sender no way to aim for
+//!   it. The stored hash 0 marks an empty slot, so a flow whose hash is 0 is stored as 1,
+//!   which keeps both of its buckets.
 //! - The bucket count is `ceil(capacity / (BUCKET_ENTRIES × 3/4))`, not a power of two, and a
 //!   hash half is mapped to a bucket by multiplication and shift, so memory follows the
 //!   capacity: at most 4/3 slots per flow of capacity plus one bucket, about 43 bytes per
