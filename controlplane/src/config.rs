@@ -4,7 +4,8 @@
 //! `[[service]]` (validated by spike-core's own parser), plus:
 //!
 //! - `[controlplane]`: the ring path, the metrics address, the ring's slot size, whether
-//!   next-hop MACs come from the kernel (`resolve_next_hops`), and an optional
+//!   next-hop MACs come from the kernel (`resolve_next_hops`), the longest wait for the
+//!   sources' initial sets after a start (`initial_sync_timeout_s`), and an optional
 //!   `[controlplane.metrics_tls]` table that serves the metrics endpoint over TLS with
 //!   the node identity that spike-bootstrap writes;
 //! - `[service.health_check]` per service, and `health_address` per backend, the
@@ -100,6 +101,9 @@ pub struct ControlConfig {
     /// Whether backends without a configured next-hop MAC get theirs from the kernel's
     /// route and neighbour tables (see `nexthop`) instead of `node.gateway_mac`.
     pub resolve_next_hops: bool,
+    /// Maximum wait after a start for every source's initial service set before the
+    /// first publication; the sources still missing then are left out until they report.
+    pub initial_sync_timeout: Duration,
     /// Node, VXLAN, hash and statically configured services, as the dataplane reads them.
     pub base: Config,
     /// Health check per service of `base`, in the same order.
@@ -214,10 +218,19 @@ struct RawControl {
     metrics_tls: Option<MetricsTls>,
     #[serde(default)]
     resolve_next_hops: bool,
+    #[serde(default = "default_initial_sync_timeout_s")]
+    initial_sync_timeout_s: u64,
 }
 
 fn default_slot_size_mib() -> u64 {
     16
+}
+
+/// Leaves time for the first list of Services, EndpointSlices and Nodes and for a round
+/// of health checks with the default 1 s timeout, and bounds how long a dead API server
+/// holds back the first publication.
+fn default_initial_sync_timeout_s() -> u64 {
+    30
 }
 
 /// The control plane's keys of the file. Its fields are the top-level sections the file
@@ -395,6 +408,13 @@ impl ControlConfig {
                 "1 to 1024 MiB",
             ));
         }
+        if !(1..=3600).contains(&control.initial_sync_timeout_s) {
+            return Err(invalid(
+                "controlplane.initial_sync_timeout_s",
+                control.initial_sync_timeout_s,
+                "1 to 3600 seconds",
+            ));
+        }
         if let Some(tls) = &control.metrics_tls {
             if tls.identity_dir.as_os_str().is_empty() {
                 return Err(invalid(
@@ -410,6 +430,7 @@ impl ControlConfig {
             slot_size_bytes: control.ring_slot_size_mib << 20,
             metrics_tls: control.metrics_tls,
             resolve_next_hops: control.resolve_next_hops,
+            initial_sync_timeout: Duration::from_secs(control.initial_sync_timeout_s),
             base,
             health_checks,
             health_addresses,
@@ -909,6 +930,7 @@ mod tests {
     fn example_parses() {
         let config = ControlConfig::parse(BASE).unwrap();
         assert_eq!(config.base.services.len(), 1);
+        assert_eq!(config.initial_sync_timeout, Duration::from_secs(30));
         let check = config.health_checks[0].as_ref().unwrap();
         assert_eq!(check.port, 80);
         assert_eq!(check.rise, 2);
@@ -952,6 +974,13 @@ mod tests {
             (
                 ("interval_ms = 500", "interval_ms = 9223372036854775807"),
                 "health_check.interval_ms",
+            ),
+            (
+                (
+                    "metrics_listen = \"127.0.0.1:9300\"",
+                    "metrics_listen = \"127.0.0.1:9300\"\ninitial_sync_timeout_s = 0",
+                ),
+                "controlplane.initial_sync_timeout_s",
             ),
         ];
         for ((from, to), key) in cases {

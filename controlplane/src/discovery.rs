@@ -4,8 +4,10 @@
 //! whenever it changes. The control plane merges the sets of all sources (the static
 //! source first, then the others in name order), builds a snapshot and publishes it.
 //! Sources must not send a set before it is complete (the static source waits for one
-//! round of health checks), so that a restarted control plane rebuilds the snapshot
-//! the dataplane already runs.
+//! round of health checks, Kubernetes discovery for the first list of Services,
+//! EndpointSlices and Nodes). The control plane publishes its first snapshot only once
+//! every source has sent one, so that a restarted control plane rebuilds the snapshot
+//! the dataplane already runs instead of publishing a part of it.
 //!
 //! [`StaticSource`] reads services from the config file and drops backends whose health
 //! checks fail. `KubernetesSource`, in the `kubernetes` module, is the other

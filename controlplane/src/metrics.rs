@@ -28,6 +28,8 @@ use crate::kubernetes::KubernetesMetrics;
 pub struct Metrics {
     pub generation: Gauge,
     pub publications: Counter,
+    /// Starts whose first publication went ahead without some source's initial set.
+    pub initial_sync_timeouts: Counter,
     pub publish_seconds: Histogram,
     pub backend_health: Family<BackendLabels, Gauge>,
     /// Share of each backend in its service's table, in parts per million.
@@ -51,6 +53,7 @@ impl Metrics {
         let metrics = Metrics {
             generation: Gauge::default(),
             publications: Counter::default(),
+            initial_sync_timeouts: Counter::default(),
             // 100 µs to about 3.3 s in factors of 2.
             publish_seconds: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
@@ -77,6 +80,12 @@ impl Metrics {
             "snapshot_publications",
             "Snapshots published to the ring",
             metrics.publications.clone(),
+        );
+        registry.register(
+            "initial_sync_timeouts",
+            "Starts whose first publication went ahead after controlplane.\
+             initial_sync_timeout_s without the initial services of every source",
+            metrics.initial_sync_timeouts.clone(),
         );
         registry.register_with_unit(
             "snapshot_publish",

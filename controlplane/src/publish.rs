@@ -8,6 +8,13 @@
 //! it, encoded off the packet path (Maglev population included) and published to the
 //! ring when it differs from what the ring already publishes, compared by payload
 //! checksum.
+//!
+//! After a start, nothing is published until every source has sent its initial set, so
+//! that a restart never publishes a snapshot with fewer services than the one the
+//! dataplane runs. `controlplane.initial_sync_timeout_s` bounds that wait. The sources
+//! still missing then are logged and counted, and their services follow when they
+//! report. Meanwhile the dataplane keeps the snapshot it runs. A reload keeps each
+//! source's last set until its restarted source reports, for the same reason.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -127,7 +134,10 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
     let mut draining = false;
     let (updates_tx, mut updates) = mpsc::channel::<SourceUpdate>(16);
     let memory = HealthMemory::default();
-    let mut sources = start_sources(&config, &memory, &metrics, &updates_tx);
+    // `waiting` names the sources whose initial set the first publication waits for. It
+    // is empty from the first publication on.
+    let (mut sources, mut waiting) = start_sources(&config, &memory, &metrics, &updates_tx);
+    let sync_deadline = tokio::time::Instant::now() + config.initial_sync_timeout;
     let mut services: BTreeMap<&'static str, Vec<ServiceConfig>> = BTreeMap::new();
     let mut conflicts = BTreeSet::new();
     let mut resolver = config.resolve_next_hops.then(Resolver::start).transpose()?;
@@ -138,12 +148,33 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
     loop {
         tokio::select! {
             Some(update) = updates.recv() => {
-                services.insert(update.source, update.services);
+                let source = update.source;
+                services.insert(source, update.services);
                 merged = Some(merge_sources(&services, &mut conflicts, &metrics));
+                if waiting.remove(source) && waiting.is_empty() {
+                    info!(last = source, "every source has sent its initial services");
+                }
+                if waiting.is_empty() {
+                    let resolver = resolver.as_ref();
+                    publish_resolved(&config, &merged, resolver, &ring, &metrics, &current);
+                }
+            }
+            () = tokio::time::sleep_until(sync_deadline), if !waiting.is_empty() => {
+                warn!(
+                    missing = ?waiting,
+                    timeout_s = config.initial_sync_timeout.as_secs(),
+                    "initial sync timed out: publishing without the services of the sources \
+                     that have not reported; they follow once those sources report"
+                );
+                metrics.initial_sync_timeouts.inc();
+                waiting.clear();
                 publish_resolved(&config, &merged, resolver.as_ref(), &ring, &metrics, &current);
             }
             () = nexthop::changed(resolver.as_mut()) => {
-                publish_resolved(&config, &merged, resolver.as_ref(), &ring, &metrics, &current);
+                if waiting.is_empty() {
+                    let resolver = resolver.as_ref();
+                    publish_resolved(&config, &merged, resolver, &ring, &metrics, &current);
+                }
             }
             _ = heartbeat.tick() => lock(&ring).heartbeat(),
             _ = hangup.recv() => match ControlConfig::load(path) {
@@ -169,8 +200,14 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
                     }
                     config = Arc::new(reloaded);
                     stop_sources(&mut sources);
-                    services.clear();
-                    sources = start_sources(&config, &memory, &metrics, &updates_tx);
+                    let (started, names) = start_sources(&config, &memory, &metrics, &updates_tx);
+                    sources = started;
+                    // The services of a removed source leave with the next publication.
+                    // Those of the others stay until their restarted source replaces them.
+                    services.retain(|source, _| names.contains(source));
+                    if !waiting.is_empty() {
+                        waiting = names;
+                    }
                     info!(config = %path.display(), "config reloaded");
                 }
                 Err(error) => error!(
@@ -230,13 +267,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Starts every discovery source: the static one, and Kubernetes discovery when the
-/// config has a `[kubernetes]` section.
+/// config has a `[kubernetes]` section. Returns their tasks and names.
 fn start_sources(
     config: &Arc<ControlConfig>,
     memory: &HealthMemory,
     metrics: &Metrics,
     updates: &mpsc::Sender<SourceUpdate>,
-) -> Vec<JoinHandle<()>> {
+) -> (Vec<JoinHandle<()>>, BTreeSet<&'static str>) {
     let mut sources: Vec<Box<dyn Discovery>> = vec![Box::new(StaticSource::new(
         Arc::clone(config),
         Arc::clone(memory),
@@ -245,10 +282,12 @@ fn start_sources(
     if let Some(source) = KubernetesSource::new(Arc::clone(config), metrics.kubernetes.clone()) {
         sources.push(Box::new(source));
     }
-    sources
+    let names = sources.iter().map(|source| source.name()).collect();
+    let tasks = sources
         .into_iter()
         .map(|source| tokio::spawn(source.run(updates.clone())))
-        .collect()
+        .collect();
+    (tasks, names)
 }
 
 fn stop_sources(sources: &mut Vec<JoinHandle<()>>) {

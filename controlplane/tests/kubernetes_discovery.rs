@@ -25,7 +25,7 @@ use spike_snapring::payload;
 use spike_snapring::{Geometry, Received, Subscriber};
 use tokio::time::Instant;
 
-use support::api_server::FakeApiServer;
+use support::api_server::{FakeApiServer, Kind};
 use support::objects::{node, ready, service, slice, NAMESPACE};
 
 const CONTROLPLANE: &str = env!("CARGO_BIN_EXE_spike-controlplane");
@@ -66,13 +66,22 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn write_config(path: &Path, ring: &Path, metrics_port: u16, api_server: &str) {
+/// Writes the control plane's config. `controlplane` adds keys to `[controlplane]`, and
+/// `services` adds static services after `static-b`.
+fn write_config(
+    path: &Path,
+    ring: &Path,
+    metrics_port: u16,
+    api_server: &str,
+    (controlplane, services): (&str, &str),
+) {
     let config = format!(
         r#"
 [controlplane]
 ring = {ring:?}
 metrics_listen = "127.0.0.1:{metrics_port}"
 ring_slot_size_mib = 1
+{controlplane}
 
 [node]
 mac = "02:53:50:00:00:01"
@@ -93,7 +102,7 @@ port = 80
 name = "static-node"
 address = "192.0.2.50"
 vtep_mac = "0a:58:0a:f4:00:32"
-
+{services}
 [kubernetes]
 namespace = "{NAMESPACE}"
 
@@ -110,6 +119,19 @@ match_labels = {{ spike = "yes" }}
         ring = ring.display().to_string()
     );
     fs::write(path, config).unwrap();
+}
+
+/// Starts spike-controlplane with `config`, logging to `log`.
+fn start_controlplane(config: &Path, log: PathBuf) -> Process {
+    let child = Command::new(CONTROLPLANE)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Process { child, log }
 }
 
 /// Sends `GET /metrics` and returns the body.
@@ -237,6 +259,48 @@ fn pairs(expected: &[(&str, u32)]) -> Option<Vec<(String, u32)>> {
     )
 }
 
+/// Attaches to the ring as the dataplane does.
+fn attach_ring(path: &Path) -> Subscriber {
+    let geometry = Geometry {
+        slot_size: 1 << 20,
+        ..Geometry::default()
+    };
+    Subscriber::attach(path, geometry).unwrap()
+}
+
+/// Sends `signal` (a name such as `HUP`) to the process with kill(1).
+fn send_signal(process: &Process, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(process.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// Number of Service list requests (not watches) the API server received.
+fn service_lists(server: &FakeApiServer) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|request| request.kind == Some(Kind::Service) && !request.watch)
+        .count()
+}
+
+/// A static service added to the config on reload.
+const STATIC_C: &str = r#"
+[[service]]
+name = "static-c"
+vip = "203.0.113.3"
+protocol = "tcp"
+port = 80
+
+[[service.backend]]
+name = "static-node"
+address = "192.0.2.50"
+vtep_mac = "0a:58:0a:f4:00:32"
+"#;
+
 /// Builds an endpoint of pod `pod` on `node` that is terminating but still serving.
 fn terminating(pod: &str, node: &str) -> serde_json::Value {
     let mut endpoint = ready(pod, node);
@@ -269,19 +333,8 @@ async fn kubernetes_services_reach_the_ring() {
     let ring_path = dir.path().join("ring");
     let config = dir.path().join("controlplane.toml");
     let metrics_port = free_port();
-    write_config(&config, &ring_path, metrics_port, &server.url());
-    let log = dir.path().join("controlplane.log");
-    let process = Process {
-        child: Command::new(CONTROLPLANE)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-        log,
-    };
+    write_config(&config, &ring_path, metrics_port, &server.url(), ("", ""));
+    let process = start_controlplane(&config, dir.path().join("controlplane.log"));
     wait_for_metrics(&process, metrics_port, &["spike_snapshot_generation"]).await;
     let geometry = Geometry {
         slot_size: 1 << 20,
@@ -404,4 +457,152 @@ async fn kubernetes_services_reach_the_ring() {
     )
     .await;
     assert!(process.log().contains("node is no longer skipped"));
+}
+
+/// A restarted control plane publishes nothing until Kubernetes discovery has listed
+/// the cluster, so its first snapshot keeps the Kubernetes services. The API server
+/// fails the restarted watcher's first two Service lists. kube-runtime waits at least
+/// 0.8 s after each, which holds discovery back by 1.6 s or more while the static source
+/// reports at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_publishes_kubernetes_services_first() {
+    let server = FakeApiServer::start().await;
+    server.apply(service("a", "203.0.113.1"));
+    server.apply(slice(
+        "a-1",
+        "a",
+        vec![ready("p1", "node-1"), ready("p3", "node-2")],
+    ));
+    server.apply(node(1));
+    server.apply(node(2));
+    let dir = tempfile::Builder::new()
+        .prefix("spike-kubernetes-restart-")
+        .tempdir()
+        .unwrap();
+    let ring_path = dir.path().join("ring");
+    let config = dir.path().join("controlplane.toml");
+    let metrics_port = free_port();
+    write_config(&config, &ring_path, metrics_port, &server.url(), ("", ""));
+
+    let first = start_controlplane(&config, dir.path().join("first.log"));
+    wait_for_metrics(&first, metrics_port, &["spike_snapshot_generation"]).await;
+    let mut ring = attach_ring(&ring_path);
+    let before = wait_for_snapshot(&mut ring, &first, |snapshot| {
+        snapshot.weights(SERVICE_A) == pairs(&[("node-1", 1), ("node-2", 1)])
+    })
+    .await;
+    // SIGKILL, as after a crash: nothing is withdrawn or cleaned up.
+    drop(first);
+
+    // node-1 gets a second endpoint while the control plane is down, so the restarted
+    // one has a new snapshot to publish.
+    server.apply(slice(
+        "a-1",
+        "a",
+        vec![
+            ready("p1", "node-1"),
+            ready("p2", "node-1"),
+            ready("p3", "node-2"),
+        ],
+    ));
+    server.fail_lists(Kind::Service, 2);
+    let lists_before_restart = service_lists(&server);
+    let second = start_controlplane(&config, dir.path().join("second.log"));
+
+    // The ring shows only the newest snapshot, so the generation shows that nothing was
+    // published before it.
+    let after = wait_for_snapshot(&mut ring, &second, |_| true).await;
+    assert_eq!(
+        after.generation,
+        before.generation + 1,
+        "log:\n{}",
+        second.log()
+    );
+    assert_eq!(
+        after.weights(SERVICE_A),
+        pairs(&[("node-1", 2), ("node-2", 1)])
+    );
+    assert_eq!(after.weights("static-b"), pairs(&[("static-node", 1)]));
+    assert!(
+        service_lists(&server) >= lists_before_restart + 3,
+        "the restarted watcher should list Services three times (two failures)"
+    );
+    let log = second.log();
+    assert_eq!(log.matches("snapshot published").count(), 1, "{log}");
+    assert!(!log.contains("initial sync timed out"), "{log}");
+
+    // A reload restarts every source. The snapshot that adds a static service keeps the
+    // Kubernetes services, although the restarted watcher's first lists fail again.
+    server.fail_lists(Kind::Service, 2);
+    write_config(
+        &config,
+        &ring_path,
+        metrics_port,
+        &server.url(),
+        ("", STATIC_C),
+    );
+    send_signal(&second, "HUP");
+    let reloaded = wait_for_snapshot(&mut ring, &second, |_| true).await;
+    assert_eq!(reloaded.generation, after.generation + 1);
+    assert_eq!(reloaded.weights("static-c"), pairs(&[("static-node", 1)]));
+    assert_eq!(
+        reloaded.weights(SERVICE_A),
+        pairs(&[("node-1", 2), ("node-2", 1)])
+    );
+}
+
+/// When a source does not report within `initial_sync_timeout_s`, the control plane
+/// publishes the others' services, logs and counts the timeout, and adds the late
+/// source's services when they come. Here the API server fails the first three Service
+/// lists, which holds discovery back by at least 2.4 s (kube-runtime waits at least 0.8 s
+/// after each failure) against a timeout of 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_sync_timeout_publishes_static_services() {
+    let server = FakeApiServer::start().await;
+    server.apply(service("a", "203.0.113.1"));
+    server.apply(slice("a-1", "a", vec![ready("p1", "node-1")]));
+    server.apply(node(1));
+    server.fail_lists(Kind::Service, 3);
+    let dir = tempfile::Builder::new()
+        .prefix("spike-kubernetes-sync-timeout-")
+        .tempdir()
+        .unwrap();
+    let ring_path = dir.path().join("ring");
+    let config = dir.path().join("controlplane.toml");
+    let metrics_port = free_port();
+    let controlplane = "initial_sync_timeout_s = 1";
+    write_config(
+        &config,
+        &ring_path,
+        metrics_port,
+        &server.url(),
+        (controlplane, ""),
+    );
+
+    let process = start_controlplane(&config, dir.path().join("controlplane.log"));
+    wait_for_metrics(&process, metrics_port, &["spike_snapshot_generation"]).await;
+    let mut ring = attach_ring(&ring_path);
+    let first = wait_for_snapshot(&mut ring, &process, |_| true).await;
+    assert_eq!(first.generation, 1);
+    assert_eq!(first.weights("static-b"), pairs(&[("static-node", 1)]));
+    assert!(first.service(SERVICE_A).is_none());
+    wait_for_metrics(
+        &process,
+        metrics_port,
+        &["spike_initial_sync_timeouts_total 1"],
+    )
+    .await;
+    let log = process.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("initial sync timed out"))
+        .unwrap_or_else(|| panic!("no timeout in the log:\n{log}"));
+    assert!(line.contains("kubernetes"), "{line}");
+
+    let complete = wait_for_snapshot(&mut ring, &process, |snapshot| {
+        snapshot.service(SERVICE_A).is_some()
+    })
+    .await;
+    assert_eq!(complete.generation, 2);
+    assert_eq!(complete.weights(SERVICE_A), pairs(&[("node-1", 1)]));
 }
