@@ -553,8 +553,8 @@ async fn restart_publishes_kubernetes_services_first() {
 
 /// When a source does not report within `initial_sync_timeout_s`, the control plane
 /// publishes the others' services, logs and counts the timeout, and adds the late
-/// source's services when they come. Here the API server fails the first three Service
-/// lists, which holds discovery back by at least 2.4 s (kube-runtime waits at least 0.8 s
+/// source's services when they come. Here the API server fails the first four Service
+/// lists, which holds discovery back by at least 3.2 s (kube-runtime waits at least 0.8 s
 /// after each failure) against a timeout of 1 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_sync_timeout_publishes_static_services() {
@@ -562,7 +562,7 @@ async fn initial_sync_timeout_publishes_static_services() {
     server.apply(service("a", "203.0.113.1"));
     server.apply(slice("a-1", "a", vec![ready("p1", "node-1")]));
     server.apply(node(1));
-    server.fail_lists(Kind::Service, 3);
+    server.fail_lists(Kind::Service, 4);
     let dir = tempfile::Builder::new()
         .prefix("spike-kubernetes-sync-timeout-")
         .tempdir()
