@@ -7,7 +7,8 @@
 # would take a NIC.
 #
 # It installs into and purges from the running system: packages named spike-* that
-# are installed when it starts are replaced by the freshly built ones and purged.
+# are installed when it starts are replaced by the freshly built ones and purged, and
+# two runs at once on one machine would purge each other's packages.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -69,6 +70,11 @@ run_lintian() {
     lintian --fail-on error,warning --info "$1" >&2
 }
 
+# Waits for the dpkg lock that another apt run may hold, instead of failing at once.
+apt_get() {
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"
+}
+
 no_path_matches() {
     ! compgen -G "$1" >/dev/null
 }
@@ -99,7 +105,7 @@ debs=()
 for package in "${packages[@]}"; do
     debs+=("./$deb_dir/${package}_${version}_amd64.deb")
 done
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+apt_get install -y -q --no-install-recommends \
     --allow-downgrades "${debs[@]}" >/dev/null
 for package in "${packages[@]}"; do
     check "$package installed" is_installed "$package"
@@ -171,17 +177,17 @@ echo "== reinstall, remove, then purge"
 echo "# edited" >>/etc/spike/controlplane.toml
 touch /var/lib/spike-keyserver/keyserver.db /var/lib/spike/identity/cert.pem
 # A reinstall runs the upgrade paths of the maintainer scripts.
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --reinstall \
+apt_get install -y -q --no-install-recommends --reinstall \
     "${debs[@]}" >/dev/null
 check "reinstall keeps the edited conffile" grep -q '^# edited' /etc/spike/controlplane.toml
 check "reinstall keeps keyserver state" test -f /var/lib/spike-keyserver/keyserver.db
 check "reinstall keeps the identity mode" has_mode_owner /var/lib/spike/identity "700 spike"
-DEBIAN_FRONTEND=noninteractive apt-get remove -y -q "${packages[@]}" >/dev/null
+apt_get remove -y -q "${packages[@]}" >/dev/null
 check "remove keeps the edited conffile" grep -q '^# edited' /etc/spike/controlplane.toml
 check "remove keeps keyserver state" test -f /var/lib/spike-keyserver/keyserver.db
 check "remove keeps the node identity" test -f /var/lib/spike/identity/cert.pem
 check "remove deletes the binaries" no_path_matches "/usr/sbin/spike-*"
-DEBIAN_FRONTEND=noninteractive apt-get purge -y -q "${packages[@]}" >/dev/null
+apt_get purge -y -q "${packages[@]}" >/dev/null
 for package in "${packages[@]}"; do
     check "$package purged" is_absent "$package"
 done
