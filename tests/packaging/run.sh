@@ -203,7 +203,7 @@ check "helper and binaries removed" \
     bash -c "! ls /usr/libexec/spike /usr/bin/spike-trace /usr/sbin/spike-* 2>/dev/null | grep -q ."
 
 echo "== docker/Dockerfile"
-# Docker may be unavailable (CI is a container), so the Dockerfile is only linted.
+# CI has no Docker daemon, so the Dockerfile is linted, not built.
 hadolint_venv=out/tools/hadolint
 if [[ ! -x "$hadolint_venv/bin/hadolint" ]]; then
     python3 -m venv "$hadolint_venv"
