@@ -24,6 +24,7 @@ pub mod maglev;
 pub mod ratelimit;
 pub mod snapshot;
 pub mod snapshot_parts;
+pub mod steer;
 pub mod verdict;
 pub mod wire;
 pub mod worker;
