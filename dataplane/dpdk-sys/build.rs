@@ -52,6 +52,8 @@ const FUNCTIONS: &[&str] = &[
     "rte_eth_dev_get_mtu",
     "rte_eth_link_get_nowait",
     "rte_eth_stats_get",
+    "rte_ring_create",
+    "rte_ring_free",
     // The shim, see wrapper.h.
     "spike_.*",
 ];
@@ -72,7 +74,7 @@ const TYPES: &[&str] = &[
 /// Types that Rust only handles through pointers. Keeping them opaque keeps
 /// the mbuf and mempool internals (unions, bit-fields, per-lcore caches) out
 /// of the bindings.
-const OPAQUE_TYPES: &[&str] = &["rte_mbuf", "rte_mempool"];
+const OPAQUE_TYPES: &[&str] = &["rte_mbuf", "rte_mempool", "rte_ring"];
 
 /// Object-like macros and enum constants. clang evaluates the ones that are
 /// built from function-like macros such as RTE_BIT64.
@@ -99,6 +101,8 @@ const VARS: &[&str] = &[
     "RTE_MBUF_F_TX_IP_CKSUM",
     "RTE_MBUF_F_TX_TCP_CKSUM",
     "RTE_MBUF_F_TX_UDP_CKSUM",
+    "RING_F_SC_DEQ",
+    "RING_F_EXACT_SZ",
 ];
 
 fn main() {

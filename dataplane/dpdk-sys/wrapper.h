@@ -16,6 +16,7 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+#include <rte_ring.h>
 
 /*
  * Out-of-line copies of DPDK's static inline functions and macros, so Rust
@@ -44,6 +45,13 @@ int spike_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 uint64_t spike_pktmbuf_ol_flags(const struct rte_mbuf *m);
 void spike_pktmbuf_set_tx_offload(struct rte_mbuf *m, uint64_t ol_flags, uint64_t l2_len,
 				  uint64_t l3_len, uint64_t l4_len);
+
+/* The mbuf forms of rte_ring_mp_enqueue_burst and rte_ring_sc_dequeue_burst: they
+ * return how many of the n pointers moved, with no count of free or remaining slots. */
+unsigned int spike_ring_mp_enqueue_burst(struct rte_ring *r, struct rte_mbuf **mbufs,
+					 unsigned int n);
+unsigned int spike_ring_sc_dequeue_burst(struct rte_ring *r, struct rte_mbuf **mbufs,
+					 unsigned int n);
 
 int spike_errno(void);
 unsigned int spike_lcore_id(void);

@@ -1,4 +1,4 @@
-//! Raw bindings to DPDK 22.11 (EAL, mempool, mbuf, ethdev, lcore launch)
+//! Raw bindings to DPDK 22.11 (EAL, mempool, mbuf, ring, ethdev, lcore launch)
 //! and to a C shim that turns DPDK's static inline fast path into real
 //! functions (`spike_*`).
 //!

@@ -130,3 +130,15 @@ uint64_t spike_rdtsc(void)
 {
 	return rte_rdtsc();
 }
+
+unsigned int spike_ring_mp_enqueue_burst(struct rte_ring *r, struct rte_mbuf **mbufs,
+					 unsigned int n)
+{
+	return rte_ring_mp_enqueue_burst(r, (void *const *)mbufs, n, NULL);
+}
+
+unsigned int spike_ring_sc_dequeue_burst(struct rte_ring *r, struct rte_mbuf **mbufs,
+					 unsigned int n)
+{
+	return rte_ring_sc_dequeue_burst(r, (void **)mbufs, n, NULL);
+}

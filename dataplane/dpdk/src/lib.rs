@@ -1,5 +1,6 @@
 //! Safe layer over DPDK 22.11 for Spike's dataplane: EAL setup, mbuf pools,
-//! owned mbufs and fixed-size bursts, ethdev ports and lcore launch.
+//! owned mbufs and fixed-size bursts, mbuf rings between lcores, ethdev ports
+//! and lcore launch.
 //!
 //! Ownership follows DPDK's rules through lifetimes: an [`Eal`] outlives
 //! every [`Mempool`] and [`Port`], a pool outlives its [`Mbuf`]s and the
@@ -22,6 +23,7 @@ mod mbuf;
 mod mempool;
 mod port;
 mod queue;
+mod ring;
 
 pub use eal::Eal;
 pub use error::{rte_errno, strerror, DpdkError};
@@ -32,6 +34,7 @@ pub use port::{
     DevInfo, LinkStatus, Port, PortStats, StatsReader, RSS_IP_TCP_UDP, TX_OFFLOAD_UDP_CKSUM,
 };
 pub use queue::{RxQueue, TxQueue};
+pub use ring::{MbufRing, RingConsumer, RingProducer};
 
 /// The raw bindings, for DPDK calls that this crate does not wrap.
 pub use spike_dpdk_sys as sys;
