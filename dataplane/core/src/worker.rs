@@ -372,9 +372,9 @@ impl Worker {
     }
 
     /// Prepares a burst: computes each TCP or UDP frame's flow hash and prefetches the
-    /// conntrack lines its lookup reads (all of them: an entry sits in its bucket), so the
-    /// table's memory latency overlaps across the burst instead of stalling each packet in
-    /// turn. Then call [`Worker::process`] on the same frames in
+    /// conntrack lines its lookup reads. Entries sit in their buckets, so these are all the
+    /// lines a lookup needs, and the table's memory latency overlaps across the burst
+    /// instead of stalling each packet in turn. Then call [`Worker::process`] on the same frames in
     /// the same order, which reuses the hashes and, for a TCP or UDP frame passed as the
     /// same slice, the parsed headers: the frames must not change in between. Frames
     /// beyond [`BURST_SIZE`] are ignored.
@@ -1400,7 +1400,7 @@ fn tracked_value(
 
 /// Returns the backend index a conntrack value points to in `service`, or `None` if the
 /// backend is no longer configured for it. The stored index is used when the backend there
-/// has the stored id, which holds until the service's backends change.
+/// has the stored id, which is true until the service's backends change.
 #[inline]
 fn resolve_tracked(service: &Service, tracked: &TrackedBackend) -> Option<u32> {
     let id = tracked.backend_id();
