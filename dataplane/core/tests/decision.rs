@@ -836,7 +836,44 @@ fn conntrack_full_falls_back_to_maglev() {
         untracked,
         "fallbacks are counted"
     );
+    let counters = harness.worker.counters();
+    assert_eq!(
+        counters.conntrack_insert_failed, untracked,
+        "failed inserts are counted"
+    );
+    assert_eq!(
+        counters.conntrack_entries, 16,
+        "the table stays at capacity"
+    );
+    assert_eq!(counters.conntrack_expired_replaced, 0);
     assert_eq!(harness.worker.counters().dropped(), 0);
+}
+
+#[test]
+fn conntrack_counters_follow_expiry() {
+    let text = BASE_CONFIG.replace("capacity = 4096", "capacity = 16");
+    let mut harness = Harness::new(&text);
+    for port in 1000..1016 {
+        harness.process(&tcp_to_vip(port, SYN), 0);
+    }
+    assert_eq!(harness.worker.counters().conntrack_entries, 16);
+
+    // The SYN timeout is 30 s: at 31 s every entry has expired, so a new flow takes the
+    // slot of an expired one instead of failing.
+    let later = 31 * SECOND_NS;
+    harness.process(&tcp_to_vip(2000, SYN), later);
+    assert_eq!(harness.out.selection, Some(Selection::NewFlow));
+    let counters = harness.worker.counters();
+    assert_eq!(counters.conntrack_expired_replaced, 1);
+    assert_eq!(counters.conntrack_insert_failed, 0);
+    assert_eq!(
+        counters.conntrack_entries, 16,
+        "a replacement keeps the count"
+    );
+
+    let removed = harness.worker.reap(later, usize::MAX);
+    assert_eq!(removed, 15, "all but the new flow had expired");
+    assert_eq!(harness.worker.counters().conntrack_entries, 1);
 }
 
 /// Checks that an entry of `class` survives just inside `timeout_s` and expires after it.
