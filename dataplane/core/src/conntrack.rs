@@ -560,6 +560,38 @@ mod tests {
     }
 
     #[test]
+    fn stats_count_replacements_and_failures() {
+        let mut conntrack = table(1);
+        let old = flow(1);
+        conntrack
+            .insert(hash(&old), 1, FlowClass::TcpSyn, 0)
+            .unwrap();
+        let new = flow(2);
+        assert_eq!(
+            conntrack.insert(hash(&new), 2, FlowClass::TcpSyn, 9),
+            Err(ConntrackFull)
+        );
+        assert_eq!(conntrack.stats().insert_failed, 1);
+
+        conntrack
+            .insert(hash(&new), 2, FlowClass::TcpSyn, 10)
+            .unwrap();
+        assert_eq!(conntrack.stats().expired_replaced, 1);
+
+        // Overwriting the flow's own entry is neither a replacement nor a failure.
+        conntrack
+            .insert(hash(&new), 3, FlowClass::TcpEstablished, 11)
+            .unwrap();
+        assert_eq!(
+            conntrack.stats(),
+            ConntrackStats {
+                expired_replaced: 1,
+                insert_failed: 1
+            }
+        );
+    }
+
+    #[test]
     fn remove_frees_the_entry() {
         let mut conntrack = table(4);
         let key = flow(5);
