@@ -294,6 +294,14 @@ fn encode_counters(
             "Frames from the kernel port sent out of the main port",
         ),
         (
+            "fragments_steered",
+            "IP fragments a worker moved to worker 0, which keeps every fragment record",
+        ),
+        (
+            "fragment_ring_full",
+            "IP fragments dropped because the ring to worker 0 was full",
+        ),
+        (
             "too_big_sent",
             "ICMP fragmentation-needed or packet-too-big replies sent",
         ),

@@ -26,12 +26,11 @@
 //! fragment can reach it before the first one: the worker then holds a copy until the
 //! first fragment is recorded (see `held.rs`).
 //!
-//! NOTE: fragment records and held fragments belong to one worker core. With several
-//! workers, a redirected fragment (spread by its outer UDP header) and a fragment
-//! received directly (spread by the NIC's hash of fragments, usually the addresses) can
-//! land on different cores, which then cannot place each other's datagrams. Run the
-//! designated path on one worker, or steer the redirect port to the core that receives
-//! the VIP's fragments, until records are shared between cores.
+//! Fragment records and held fragments belong to one worker core. With several workers,
+//! a redirected fragment (spread by its outer UDP header) and a fragment received
+//! directly (spread by the NIC's hash of fragments) can reach different queues, so the
+//! dataplane moves every fragment, redirect VXLAN included, to worker 0 (see
+//! `steer.rs`).
 
 use std::net::IpAddr;
 

@@ -17,6 +17,13 @@
 //! Frames the kernel port receives go out of the main port unchanged, so the host's
 //! ARP, neighbor discovery and control traffic keep working on a port DPDK owns.
 //!
+//! With several workers, every IP fragment goes to worker 0, because fragment records
+//! and held fragments belong to one [`Worker`] and the NIC's hash can spread the
+//! fragments of one datagram over several queues. The other workers test each received
+//! frame with [`spike_core::steer::is_fragment`] and move fragments to a shared ring,
+//! counting each one, and each one dropped because the ring was full. Worker 0 empties
+//! up to one burst of the ring per poll and decides those frames like its own.
+//!
 //! The loop does not allocate (beyond mbufs), lock or log. Every
 //! [`PUBLISH_INTERVAL_NS`] it publishes a copy of its counters for the main lcore;
 //! that copy allocates, once per interval and not per packet.
@@ -26,8 +33,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use spike_core::encap::{ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN};
+use spike_core::steer::{self, RedirectMatch};
 use spike_core::{Counters, Output, Snapshot, Verdict, Worker};
-use spike_dpdk::{pause, rdtsc, tx_offload, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue};
+use spike_dpdk::{
+    pause, rdtsc, tx_offload, Mbuf, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue,
+    TxQueue,
+};
 
 /// How often a worker publishes its counters, in nanoseconds.
 pub const PUBLISH_INTERVAL_NS: u64 = 100_000_000;
@@ -59,6 +70,10 @@ pub struct TxCounters {
     pub rx_multi_segment: u64,
     /// Frames from the kernel port sent out of the main port.
     pub from_kernel: u64,
+    /// IP fragments this worker received and moved to worker 0.
+    pub fragments_steered: u64,
+    /// IP fragments freed because the ring to worker 0 was full.
+    pub fragment_ring_full: u64,
 }
 
 impl TxCounters {
@@ -69,6 +84,8 @@ impl TxCounters {
         self.encap_failed += other.encap_failed;
         self.rx_multi_segment += other.rx_multi_segment;
         self.from_kernel += other.from_kernel;
+        self.fragments_steered += other.fragments_steered;
+        self.fragment_ring_full += other.fragment_ring_full;
     }
 }
 
@@ -96,6 +113,17 @@ pub struct Lane<'port, 'pool> {
     pub rx: RxQueue<'port, 'pool>,
     pub tx: TxQueue<'port, 'pool>,
     pub kernel: Option<(RxQueue<'port, 'pool>, TxQueue<'port, 'pool>)>,
+}
+
+/// A worker's part in moving every IP fragment to worker 0.
+#[derive(Debug)]
+pub enum Steering<'ring, 'pool> {
+    /// The only worker: it decides every frame itself.
+    Off,
+    /// Worker 0: it also decides the fragments the other workers send.
+    Collect(RingConsumer<'ring, 'pool>),
+    /// Any other worker: it sends fragments to worker 0.
+    Send(RingProducer<'ring, 'pool>),
 }
 
 /// Settings of a poll loop that do not change while it runs.
@@ -383,6 +411,7 @@ fn cycles_to_ns(cycles: u64, tsc_hz: u64) -> u64 {
 pub fn run<'pool>(
     lane: Lane<'_, 'pool>,
     mut worker: Worker,
+    mut steering: Steering<'_, 'pool>,
     settings: PollSettings<'_, 'pool>,
 ) -> i32 {
     // If this loop ever panics, the guard stops the other workers and the main lcore,
@@ -415,6 +444,9 @@ pub fn run<'pool>(
         tx: TxCounters::default(),
     };
     let mut received = MbufBurst::new();
+    // Frames of a burst that stay on this worker, while its fragments leave.
+    let mut kept = MbufBurst::new();
+    let mut collected = MbufBurst::new();
     let mut from_kernel = MbufBurst::new();
     let mut next_publish_ns = 0;
 
@@ -423,23 +455,28 @@ pub fn run<'pool>(
         let mut busy = rx.rx_burst(&mut received) > 0;
         if busy {
             let snapshot = shared.snapshot.load();
-            // Hash and prefetch the whole burst first so conntrack misses overlap. The
-            // filter matches the loop below, which consumes the hints in order.
-            worker.prefetch_burst(
-                &snapshot,
-                received
-                    .iter()
-                    .filter(|mbuf| mbuf.nb_segs() == 1)
-                    .map(|mbuf| mbuf.data()),
-            );
-            for mbuf in received.drain() {
-                if mbuf.nb_segs() != 1 {
-                    dispatch.decide_chained(&mut worker, &snapshot, now_ns, mbuf);
-                    continue;
-                }
-                let verdict = worker.process(&snapshot, mbuf.data(), now_ns, &mut dispatch.out);
-                dispatch.dispatch(verdict, mbuf);
-                dispatch.send_released(&mut worker, &snapshot, now_ns);
+            if let Steering::Send(producer) = &steering {
+                send_fragments_to_collector(
+                    producer,
+                    redirect_match(&snapshot),
+                    &mut received,
+                    &mut kept,
+                    &mut dispatch.tx,
+                );
+            }
+            decide_burst(&mut worker, &mut dispatch, &snapshot, now_ns, &mut received);
+        }
+        if let Steering::Collect(consumer) = &mut steering {
+            if consumer.dequeue_burst(&mut collected) > 0 {
+                busy = true;
+                let snapshot = shared.snapshot.load();
+                decide_burst(
+                    &mut worker,
+                    &mut dispatch,
+                    &snapshot,
+                    now_ns,
+                    &mut collected,
+                );
             }
         }
 
@@ -466,6 +503,82 @@ pub fn run<'pool>(
 
     publish(report, &worker, &dispatch.tx);
     0
+}
+
+/// Decides every frame of `burst` with `worker` and acts on the verdicts, leaving the
+/// burst empty.
+#[inline]
+fn decide_burst<'pool>(
+    worker: &mut Worker,
+    dispatch: &mut Dispatch<'_, 'pool>,
+    snapshot: &Snapshot,
+    now_ns: u64,
+    burst: &mut MbufBurst<'pool>,
+) {
+    // Hash and prefetch the whole burst first so conntrack misses overlap. The filter
+    // matches the loop below, which consumes the hints in order.
+    worker.prefetch_burst(
+        snapshot,
+        burst
+            .iter()
+            .filter(|mbuf| mbuf.nb_segs() == 1)
+            .map(|mbuf| mbuf.data()),
+    );
+    for mbuf in burst.drain() {
+        if mbuf.nb_segs() != 1 {
+            dispatch.decide_chained(worker, snapshot, now_ns, mbuf);
+            continue;
+        }
+        let verdict = worker.process(snapshot, mbuf.data(), now_ns, &mut dispatch.out);
+        dispatch.dispatch(verdict, mbuf);
+        dispatch.send_released(worker, snapshot, now_ns);
+    }
+}
+
+/// Returns the redirect VXLAN packets whose inner fragments count as fragments: those of
+/// the snapshot's cluster, if it has one.
+#[inline]
+fn redirect_match(snapshot: &Snapshot) -> Option<RedirectMatch> {
+    snapshot.cluster.as_ref().map(|cluster| RedirectMatch {
+        port: cluster.port,
+        vni: cluster.redirect_vni,
+    })
+}
+
+/// Moves the IP fragments of `received` to worker 0's ring and leaves the other frames
+/// in `received`, in their order. Fragments the full ring rejects are freed and counted.
+#[inline]
+fn send_fragments_to_collector<'pool>(
+    producer: &RingProducer<'_, 'pool>,
+    redirect: Option<RedirectMatch>,
+    received: &mut MbufBurst<'pool>,
+    kept: &mut MbufBurst<'pool>,
+    tx: &mut TxCounters,
+) {
+    if !received
+        .iter()
+        .any(|mbuf| steer::is_fragment(mbuf.data(), redirect))
+    {
+        return;
+    }
+    // Both bursts have BURST_SIZE slots and `received` contains at most that many frames,
+    // so every push below has room.
+    let mut fragments = MbufBurst::new();
+    for mbuf in received.drain() {
+        let target = if steer::is_fragment(mbuf.data(), redirect) {
+            &mut fragments
+        } else {
+            &mut *kept
+        };
+        if target.push(mbuf).is_err() {
+            tx.fragment_ring_full += 1;
+        }
+    }
+    std::mem::swap(received, kept);
+    let moved = producer.enqueue_burst(&mut fragments);
+    tx.fragments_steered += moved as u64;
+    tx.fragment_ring_full += fragments.len() as u64;
+    fragments.clear();
 }
 
 fn publish(report: &ArcSwap<WorkerReport>, worker: &Worker, tx: &TxCounters) {

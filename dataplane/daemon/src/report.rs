@@ -30,6 +30,8 @@
 //!   "encap_failed": 0,            forwards whose mbuf could not take the header
 //!   "rx_multi_segment": 0,        frames chained over several mbufs, decided from a copy
 //!   "from_kernel": 0,             frames from the kernel port sent out of the port
+//!   "fragments_steered": 0,       IP fragments a worker moved to worker 0's ring
+//!   "fragment_ring_full": 0,      IP fragments dropped because that ring was full
 //!   "kernel": {"arp": 0, ...},    every kernel reason, by label
 //!   "drops": {"ethernet_truncated": 0, ...},
 //!   "selections": {"tracked": 0, ...},
@@ -210,6 +212,8 @@ impl Totals {
             "encap_failed": self.tx.encap_failed,
             "rx_multi_segment": self.tx.rx_multi_segment,
             "from_kernel": self.tx.from_kernel,
+            "fragments_steered": self.tx.fragments_steered,
+            "fragment_ring_full": self.tx.fragment_ring_full,
             "kernel": reason_map(KernelReason::ALL, |reason| counters.kernel_count(*reason)),
             "drops": reason_map(DropReason::ALL, |reason| counters.drop_count(*reason)),
             "selections": reason_map(Selection::ALL, |how| counters.selection_count(*how)),
@@ -246,6 +250,8 @@ impl Totals {
             ("encap_failed", self.tx.encap_failed),
             ("rx_multi_segment", self.tx.rx_multi_segment),
             ("from_kernel", self.tx.from_kernel),
+            ("fragments_steered", self.tx.fragments_steered),
+            ("fragment_ring_full", self.tx.fragment_ring_full),
         ];
         for (name, value) in scalars {
             writeln!(out, "{name} {value}")?;

@@ -15,13 +15,13 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use spike_core::config::DpdkConfig;
 use spike_core::{Config, Snapshot, Worker};
 use spike_dpdk::{
-    DpdkError, Eal, Mempool, Port, PortStats, RxQueue, StatsReader, TxQueue, DEFAULT_DATA_ROOM,
-    LCORE_PANICKED, PKTMBUF_HEADROOM, SOCKET_ID_ANY, TX_OFFLOAD_UDP_CKSUM,
+    DpdkError, Eal, MbufRing, Mempool, Port, PortStats, RxQueue, StatsReader, TxQueue,
+    DEFAULT_DATA_ROOM, LCORE_PANICKED, PKTMBUF_HEADROOM, SOCKET_ID_ANY, TX_OFFLOAD_UDP_CKSUM,
 };
 use tracing::{error, info, warn};
 
 use crate::error::{one_line, DaemonError};
-use crate::poll::{self, Lane, PollSettings, Shared, WorkerReport};
+use crate::poll::{self, Lane, PollSettings, Shared, Steering, WorkerReport};
 use crate::reload::{self, ETHERNET_AND_VLAN_LEN};
 use crate::report::{write_atomically, PortCounters, Totals};
 use crate::ring::RingLink;
@@ -34,6 +34,10 @@ const CONTROL_TICK: Duration = Duration::from_millis(20);
 /// snapshot for one poll at most, so after this the main lcore drops the last
 /// reference and the free happens here instead of on a worker's packet path.
 const RETIRE_AFTER: Duration = Duration::from_secs(1);
+
+/// Fragments the other workers can queue for worker 0 before it takes them. At one
+/// burst per poll, worker 0 empties a full ring in 32 polls.
+const FRAGMENT_RING_SIZE: u32 = 1024;
 
 /// Largest per-lcore mbuf cache; DPDK allows up to 512.
 const MAX_MBUF_CACHE: u32 = 256;
@@ -324,6 +328,21 @@ fn forward<'pool>(
         kernel_port: kernel_stats,
     };
     let lanes = build_lanes(rx, tx, kernel_queues);
+    // Every fragment goes to worker 0, which owns the only fragment table in use.
+    let mut fragment_ring = if lanes.len() > 1 {
+        let ring = MbufRing::new(eal, "spike_fragments", FRAGMENT_RING_SIZE, SOCKET_ID_ANY)
+            .map_err(DaemonError::dpdk(format!(
+                "cannot create the ring of {FRAGMENT_RING_SIZE} fragments for worker 0; on ENOMEM \
+                 raise -m in dpdk.eal_args"
+            )))?;
+        Some(ring)
+    } else {
+        None
+    };
+    let (mut collector, sender) = match fragment_ring.as_mut().map(MbufRing::split) {
+        Some((consumer, producer)) => (Some(consumer), Some(producer)),
+        None => (None, None),
+    };
     let shared = control.shared;
     let tx_retries = control
         .config
@@ -347,8 +366,15 @@ fn forward<'pool>(
                     tx_retries,
                     tsc_hz,
                 };
+                let steering = match (collector.take(), sender) {
+                    (Some(consumer), _) => Steering::Collect(consumer),
+                    (None, Some(producer)) => Steering::Send(producer),
+                    (None, None) => Steering::Off,
+                };
                 scope
-                    .launch_on_lcore(lcore_id, move || poll::run(lane, worker, settings))
+                    .launch_on_lcore(lcore_id, move || {
+                        poll::run(lane, worker, steering, settings)
+                    })
                     .map_err(DaemonError::dpdk(format!(
                         "cannot launch a worker on lcore {lcore_id}"
                     )))?;
