@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+use serde_json::Value;
 
 use common::{Daemon, TestDir};
 
@@ -30,19 +31,67 @@ const WHOLE_PACKETS: u16 = 5;
 const FIRST_PAYLOAD: usize = 40;
 /// Outer Ethernet, IPv4, UDP and VXLAN headers, then the inner Ethernet header.
 const ENCAP_LEN: usize = 14 + 20 + 8 + 8 + 14;
+/// The redirect VNI of the cluster in the redirect test.
+const REDIRECT_VNI: u32 = 4242;
+/// `vxlan.port` of the example config.
+const VXLAN_PORT: u16 = 8472;
+/// `node.ipv4` of the example config.
+const NODE_IPV4: [u8; 4] = [192, 0, 2, 1];
+/// The other Spike node of the cluster.
+const PEER: [u8; 4] = [192, 0, 2, 2];
+const PEER_MAC: [u8; 6] = [0x02, 0x53, 0x50, 0x00, 0x00, 0x99];
 
 #[test]
 fn fragments_follow_first_to_one_worker() {
-    let dir = TestDir::new("fragment-steering");
+    let firsts: Vec<Vec<u8>> = (0..DATAGRAMS).map(first_fragment).collect();
+    let later: Vec<Vec<u8>> = (0..DATAGRAMS).map(last_fragment).collect();
+    let run = run_two_queues("fragment-steering", "", &firsts, &later);
+    assert_eq!(run.counters["redirected_in"].as_u64(), Some(0));
+}
+
+#[test]
+fn redirected_fragments_follow_first_to_one_worker() {
+    // Another Spike node redirects every fragment here as VXLAN, and the NIC spreads
+    // those by their outer UDP header, not by the datagram.
+    let firsts: Vec<Vec<u8>> = (0..DATAGRAMS)
+        .map(|index| redirected(&first_fragment(index)))
+        .collect();
+    let later: Vec<Vec<u8>> = (0..DATAGRAMS)
+        .map(|index| redirected(&last_fragment(index)))
+        .collect();
+    let cluster = format!(
+        "\n[cluster]\nredirect_vni = {REDIRECT_VNI}\n\
+         [[cluster.node]]\naddress = \"192.0.2.1\"\nmac = \"02:53:50:00:00:01\"\n\
+         [[cluster.node]]\naddress = \"{}\"\nmac = \"02:53:50:00:00:99\"\n",
+        PEER.map(|byte| byte.to_string()).join(".")
+    );
+    let run = run_two_queues("redirect-steering", &cluster, &firsts, &later);
+    assert_eq!(
+        run.counters["redirected_in"].as_u64(),
+        Some(u64::from(2 * DATAGRAMS)),
+        "every fragment was decided as a redirect: {}",
+        run.counters
+    );
+}
+
+/// Counters of a finished run.
+struct Run {
+    counters: Value,
+}
+
+/// Runs two workers on a net_pcap port with `firsts` on queue 0 and `later`, then
+/// WHOLE_PACKETS whole packets, on queue 1. Checks that worker 0 sent both fragments of
+/// every datagram to one backend, and that worker 1 sent the whole packets.
+fn run_two_queues(name: &str, extra_config: &str, firsts: &[Vec<u8>], later: &[Vec<u8>]) -> Run {
+    let dir = TestDir::new(name);
     let queue0 = dir.file("queue0.pcap");
     let queue1 = dir.file("queue1.pcap");
     let out0 = dir.file("out0.pcap");
     let out1 = dir.file("out1.pcap");
 
-    let firsts: Vec<Vec<u8>> = (0..DATAGRAMS).map(first_fragment).collect();
-    let mut later: Vec<Vec<u8>> = (0..DATAGRAMS).map(last_fragment).collect();
+    let mut later = later.to_vec();
     later.extend((0..WHOLE_PACKETS).map(whole_packet));
-    write_capture(&queue0, &firsts);
+    write_capture(&queue0, firsts);
     write_capture(&queue1, &later);
 
     let vdev = format!(
@@ -53,10 +102,11 @@ fn fragments_follow_first_to_one_worker() {
         out1.display()
     );
     // Three lcores on two CPUs: both workers share CPU 1.
-    let mut eal_args = common::eal_args("fragment-steering", "0", &["--vdev", &vdev]);
+    let mut eal_args = common::eal_args(name, "0", &["--vdev", &vdev]);
     eal_args[0] = "--lcores".to_owned();
     eal_args[1] = "0@0,1@1,2@1".to_owned();
     let config = common::example_config()
+        + extra_config
         + &common::dpdk_section(&eal_args, "net_pcap0", "workers = 2\nmac_filter = false");
     let mut daemon = Daemon::start(&dir, &dir.write_config(&config));
     daemon.wait_log(WAIT, "forwarding started");
@@ -132,6 +182,37 @@ fn fragments_follow_first_to_one_worker() {
         assert_eq!(&inner[16..20], &WEB_VIP, "a whole packet to the web VIP");
         assert_eq!(u16::from_be_bytes([inner[6], inner[7]]) & 0x3fff, 0);
     }
+    Run { counters }
+}
+
+/// Wraps `frame` the way another Spike node redirects a fragment: VXLAN with the
+/// cluster's redirect VNI, from PEER to this node's underlay address and VXLAN port.
+fn redirected(frame: &[u8]) -> Vec<u8> {
+    let mut inner = frame.to_vec();
+    // The inner frame is cut to its IP packet's length: Ethernet padding is not sent.
+    let ip_len = usize::from(u16::from_be_bytes([inner[16], inner[17]]));
+    inner.truncate(14 + ip_len);
+    let udp_len = 8 + 8 + inner.len();
+    let mut datagram = 49_200u16.to_be_bytes().to_vec();
+    datagram.extend_from_slice(&VXLAN_PORT.to_be_bytes());
+    datagram.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    datagram.extend_from_slice(&[0, 0, 0x08, 0, 0, 0]);
+    datagram.extend_from_slice(&(REDIRECT_VNI << 8).to_be_bytes());
+    datagram.extend(inner);
+
+    let mut outer = ipv4_header(0x0101, 0x4000, datagram.len());
+    outer[9] = 17;
+    outer[12..16].copy_from_slice(&PEER);
+    outer[16..20].copy_from_slice(&NODE_IPV4);
+    outer[10..12].copy_from_slice(&[0, 0]);
+    let checksum = internet_checksum(&outer);
+    outer[10..12].copy_from_slice(&checksum.to_be_bytes());
+    let mut frame = NODE_MAC.to_vec();
+    frame.extend_from_slice(&PEER_MAC);
+    frame.extend_from_slice(&0x0800u16.to_be_bytes());
+    frame.extend(outer);
+    frame.extend(datagram);
+    frame
 }
 
 /// Returns the outer destination (the backend), the inner IP ident and the inner
