@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::hint::black_box;
 
 use libfuzzer_sys::fuzz_target;
+use spike_core::steer::{self, RedirectMatch};
 use spike_core::wire::{
     self, ArpPacket, EthernetFrame, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet,
     Ipv6FragmentHeader, Ipv6Packet, Ipv6RoutingHeader, TcpPacket, UdpPacket, VlanTag, VxlanHeader,
@@ -97,6 +98,17 @@ fuzz_target!(|data: &[u8]| {
         black_box(verdict);
         black_box(state.out.header());
         black_box(state.out.reply());
+        // The dataplane classifies every frame before a worker decides it.
+        let redirect = state
+            .snapshot
+            .cluster
+            .as_ref()
+            .map(|cluster| RedirectMatch {
+                port: cluster.port,
+                vni: cluster.redirect_vni,
+            });
+        black_box(steer::is_fragment(data, redirect));
+        black_box(steer::is_fragment(data, None));
         if state.out.fragment {
             // Outer fragments and inner pieces are cut from the frame: a panic here is a
             // finding too.
