@@ -1,5 +1,6 @@
 //! Per-packet cost of the whole forwarding decision, `Worker::process`, on bursts of 32
-//! TCP frames to one VIP with 1, 10,000 and 1,000,000 tracked flows.
+//! TCP frames to one VIP with 1, 10,000 and 1,000,000 tracked flows, and the fragment
+//! test every frame passes on a dataplane with several workers.
 //!
 //! Every frame is built before timing starts and every flow is inserted into the
 //! conntrack table before its first measured packet, so every timed packet takes the
@@ -9,6 +10,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use spike_benches::{build_frames, config, FRAME_LEN, NOW_NS};
+use spike_core::steer::{self, RedirectMatch};
 use spike_core::{Output, Snapshot, Verdict, Worker};
 
 const BURST: usize = 32;
@@ -72,5 +74,25 @@ fn bench_decision(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_decision);
+/// `steer::is_fragment` on a burst of the same whole TCP frames, with a cluster's
+/// redirect match: the cost a non-fragment pays on a worker other than worker 0.
+fn bench_fragment_test(c: &mut Criterion) {
+    let mut group = c.benchmark_group("steer");
+    group.throughput(Throughput::Elements(BURST as u64));
+    let frames = build_frames(BURST);
+    let redirect = Some(RedirectMatch {
+        port: 8472,
+        vni: 4097,
+    });
+    group.bench_function("is_fragment_whole_tcp", |b| {
+        b.iter(|| {
+            for frame in frames.chunks_exact(FRAME_LEN) {
+                black_box(steer::is_fragment(black_box(frame), redirect));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_decision, bench_fragment_test);
 criterion_main!(benches);
