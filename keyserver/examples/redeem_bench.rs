@@ -26,6 +26,7 @@ async fn main() {
 
     let dir = tempfile::tempdir().expect("temporary directory");
     let state = dir.path().join("state");
+    spike_keyserver::local::init(&state, None).expect("create the CA");
     let mut config = ServeConfig::new(state.clone());
     config.listen = "127.0.0.1:0".parse().expect("address");
     let server = spike_keyserver::start(config)

@@ -232,7 +232,16 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("spike-keyserver: {e}");
-            ExitCode::FAILURE
+            match e {
+                // A state directory without a CA is a usage error: exit 2, as clap does
+                // for bad arguments, so that a service manager does not keep restarting.
+                CliError::Start(
+                    spike_keyserver::StartError::NoStateDir(_)
+                    | spike_keyserver::StartError::StateDirIsFile(_)
+                    | spike_keyserver::StartError::NoCa(_),
+                ) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! a revoked principal loses access at once even though its certificate is still valid.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::ca::{CaError, CertAuthority, Profile};
+use crate::ca::{CaError, CertAuthority, Profile, CA_CERT_FILE, CA_KEY_FILE};
 use crate::error::OpError;
 use crate::policy::{self, canonical_ip, SourceNet};
 use crate::ratelimit::FailureLimiter;
@@ -88,6 +88,12 @@ impl ServeConfig {
 /// Errors of starting the keyserver.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("state directory {dir} does not exist; create the CA with `spike-keyserver init --state-dir {dir}` or pass the directory that holds ca.pem", dir = .0.display())]
+    NoStateDir(PathBuf),
+    #[error("state directory {dir} is a file, not a directory; pass the directory that holds ca.pem and ca.key", dir = .0.display())]
+    StateDirIsFile(PathBuf),
+    #[error("state directory {dir} holds no CA (ca.pem and ca.key); create one with `spike-keyserver init --state-dir {dir}` or pass the directory that holds them", dir = .0.display())]
+    NoCa(PathBuf),
     #[error(transparent)]
     Ca(#[from] CaError),
     #[error(transparent)]
@@ -176,16 +182,38 @@ impl ResolvesServerCert for ServerCertSlot {
     }
 }
 
-/// Loads or creates the CA, opens the database and starts serving on `config.listen`.
+/// Checks that `dir` is a directory holding at least one CA file, so that a wrong path
+/// gets a message naming it rather than a file error about ca.pem.
+fn check_state_dir(dir: &Path) -> Result<(), StartError> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StartError::NoStateDir(dir.to_path_buf()));
+        }
+        Ok(meta) if !meta.is_dir() => return Err(StartError::StateDirIsFile(dir.to_path_buf())),
+        // Other failures, such as permissions, surface with their own message when the CA
+        // files are read.
+        _ => {}
+    }
+    if !dir.join(CA_CERT_FILE).exists() && !dir.join(CA_KEY_FILE).exists() {
+        return Err(StartError::NoCa(dir.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Loads the CA, opens the database and starts serving on `config.listen`.
+///
+/// The CA is never created here: a mistyped state directory would otherwise get a second
+/// CA, and certificates issued under the first (admin certificates, pinned fingerprints)
+/// would stop working. `spike-keyserver init` creates it.
 ///
 /// # Errors
 ///
-/// [`StartError`] if any of these steps fails.
+/// [`StartError::NoStateDir`], [`StartError::StateDirIsFile`] or [`StartError::NoCa`]
+/// when the state directory was not made by `init`. Other variants of [`StartError`]
+/// when a later step fails.
 pub async fn start(config: ServeConfig) -> Result<RunningKeyserver, StartError> {
-    let (ca, created) = CertAuthority::load_or_create(&config.state_dir)?;
-    if created {
-        info!(state_dir = %config.state_dir.display(), fingerprint = %ca.fingerprint(), "created a new CA");
-    }
+    check_state_dir(&config.state_dir)?;
+    let ca = CertAuthority::load(&config.state_dir)?;
     let store = Store::open(&config.state_dir)?;
 
     let shared = Arc::new(Shared {

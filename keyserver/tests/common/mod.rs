@@ -33,6 +33,7 @@ impl Harness {
 
     pub async fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        local::init(&dir.path().join("state"), None).unwrap();
         let mut config = ServeConfig::new(dir.path().join("state"));
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.dns_suffix = Some("spike.test".into());
