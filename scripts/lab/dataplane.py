@@ -265,10 +265,33 @@ class Dataplane:
             time.sleep(COUNTERS_INTERVAL_MS / 1000)
         raise LabError(f"spike-dataplane wrote no counters file {self.counters_path} in time")
 
-    def fresh_counters(self):
-        """Wait two write intervals, then read counters that include all earlier traffic."""
-        time.sleep(2 * COUNTERS_INTERVAL_MS / 1000)
-        return self.wait_for_counters()
+    def fresh_counters(self, timeout_s=5.0):
+        """Return counters that include all traffic sent before the call.
+
+        Waits for the second write of the counters file after the call, because the
+        first may contain counters read just before it. A loaded machine can delay the
+        writer well past its interval, so this waits for writes, not a fixed time.
+        """
+        called_ns = time.time_ns()
+        deadline = time.monotonic() + timeout_s
+        writes_seen = 0
+        last_mtime_ns = called_ns
+        while time.monotonic() < deadline:
+            time.sleep(COUNTERS_INTERVAL_MS / 4000)
+            self.check_running()
+            try:
+                mtime_ns = self.counters_path.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            if mtime_ns > last_mtime_ns:
+                writes_seen += 1
+                last_mtime_ns = mtime_ns
+            if writes_seen >= 2:
+                return self.wait_for_counters()
+        raise LabError(
+            f"timed out after {timeout_s} s waiting for spike-dataplane to rewrite "
+            f"{self.counters_path} twice (log: {self.stderr_path})"
+        )
 
     def check_running(self):
         if self.process.poll() is not None:

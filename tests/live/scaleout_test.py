@@ -187,6 +187,10 @@ def report_streams(checks, name, opened, streamed):
     open_failures = [result for result in opened if result["error"]]
     checks.check(not open_failures, f"{name}: {len(opened)} streamed connections opened",
                  f"{len(open_failures)} failed: {open_failures[:3]}")
+    retried = sum(1 for result in opened if result.get("connect_attempts", 1) > 1)
+    if retried:
+        print(f"{name}: {retried} of {len(opened)} connections needed a second connect",
+              flush=True)
     watched, lost, longest = stream_figures(streamed)
     kept = len(watched) - len(lost)
     print(f"{name}: connections kept {kept}, lost {len(lost)}, "
