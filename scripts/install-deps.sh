@@ -33,6 +33,6 @@ if ((${#missing[@]} > 0)); then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "cargo not found: install a Rust toolchain (rustup, stable 1.80 or later) first" >&2
+    echo "cargo not found: install a Rust toolchain (rustup, 1.89 or later) first" >&2
     exit 1
 fi
