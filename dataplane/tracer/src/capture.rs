@@ -6,13 +6,18 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, PcapError, TsResolution};
 use thiserror::Error;
 
 /// Magic number at the start of a pcapng file (a section header block).
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+/// Snapshot length of every pcap the tracer writes: the largest one tcpdump and Wireshark
+/// accept, so GRO/TSO frames up to 256 KiB are kept whole and every tool can read the
+/// file. Longer frames are cut to it and counted.
+pub const OUTPUT_SNAPLEN: usize = 262_144;
 
 #[derive(Debug, Error)]
 pub enum TraceError {
@@ -31,6 +36,25 @@ pub enum TraceError {
     Format { path: String, source: PcapError },
     #[error("{path} has link type {link:?}; only Ethernet captures can be traced")]
     LinkType { path: String, link: DataLink },
+    #[error(
+        "{path}: frame {frame} names interface {interface}, but interface {interface} is not \
+         defined (the section defines {defined}); the capture is damaged"
+    )]
+    UndefinedInterface {
+        path: String,
+        frame: u64,
+        interface: u32,
+        defined: usize,
+    },
+    #[error(
+        "--{first} and --{second} both name {path}; give each its own file, or the trace \
+         overwrites what it reads or writes"
+    )]
+    SamePath {
+        first: &'static str,
+        second: &'static str,
+        path: String,
+    },
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: PcapError },
     #[error("cannot write to standard output: {0}")]
@@ -46,6 +70,13 @@ pub struct CapturedFrame<'a> {
     pub original_len: usize,
 }
 
+impl CapturedFrame<'_> {
+    /// Returns true when the capture tool stored fewer bytes than the frame had on the wire.
+    pub fn is_cut(&self) -> bool {
+        self.original_len > self.data.len()
+    }
+}
+
 enum Format {
     Pcap(PcapReader<BufReader<File>>),
     PcapNg(PcapNgReader<BufReader<File>>),
@@ -55,6 +86,10 @@ enum Format {
 pub struct CaptureReader {
     path: String,
     format: Format,
+    frames: u64,
+    /// Sum of the drop counts of obsolete pcapng Packet Blocks: packets the capturing
+    /// interface lost, which the trace cannot show.
+    pub interface_drops: u64,
 }
 
 impl CaptureReader {
@@ -101,6 +136,8 @@ impl CaptureReader {
         Ok(CaptureReader {
             path: display,
             format,
+            frames: 0,
+            interface_drops: 0,
         })
     }
 
@@ -120,6 +157,7 @@ impl CaptureReader {
                     None => Ok(None),
                     Some(Err(error)) => Err(format_error(error)),
                     Some(Ok(packet)) => {
+                        self.frames += 1;
                         let fraction_ns = if nanoseconds {
                             packet.ts_frac
                         } else {
@@ -139,26 +177,46 @@ impl CaptureReader {
                     None => return Ok(None),
                     Some(Err(error)) => return Err(format_error(error)),
                     Some(Ok(Block::EnhancedPacket(packet))) => (
-                        Some(packet.interface_id),
+                        packet.interface_id,
                         packet.timestamp,
                         packet.original_len as usize,
                         packet.data.into_owned(),
                     ),
+                    // Obsolete, but tshark still numbers them as frames; skipping them
+                    // would shift every later frame number.
+                    Some(Ok(Block::Packet(packet))) => {
+                        self.interface_drops += u64::from(packet.drop_count);
+                        (
+                            u32::from(packet.interface_id),
+                            // The same reading pcap-file gives an Enhanced Packet Block's
+                            // timestamp, so frames of both kinds stay in order.
+                            Duration::from_nanos(packet.timestamp),
+                            packet.original_len as usize,
+                            packet.data.into_owned(),
+                        )
+                    }
                     Some(Ok(Block::SimplePacket(packet))) => (
-                        Some(0),
+                        0,
                         Duration::ZERO,
                         packet.original_len as usize,
                         packet.data.into_owned(),
                     ),
                     Some(Ok(_)) => continue,
                 };
-                let link = interface_id
-                    .and_then(|id| reader.interfaces().get(id as usize))
-                    .map(|interface| interface.linktype);
-                if link != Some(DataLink::ETHERNET) {
+                self.frames += 1;
+                let interfaces = reader.interfaces();
+                let Some(interface) = interfaces.get(interface_id as usize) else {
+                    return Err(TraceError::UndefinedInterface {
+                        path: path.clone(),
+                        frame: self.frames,
+                        interface: interface_id,
+                        defined: interfaces.len(),
+                    });
+                };
+                if interface.linktype != DataLink::ETHERNET {
                     return Err(TraceError::LinkType {
                         path: path.clone(),
-                        link: link.unwrap_or(DataLink::NULL),
+                        link: interface.linktype,
                     });
                 }
                 return Ok(Some(CapturedFrame {
@@ -175,6 +233,8 @@ impl CaptureReader {
 pub struct CaptureWriter {
     path: String,
     writer: PcapWriter<BufWriter<File>>,
+    /// Frames longer than [`OUTPUT_SNAPLEN`], written cut to it.
+    pub cut_frames: u64,
 }
 
 impl CaptureWriter {
@@ -184,18 +244,29 @@ impl CaptureWriter {
             path: display.clone(),
             source,
         })?;
-        let writer = PcapWriter::new(BufWriter::new(file)).map_err(|source| TraceError::Write {
-            path: display.clone(),
-            source,
+        let header = PcapHeader {
+            snaplen: OUTPUT_SNAPLEN as u32,
+            ..PcapHeader::default()
+        };
+        let writer = PcapWriter::with_header(BufWriter::new(file), header).map_err(|source| {
+            TraceError::Write {
+                path: display.clone(),
+                source,
+            }
         })?;
         Ok(CaptureWriter {
             path: display,
             writer,
+            cut_frames: 0,
         })
     }
 
     pub fn write(&mut self, timestamp: Duration, frame: &[u8]) -> Result<(), TraceError> {
-        let packet = PcapPacket::new(timestamp, frame.len() as u32, frame);
+        let stored = &frame[..frame.len().min(OUTPUT_SNAPLEN)];
+        if stored.len() < frame.len() {
+            self.cut_frames += 1;
+        }
+        let packet = PcapPacket::new(timestamp, frame.len() as u32, stored);
         self.writer
             .write_packet(&packet)
             .map(|_| ())

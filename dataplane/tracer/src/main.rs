@@ -11,7 +11,7 @@ mod capture;
 mod summary;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -61,7 +61,66 @@ fn main() -> ExitCode {
     }
 }
 
+/// Refuses two path options that name one file: an output equal to the input would be
+/// truncated before it is read, and two outputs sharing a file interleave into a corrupt
+/// pcap. Runs before any file is opened for writing.
+fn check_distinct_paths(args: &Args) -> Result<(), TraceError> {
+    let mut named: Vec<(&'static str, &Path)> = vec![("input", args.input.as_path())];
+    if let Some(path) = &args.output {
+        named.push(("output", path));
+    }
+    if let Some(path) = &args.kernel_output {
+        named.push(("kernel-output", path));
+    }
+    for (index, (first, first_path)) in named.iter().enumerate() {
+        for (second, second_path) in &named[index + 1..] {
+            if same_file(first_path, second_path) {
+                return Err(TraceError::SamePath {
+                    first,
+                    second,
+                    path: second_path.display().to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks whether two paths name one file: the same device and inode when both exist
+/// (hard links, bind mounts), otherwise the same canonical path.
+fn same_file(first: &Path, second: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(first), std::fs::metadata(second)) {
+        return a.dev() == b.dev() && a.ino() == b.ino();
+    }
+    canonical(first) == canonical(second)
+}
+
+/// Canonicalises a path that may not exist yet by resolving its parent and appending the
+/// file name.
+fn canonical(path: &Path) -> PathBuf {
+    if let Ok(resolved) = path.canonicalize() {
+        return resolved;
+    }
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    match (parent.canonicalize(), path.file_name()) {
+        (Ok(parent), Some(name)) => parent.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Counts of frames the trace could not decide, printed after the last frame.
+#[derive(Default)]
+struct Summary {
+    /// Frames cut short by the capture tool whose verdict depends on the missing bytes.
+    truncated: u64,
+}
+
 fn run(args: &Args) -> Result<(), TraceError> {
+    check_distinct_paths(args)?;
     let config = Config::load(&args.config)?;
     let snapshot = Snapshot::build(&config, 1)?;
     let mut worker = Worker::new(&config)?;
@@ -81,14 +140,22 @@ fn run(args: &Args) -> Result<(), TraceError> {
     let mut out = Output::default();
     let mut scratch = vec![0u8; usize::from(config.node.mtu) + 64];
     let mut number = 0u64;
+    let mut summary = Summary::default();
     while let Some(frame) = reader.next_frame()? {
         number += 1;
         let now_ns = duration_ns(frame.timestamp);
         let verdict = worker.process(&snapshot, &frame.data, now_ns, &mut out);
-        let mut line = describe(number, &snapshot, &frame.data, verdict, &out);
-        if frame.original_len > frame.data.len() {
-            // Lengths inside the frame then point past the captured bytes, so header
-            // checks fail on what the capture tool removed, not on the packet.
+        // In a cut frame the header lengths point past the captured bytes, so the core
+        // drops it for bytes the capture tool removed. The dataplane sees the whole frame
+        // and might forward it, so such a verdict is unknown, not a drop.
+        let unknown = frame.is_cut() && matches!(verdict, Verdict::Drop(_));
+        let mut line = if unknown {
+            summary.truncated += 1;
+            describe_truncated(number, &frame.data)
+        } else {
+            describe(number, &snapshot, &frame.data, verdict, &out)
+        };
+        if frame.is_cut() {
             line.push_str(&format!(
                 " capture-truncated({} of {} bytes)",
                 frame.data.len(),
@@ -124,14 +191,61 @@ fn run(args: &Args) -> Result<(), TraceError> {
         }
     }
 
+    for (option, writer) in [("output", &output), ("kernel-output", &kernel_output)] {
+        if let Some(writer) = writer.as_ref().filter(|writer| writer.cut_frames > 0) {
+            writeln!(
+                stdout,
+                "summary: {} frames longer than {} bytes were cut to that length in --{option}",
+                writer.cut_frames,
+                capture::OUTPUT_SNAPLEN
+            )
+            .map_err(TraceError::Stdout)?;
+        }
+    }
     if let Some(writer) = output {
         writer.finish()?;
     }
     if let Some(writer) = kernel_output {
         writer.finish()?;
     }
+    print_summary(&mut stdout, &summary, &reader, worker.counters()).map_err(TraceError::Stdout)?;
     if args.counters {
         print_counters(&mut stdout, worker.counters()).map_err(TraceError::Stdout)?;
+    }
+    Ok(())
+}
+
+fn print_summary(
+    output: &mut impl Write,
+    summary: &Summary,
+    reader: &CaptureReader,
+    counters: &Counters,
+) -> std::io::Result<()> {
+    if summary.truncated > 0 {
+        writeln!(
+            output,
+            "summary: {} frames truncated by the capture tool, verdict unknown; capture with \
+             `tcpdump -s 0` to trace them",
+            summary.truncated
+        )?;
+    }
+    let never_released = counters
+        .held
+        .saturating_sub(counters.held_released + counters.held_dropped);
+    if never_released > 0 {
+        writeln!(
+            output,
+            "summary: {never_released} fragments held and never released: their first \
+             fragment is not in the capture"
+        )?;
+    }
+    if reader.interface_drops > 0 {
+        writeln!(
+            output,
+            "summary: the capture records {} packets dropped by the capturing interface; \
+             they are not in the trace",
+            reader.interface_drops
+        )?;
     }
     Ok(())
 }
@@ -182,6 +296,25 @@ fn describe_flow(flow: &FlowKey) -> String {
         address(flow.src_addr(), flow.src_port),
         address(flow.dst_addr(), flow.dst_port)
     )
+}
+
+/// Formats the line of a frame whose verdict depends on bytes the capture tool removed.
+fn describe_truncated(number: u64, frame: &[u8]) -> String {
+    let mut line = format!("{number:>6} {:<32}", "truncated");
+    // Zeros replace the missing bytes so the length checks pass. The flow still comes
+    // from the captured headers, and only this description reads the padded copy.
+    let mut padded = frame.to_vec();
+    padded.resize(usize::from(u16::MAX) + 64, 0);
+    let flow = summary::frame_flow(&padded);
+    if let Some(text) = flow
+        .as_ref()
+        .map(describe_flow)
+        .or_else(|| summary::frame_kind(frame))
+    {
+        line.push(' ');
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Formats one line per frame: number, verdict, flow, then service, backend and selection.

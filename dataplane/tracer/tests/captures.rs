@@ -621,3 +621,308 @@ fn snapshot_length_cut_is_reported() {
     let expected = format!("capture-truncated(40 of {} bytes)", frame.len());
     assert!(stdout.contains(&expected), "{stdout}");
 }
+
+fn run_trace(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(config_path())
+        .args(args)
+        .output()
+        .expect("run spike-trace")
+}
+
+#[test]
+fn paths_naming_one_file_are_refused() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("in.pcap");
+    std::fs::copy(
+        captures_dir().join("suricata-tcp-handshake-data-rst.pcap"),
+        &input,
+    )
+    .expect("copy the capture");
+    let original = std::fs::read(&input).expect("read the capture");
+    let linked = dir.path().join("linked.pcap");
+    std::fs::hard_link(&input, &linked).expect("hard link the capture");
+    let output = dir.path().join("out.pcap");
+    let respelled = dir.path().join(".").join("out.pcap");
+
+    let cases: [(&[&Path], &str, &str, &Path); 3] = [
+        (&[&input, &input], "--input", "--output", &input),
+        (&[&input, &linked], "--input", "--output", &linked),
+        (
+            &[&input, &output, &respelled],
+            "--output",
+            "--kernel-output",
+            &respelled,
+        ),
+    ];
+    for (paths, first, second, named) in cases {
+        let mut args = vec![
+            std::ffi::OsStr::new("--input"),
+            paths[0].as_os_str(),
+            std::ffi::OsStr::new("--output"),
+            paths[1].as_os_str(),
+        ];
+        if let Some(kernel) = paths.get(2) {
+            args.push(std::ffi::OsStr::new("--kernel-output"));
+            args.push(kernel.as_os_str());
+        }
+        let result = run_trace(&args);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{stderr}");
+        let expected = format!("{first} and {second} both name {}", named.display());
+        assert!(stderr.contains(&expected), "{stderr}");
+        assert!(result.stdout.is_empty(), "nothing was traced");
+        assert_eq!(
+            std::fs::read(&input).expect("read the capture"),
+            original,
+            "the input is untouched"
+        );
+        assert!(!output.exists(), "no output file was created");
+    }
+}
+
+/// Builds an Ethernet + IPv4 + TCP frame from 10.0.0.1:1234 to `destination`:80 with
+/// `payload` bytes of data and a correct IPv4 header checksum.
+fn tcp_frame(destination: [u8; 4], payload: usize) -> Vec<u8> {
+    let mut frame = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00];
+    let total = u16::try_from(20 + 20 + payload).expect("fits an IPv4 total length");
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1]);
+    ip.extend_from_slice(&destination);
+    let sum = ip
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]])))
+        .sum::<u32>();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let checksum = !((folded & 0xffff) + (folded >> 16)) as u16;
+    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    frame.extend_from_slice(&ip);
+    // Ports 1234 -> 80, an ACK with a 20-byte header.
+    frame.extend_from_slice(&[
+        0x04, 0xd2, 0, 80, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x10, 0xff, 0xff,
+    ]);
+    frame.extend_from_slice(&[0; 4]);
+    frame.resize(frame.len() + payload, 0xab);
+    frame
+}
+
+/// Writes a little-endian Ethernet pcap: `(captured bytes, original length)` per record.
+fn write_pcap_records(path: &Path, snaplen: u32, records: &[(Vec<u8>, usize)]) {
+    let mut bytes = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(&snaplen.to_le_bytes());
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    for (index, (data, original)) in records.iter().enumerate() {
+        bytes.extend_from_slice(&(index as u32).to_le_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(*original as u32).to_le_bytes());
+        bytes.extend_from_slice(data);
+    }
+    std::fs::write(path, bytes).expect("write the capture");
+}
+
+#[test]
+fn frames_longer_than_65535_bytes_are_written_whole() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("gro.pcap");
+    // A GRO-merged segment of 65549 bytes, then an ordinary frame after it.
+    let big = tcp_frame([10, 9, 9, 9], 65535 - 40);
+    let small = tcp_frame([10, 9, 9, 9], 100);
+    assert_eq!(big.len(), 65549);
+    write_pcap_records(
+        &input,
+        262_144,
+        &[(big.clone(), big.len()), (small.clone(), small.len())],
+    );
+    let kernel = dir.path().join("kernel.pcap");
+    let result = run_trace(&[
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--kernel-output".as_ref(),
+        kernel.as_os_str(),
+    ]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let verdicts: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(verdicts, ["kernel:not_service", "kernel:not_service"]);
+
+    assert_eq!(pcap_frames(&kernel), [big, small], "both frames kept whole");
+    let decoded = tshark_fields(&kernel, &["frame.len", "frame.cap_len", "ip.len"]);
+    assert_eq!(
+        decoded,
+        [["65549", "65549", "65535"], ["154", "154", "140"]],
+        "tshark reads the kernel pcap"
+    );
+}
+
+#[test]
+fn capture_cut_short_gives_truncated_verdict() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("snap96.pcap");
+    let whole = tcp_frame([10, 9, 9, 9], 1500 - 54);
+    let cut = whole[..96].to_vec();
+    let next = tcp_frame([10, 9, 9, 9], 10);
+    write_pcap_records(
+        &input,
+        96,
+        &[(cut, whole.len()), (next.clone(), next.len())],
+    );
+    let result = run_trace(&["--input".as_ref(), input.as_os_str(), "--counters".as_ref()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let words: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(words[1], "truncated", "{stdout}");
+    assert!(
+        !stdout.contains("drop:"),
+        "a cut frame is no drop: {stdout}"
+    );
+    assert_eq!(words[2..6], ["tcp", "10.0.0.1:1234", "->", "10.9.9.9:80"]);
+    assert!(lines[0].ends_with("capture-truncated(96 of 1500 bytes)"));
+    assert_eq!(
+        lines[1].split_whitespace().nth(1),
+        Some("kernel:not_service")
+    );
+    assert!(
+        stdout.contains("summary: 1 frames truncated by the capture tool, verdict unknown"),
+        "{stdout}"
+    );
+}
+
+/// Encodes a little-endian pcapng block: type, length, body (padded to 4 bytes), length.
+fn pcapng_block(kind: u32, body: &[u8]) -> Vec<u8> {
+    let mut padded = body.to_vec();
+    padded.resize(body.len().div_ceil(4) * 4, 0);
+    let length = (padded.len() + 12) as u32;
+    let mut block = kind.to_le_bytes().to_vec();
+    block.extend_from_slice(&length.to_le_bytes());
+    block.extend_from_slice(&padded);
+    block.extend_from_slice(&length.to_le_bytes());
+    block
+}
+
+/// Encodes a section header and one Ethernet interface.
+fn pcapng_start() -> Vec<u8> {
+    let mut section = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+    section.extend_from_slice(&[1, 0, 0, 0]);
+    section.extend_from_slice(&u64::MAX.to_le_bytes());
+    let mut bytes = pcapng_block(0x0a0d_0d0a, &section);
+    let mut interface = 1u16.to_le_bytes().to_vec();
+    interface.extend_from_slice(&[0, 0]);
+    interface.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend(pcapng_block(1, &interface));
+    bytes
+}
+
+/// Encodes an Enhanced Packet Block on interface `interface`.
+fn pcapng_enhanced(interface: u32, frame: &[u8]) -> Vec<u8> {
+    let mut body = interface.to_le_bytes().to_vec();
+    body.extend_from_slice(&[0; 8]);
+    body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    body.extend_from_slice(frame);
+    pcapng_block(6, &body)
+}
+
+#[test]
+fn pcapng_obsolete_packet_blocks_keep_tshark_numbering() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("obsolete.pcapng");
+    let to_service = pcap_frames(&captures_dir().join("suricata-tcp-handshake-data-rst.pcap"));
+    let other = tcp_frame([10, 9, 9, 9], 10);
+    let mut bytes = pcapng_start();
+    bytes.extend(pcapng_enhanced(0, &other));
+    // An obsolete Packet Block: interface 0, 3 packets lost before it.
+    let mut body = 0u16.to_le_bytes().to_vec();
+    body.extend_from_slice(&3u16.to_le_bytes());
+    body.extend_from_slice(&[0; 8]);
+    body.extend_from_slice(&(to_service[0].len() as u32).to_le_bytes());
+    body.extend_from_slice(&(to_service[0].len() as u32).to_le_bytes());
+    body.extend_from_slice(&to_service[0]);
+    bytes.extend(pcapng_block(2, &body));
+    bytes.extend(pcapng_enhanced(0, &other));
+    std::fs::write(&input, bytes).expect("write the capture");
+
+    let result = run_trace(&["--input".as_ref(), input.as_os_str()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let shark = tshark_fields(&input, &["frame.number", "ip.dst"]);
+    assert_eq!(shark.len(), 3, "tshark reads three frames");
+    for (line, fields) in lines.iter().zip(&shark) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], fields[0], "frame number: {line}");
+        assert!(words[5].starts_with(&fields[1]), "destination: {line}");
+    }
+    assert_eq!(
+        lines[1].split_whitespace().nth(1),
+        Some("forward"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[3],
+        "summary: the capture records 3 packets dropped by the capturing interface; \
+         they are not in the trace"
+    );
+}
+
+#[test]
+fn pcapng_packet_on_missing_interface_names_it() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("bad-interface.pcapng");
+    let mut bytes = pcapng_start();
+    bytes.extend(pcapng_enhanced(7, &tcp_frame([10, 9, 9, 9], 10)));
+    std::fs::write(&input, bytes).expect("write the capture");
+    let result = run_trace(&["--input".as_ref(), input.as_os_str()]);
+    assert_eq!(result.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains("frame 1 names interface 7, but interface 7 is not defined"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("NULL"), "{stderr}");
+}
+
+#[test]
+fn fragments_never_released_are_reported() {
+    let capture = "suricata-frag-eth-vlan-ip-tcp-syn.pcap";
+    let frames = pcap_frames(&captures_dir().join(capture));
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    // The two later fragments without the first one.
+    let input = dir.path().join("no-first.pcap");
+    write_pcap(&input, &frames[1..]);
+    let config = dir.path().join("cluster.toml");
+    let example = std::fs::read_to_string(config_path()).expect("read the example config");
+    let cluster = "\n[cluster]\nredirect_vni = 4097\n\n[[cluster.node]]\n\
+                   address = \"192.0.2.1\"\nmac = \"02:53:50:00:01:01\"\n";
+    std::fs::write(&config, example + cluster).expect("write the cluster config");
+    let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .expect("run spike-trace");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for line in &lines[..2] {
+        assert_eq!(line.split_whitespace().nth(1), Some("held"), "{line}");
+    }
+    assert_eq!(
+        lines[2],
+        "summary: 2 fragments held and never released: their first fragment is not in the \
+         capture"
+    );
+}
