@@ -195,9 +195,9 @@ fn run(args: &Args) -> Result<(), TraceError> {
         if let Some(writer) = writer.as_ref().filter(|writer| writer.cut_frames > 0) {
             writeln!(
                 stdout,
-                "summary: {} frames longer than {} bytes were cut to that length in --{option}",
-                writer.cut_frames,
-                capture::OUTPUT_SNAPLEN
+                "summary: frames cut to {} bytes in --{option}: {}",
+                capture::OUTPUT_SNAPLEN,
+                writer.cut_frames
             )
             .map_err(TraceError::Stdout)?;
         }
@@ -224,8 +224,8 @@ fn print_summary(
     if summary.truncated > 0 {
         writeln!(
             output,
-            "summary: {} frames truncated by the capture tool, verdict unknown; capture with \
-             `tcpdump -s 0` to trace them",
+            "summary: frames truncated by the capture tool, verdict unknown: {} (capture \
+             with `tcpdump -s 0` to trace them)",
             summary.truncated
         )?;
     }
@@ -235,15 +235,14 @@ fn print_summary(
     if never_released > 0 {
         writeln!(
             output,
-            "summary: {never_released} fragments held and never released: their first \
-             fragment is not in the capture"
+            "summary: fragments held and never released: {never_released} (their first \
+             fragment is not in the capture)"
         )?;
     }
     if reader.interface_drops > 0 {
         writeln!(
             output,
-            "summary: the capture records {} packets dropped by the capturing interface; \
-             they are not in the trace",
+            "summary: packets dropped by the capturing interface: {} (not in the capture)",
             reader.interface_drops
         )?;
     }

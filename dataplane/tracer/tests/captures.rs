@@ -728,14 +728,21 @@ fn write_pcap_records(path: &Path, snaplen: u32, records: &[(Vec<u8>, usize)]) {
 fn frames_longer_than_65535_bytes_are_written_whole() {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let input = dir.path().join("gro.pcap");
-    // A GRO-merged segment of 65549 bytes, then an ordinary frame after it.
+    // A GRO-merged segment of 65549 bytes, an ordinary frame, then a 300000-byte frame
+    // (local experimental EtherType) longer than any pcap snapshot length tools accept.
     let big = tcp_frame([10, 9, 9, 9], 65535 - 40);
     let small = tcp_frame([10, 9, 9, 9], 100);
     assert_eq!(big.len(), 65549);
+    let mut huge = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x88, 0xb5];
+    huge.resize(300_000, 0xab);
     write_pcap_records(
         &input,
         262_144,
-        &[(big.clone(), big.len()), (small.clone(), small.len())],
+        &[
+            (big.clone(), big.len()),
+            (small.clone(), small.len()),
+            (huge.clone(), huge.len()),
+        ],
     );
     let kernel = dir.path().join("kernel.pcap");
     let result = run_trace(&[
@@ -750,17 +757,37 @@ fn frames_longer_than_65535_bytes_are_written_whole() {
         "{stdout}{}",
         String::from_utf8_lossy(&result.stderr)
     );
-    let verdicts: Vec<&str> = stdout
-        .lines()
+    let lines: Vec<&str> = stdout.lines().collect();
+    let verdicts: Vec<&str> = lines[..3]
+        .iter()
         .filter_map(|line| line.split_whitespace().nth(1))
         .collect();
-    assert_eq!(verdicts, ["kernel:not_service", "kernel:not_service"]);
+    assert_eq!(
+        verdicts,
+        [
+            "kernel:not_service",
+            "kernel:not_service",
+            "kernel:other_ethertype"
+        ]
+    );
+    assert_eq!(
+        lines[3..],
+        ["summary: frames cut to 262144 bytes in --kernel-output: 1"]
+    );
 
-    assert_eq!(pcap_frames(&kernel), [big, small], "both frames kept whole");
+    let written = pcap_frames(&kernel);
+    assert_eq!(written.len(), 3);
+    assert_eq!(written[0], big, "the GRO frame is kept whole");
+    assert_eq!(written[1], small);
+    assert_eq!(written[2], huge[..262_144], "the longest frame is cut");
     let decoded = tshark_fields(&kernel, &["frame.len", "frame.cap_len", "ip.len"]);
     assert_eq!(
         decoded,
-        [["65549", "65549", "65535"], ["154", "154", "140"]],
+        [
+            ["65549", "65549", "65535"],
+            ["154", "154", "140"],
+            ["300000", "262144", ""]
+        ],
         "tshark reads the kernel pcap"
     );
 }
@@ -794,7 +821,7 @@ fn capture_cut_short_gives_truncated_verdict() {
         Some("kernel:not_service")
     );
     assert!(
-        stdout.contains("summary: 1 frames truncated by the capture tool, verdict unknown"),
+        stdout.contains("summary: frames truncated by the capture tool, verdict unknown: 1 ("),
         "{stdout}"
     );
 }
@@ -871,8 +898,7 @@ fn pcapng_obsolete_packet_blocks_keep_tshark_numbering() {
     );
     assert_eq!(
         lines[3],
-        "summary: the capture records 3 packets dropped by the capturing interface; \
-         they are not in the trace"
+        "summary: packets dropped by the capturing interface: 3 (not in the capture)"
     );
 }
 
@@ -922,7 +948,7 @@ fn fragments_never_released_are_reported() {
     }
     assert_eq!(
         lines[2],
-        "summary: 2 fragments held and never released: their first fragment is not in the \
-         capture"
+        "summary: fragments held and never released: 2 (their first fragment is not in the \
+         capture)"
     );
 }
