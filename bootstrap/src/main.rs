@@ -2,7 +2,7 @@
 //! certificate, then renew it once (for a systemd timer) or in a loop.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,6 +19,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Environment variable that may carry the token instead of a file.
 const TOKEN_ENV: &str = "SPIKE_BOOTSTRAP_TOKEN";
+
+/// Maximum size of a token file. A token is about 100 bytes, so a bigger file is the wrong
+/// file, and it is rejected before reading rather than sent to the keyserver.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -89,6 +93,10 @@ enum CliError {
     File(#[from] files::FileError),
     #[error("no token given: pass --token-file FILE or set {TOKEN_ENV}")]
     NoToken,
+    #[error("token file {} is empty; write the token printed by `spike-keyserver token create` into it", .0.display())]
+    EmptyTokenFile(PathBuf),
+    #[error("token file {} has {size} bytes, more than the limit of {MAX_TOKEN_FILE_BYTES}; a token is one line of about 100 bytes, so check that this is the token file", path.display())]
+    TokenFileTooBig { path: PathBuf, size: u64 },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -112,6 +120,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Reads the token from `path`, rejecting an empty or oversized file locally.
+fn read_token_file(path: &Path) -> Result<String, CliError> {
+    // The size comes from the metadata, so a large file is never read into memory.
+    // read_secret reports a directory or a missing file with its own message.
+    if let Ok(metadata) = std::fs::metadata(path) {
+        if metadata.is_file() && metadata.len() > MAX_TOKEN_FILE_BYTES {
+            return Err(CliError::TokenFileTooBig {
+                path: path.to_path_buf(),
+                size: metadata.len(),
+            });
+        }
+    }
+    let token = files::read_secret(path)?.trim().to_string();
+    if token.is_empty() {
+        return Err(CliError::EmptyTokenFile(path.to_path_buf()));
+    }
+    Ok(token)
+}
+
 fn run(command: Command) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -124,7 +151,7 @@ fn run(command: Command) -> Result<(), CliError> {
             token_file,
         } => {
             let token = match token_file {
-                Some(path) => files::read_secret(&path)?.trim().to_string(),
+                Some(path) => read_token_file(&path)?,
                 None => std::env::var(TOKEN_ENV).map_err(|_| CliError::NoToken)?,
             };
             let options = RedeemOptions {

@@ -19,6 +19,9 @@ pub enum FileError {
     /// A secret file is readable or writable by other users.
     #[error("{path} has mode {mode:o}, so users other than the owner can access it; run chmod 600 {path}")]
     TooOpen { path: PathBuf, mode: u32 },
+    /// A path that must name a file names a directory.
+    #[error("{path} is a directory, expected a file; pass the path of the file inside it")]
+    IsDirectory { path: PathBuf },
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FileError {
@@ -81,10 +84,16 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileE
 ///
 /// # Errors
 ///
-/// [`FileError::TooOpen`] if group or others have any permission, [`FileError::Io`] if the
-/// file cannot be read.
+/// [`FileError::IsDirectory`] for a directory, [`FileError::TooOpen`] if group or others
+/// have any permission, [`FileError::Io`] if the file cannot be read.
 pub fn read_secret(path: &Path) -> Result<String, FileError> {
     let metadata = fs::metadata(path).map_err(io_error("reading metadata of", path))?;
+    // Checked before the mode, whose chmod advice would be wrong for a directory.
+    if metadata.is_dir() {
+        return Err(FileError::IsDirectory {
+            path: path.to_path_buf(),
+        });
+    }
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(FileError::TooOpen {
@@ -126,5 +135,21 @@ mod tests {
         let path = dir.path().join("secret.pem");
         write_atomic(&path, b"key", 0o644).unwrap();
         assert!(matches!(read_secret(&path), Err(FileError::TooOpen { .. })));
+    }
+
+    #[test]
+    fn read_secret_names_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        // A world-writable directory such as /tmp must not get the chmod 600 advice.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let error = read_secret(dir.path()).unwrap_err();
+        assert!(matches!(&error, FileError::IsDirectory { path } if path == dir.path()));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{} is a directory, expected a file; pass the path of the file inside it",
+                dir.path().display()
+            )
+        );
     }
 }
