@@ -233,7 +233,7 @@ impl CaptureReader {
 pub struct CaptureWriter {
     path: String,
     writer: PcapWriter<BufWriter<File>>,
-    /// Frames longer than [`OUTPUT_SNAPLEN`], written cut to it.
+    /// Count of frames longer than [`OUTPUT_SNAPLEN`], written cut to that length.
     pub cut_frames: u64,
 }
 
@@ -262,11 +262,22 @@ impl CaptureWriter {
     }
 
     pub fn write(&mut self, timestamp: Duration, frame: &[u8]) -> Result<(), TraceError> {
-        let stored = &frame[..frame.len().min(OUTPUT_SNAPLEN)];
-        if stored.len() < frame.len() {
+        self.write_captured(timestamp, frame, frame.len())
+    }
+
+    /// Writes a frame that may already be cut short, keeping its length on the wire.
+    pub fn write_captured(
+        &mut self,
+        timestamp: Duration,
+        data: &[u8],
+        original_len: usize,
+    ) -> Result<(), TraceError> {
+        let stored = &data[..data.len().min(OUTPUT_SNAPLEN)];
+        if stored.len() < data.len() {
             self.cut_frames += 1;
         }
-        let packet = PcapPacket::new(timestamp, frame.len() as u32, stored);
+        let original_len = u32::try_from(original_len.max(data.len())).unwrap_or(u32::MAX);
+        let packet = PcapPacket::new(timestamp, original_len, stored);
         self.writer
             .write_packet(&packet)
             .map(|_| ())

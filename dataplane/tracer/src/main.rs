@@ -10,6 +10,7 @@
 mod capture;
 mod summary;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use spike_core::flow::FlowKey;
-use spike_core::{Config, Counters, Output, Snapshot, Verdict, Worker};
+use spike_core::{Config, Counters, DropReason, Output, Snapshot, Verdict, Worker};
 
 use crate::capture::{CaptureReader, CaptureWriter, TraceError};
 
@@ -117,6 +118,8 @@ fn canonical(path: &Path) -> PathBuf {
 struct Summary {
     /// Frames cut short by the capture tool whose verdict depends on the missing bytes.
     truncated: u64,
+    /// Drop reasons the core gave those frames, taken out of the printed drop counters.
+    truncated_drops: HashMap<DropReason, u64>,
 }
 
 fn run(args: &Args) -> Result<(), TraceError> {
@@ -146,11 +149,15 @@ fn run(args: &Args) -> Result<(), TraceError> {
         let now_ns = duration_ns(frame.timestamp);
         let verdict = worker.process(&snapshot, &frame.data, now_ns, &mut out);
         // In a cut frame the header lengths point past the captured bytes, so the core
-        // drops it for bytes the capture tool removed. The dataplane sees the whole frame
+        // drops it for bytes the capture tool removed. The dataplane receives the whole frame
         // and might forward it, so such a verdict is unknown, not a drop.
-        let unknown = frame.is_cut() && matches!(verdict, Verdict::Drop(_));
-        let mut line = if unknown {
+        let cut_drop = match verdict {
+            Verdict::Drop(reason) if frame.is_cut() => Some(reason),
+            _ => None,
+        };
+        let mut line = if let Some(reason) = cut_drop {
             summary.truncated += 1;
+            *summary.truncated_drops.entry(reason).or_default() += 1;
             describe_truncated(number, &frame.data)
         } else {
             describe(number, &snapshot, &frame.data, verdict, &out)
@@ -177,7 +184,7 @@ fn run(args: &Args) -> Result<(), TraceError> {
             }
             Verdict::Kernel(_) => {
                 if let Some(writer) = kernel_output.as_mut() {
-                    writer.write(frame.timestamp, &frame.data)?;
+                    writer.write_captured(frame.timestamp, &frame.data, frame.original_len)?;
                 }
             }
             Verdict::Drop(_) | Verdict::Held => {}
@@ -210,7 +217,7 @@ fn run(args: &Args) -> Result<(), TraceError> {
     }
     print_summary(&mut stdout, &summary, &reader, worker.counters()).map_err(TraceError::Stdout)?;
     if args.counters {
-        print_counters(&mut stdout, worker.counters()).map_err(TraceError::Stdout)?;
+        print_counters(&mut stdout, worker.counters(), &summary).map_err(TraceError::Stdout)?;
     }
     Ok(())
 }
@@ -372,7 +379,11 @@ fn describe(
     line
 }
 
-fn print_counters(output: &mut impl Write, counters: &Counters) -> std::io::Result<()> {
+fn print_counters(
+    output: &mut impl Write,
+    counters: &Counters,
+    summary: &Summary,
+) -> std::io::Result<()> {
     writeln!(output, "counters:")?;
     writeln!(output, "  rx_packets {}", counters.rx_packets)?;
     writeln!(output, "  forwarded {}", counters.forwarded)?;
@@ -395,8 +406,12 @@ fn print_counters(output: &mut impl Write, counters: &Counters) -> std::io::Resu
             writeln!(output, "  kernel.{reason} {count}")?;
         }
     }
-    for reason in spike_core::DropReason::ALL {
-        let count = counters.drop_count(*reason);
+    if summary.truncated > 0 {
+        writeln!(output, "  truncated {}", summary.truncated)?;
+    }
+    for reason in DropReason::ALL {
+        let truncated = summary.truncated_drops.get(reason).copied().unwrap_or(0);
+        let count = counters.drop_count(*reason) - truncated;
         if count > 0 {
             writeln!(output, "  drop.{reason} {count}")?;
         }

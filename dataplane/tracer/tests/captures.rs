@@ -799,14 +799,29 @@ fn capture_cut_short_gives_truncated_verdict() {
     let whole = tcp_frame([10, 9, 9, 9], 1500 - 54);
     let cut = whole[..96].to_vec();
     let next = tcp_frame([10, 9, 9, 9], 10);
+    // A frame of the local experimental EtherType goes to the kernel whatever its length.
+    let mut other = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x88, 0xb5];
+    other.resize(1000, 0xab);
     write_pcap_records(
         &input,
         96,
-        &[(cut, whole.len()), (next.clone(), next.len())],
+        &[
+            (cut, whole.len()),
+            (next.clone(), next.len()),
+            (other[..96].to_vec(), other.len()),
+        ],
     );
-    let result = run_trace(&["--input".as_ref(), input.as_os_str(), "--counters".as_ref()]);
+    let kernel = dir.path().join("kernel.pcap");
+    let result = run_trace(&[
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--kernel-output".as_ref(),
+        kernel.as_os_str(),
+        "--counters".as_ref(),
+    ]);
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "{stdout}");
+
     let lines: Vec<&str> = stdout.lines().collect();
     let words: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(words[1], "truncated", "{stdout}");
@@ -820,9 +835,23 @@ fn capture_cut_short_gives_truncated_verdict() {
         lines[1].split_whitespace().nth(1),
         Some("kernel:not_service")
     );
+    assert_eq!(
+        lines[2],
+        "     3 kernel:other_ethertype           ethertype 0x88b5 \
+         capture-truncated(96 of 1000 bytes)"
+    );
     assert!(
         stdout.contains("summary: frames truncated by the capture tool, verdict unknown: 1 ("),
         "{stdout}"
+    );
+    assert!(stdout.contains("\n  truncated 1\n"), "{stdout}");
+    assert!(!stdout.contains("  drop."), "no drop counted: {stdout}");
+
+    let decoded = tshark_fields(&kernel, &["frame.len", "frame.cap_len", "eth.type"]);
+    assert_eq!(
+        decoded,
+        [["64", "64", "0x0800"], ["1000", "96", "0x88b5"]],
+        "the kernel pcap keeps the cut frame's length on the wire"
     );
 }
 
@@ -932,6 +961,7 @@ fn fragments_never_released_are_reported() {
     let cluster = "\n[cluster]\nredirect_vni = 4097\n\n[[cluster.node]]\n\
                    address = \"192.0.2.1\"\nmac = \"02:53:50:00:01:01\"\n";
     std::fs::write(&config, example + cluster).expect("write the cluster config");
+
     let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
         .arg("--config")
         .arg(&config)
@@ -941,6 +971,7 @@ fn fragments_never_released_are_reported() {
         .expect("run spike-trace");
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "{stdout}");
+
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     for line in &lines[..2] {
