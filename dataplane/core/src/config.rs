@@ -47,8 +47,10 @@ pub enum ConfigError {
 }
 
 /// Rewrites serde's Rust type names in a TOML error into the ranges an operator
-/// needs, for example `expected u16` into `expected an integer from 0 to 65535`.
-fn explain_types(message: &str) -> String {
+/// needs, for example `expected u16` into `expected an integer from 0 to 65535`. A key
+/// whose valid range is narrower than its type gets that range instead, found from the
+/// key on the line that `span` points at in `text`.
+fn explain_types(message: &str, text: &str, span: Option<std::ops::Range<usize>>) -> String {
     const RANGES: &[(&str, &str)] = &[
         ("expected u8", "expected an integer from 0 to 255"),
         ("expected u16", "expected an integer from 0 to 65535"),
@@ -56,11 +58,39 @@ fn explain_types(message: &str) -> String {
         ("expected usize", "expected a non-negative integer"),
         ("expected f64", "expected a number"),
     ];
-    let mut text = message.to_owned();
+    let narrower = span
+        .and_then(|span| key_at(text, span.start))
+        .and_then(|key| key_range(&key));
+    let mut explained = message.to_owned();
     for (rust, plain) in RANGES {
-        text = text.replace(rust, plain);
+        match &narrower {
+            Some(range) if explained.contains(rust) => {
+                explained = explained.replace(rust, &format!("expected {range}"));
+            }
+            _ => explained = explained.replace(rust, plain),
+        }
     }
-    text
+    explained
+}
+
+/// Returns the last dotted part of the key assigned on the line containing byte `offset`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().rsplit('.').next()?.trim().trim_matches('"');
+    Some(key.to_owned())
+}
+
+/// Returns the valid range of a numeric key where it is narrower than the key's integer type,
+/// as the validation below enforces it.
+fn key_range(key: &str) -> Option<String> {
+    match key {
+        "mtu" => Some(format!("an MTU from {MIN_MTU} to {MAX_MTU} bytes")),
+        "port" => Some("a port from 1 to 65535".to_owned()),
+        "workers" => Some("from 1 to 128 worker lcores".to_owned()),
+        _ => None,
+    }
 }
 
 impl ConfigError {
@@ -467,8 +497,9 @@ impl FromStr for Config {
     type Err = ConfigError;
 
     fn from_str(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|error| ConfigError::Syntax(explain_types(&error.to_string())))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|error| {
+            ConfigError::Syntax(explain_types(&error.to_string(), text, error.span()))
+        })?;
         validate(raw)
     }
 }
@@ -939,6 +970,15 @@ fn validate_service(
                  its own",
             ));
         }
+        // The address is checked first: a backend without a name is named after its
+        // address, so a repeated address would otherwise be reported as a repeated name.
+        if !addresses.insert(backend.address) {
+            return Err(ConfigError::invalid(
+                format!("{backend_key}.address"),
+                backend.address,
+                "each backend address to appear once per service",
+            ));
+        }
         if backends
             .iter()
             .any(|other: &BackendConfig| other.name == backend.name)
@@ -947,13 +987,6 @@ fn validate_service(
                 format!("{backend_key}.name"),
                 &backend.name,
                 "a name no other backend of this service has",
-            ));
-        }
-        if !addresses.insert(backend.address) {
-            return Err(ConfigError::invalid(
-                format!("{backend_key}.address"),
-                backend.address,
-                "each backend address to appear once per service",
             ));
         }
         backends.push(backend);

@@ -135,7 +135,7 @@ const BAD_CASES: &[BadCase] = &[
         description: "MTU beyond its integer type",
         from: "mtu = 1500",
         to: "mtu = 100000",
-        expected: &["mtu = 100000", "from 0 to 65535"],
+        expected: &["mtu = 100000", "expected an MTU from 1280 to 9216 bytes"],
     },
     BadCase {
         description: "unknown key",
@@ -160,6 +160,34 @@ const BAD_CASES: &[BadCase] = &[
         from: "address = \"192.0.2.12\"",
         to: "address = \"192.0.2.11\"",
         expected: &["address", "192.0.2.11", "once"],
+    },
+    BadCase {
+        description: "duplicate address of unnamed backends",
+        from: "name = \"node-a\"\naddress = \"192.0.2.11\"\nvtep_mac = \"0a:58:0a:f4:00:0a\"\n\n\
+               [[service.backend]]\nname = \"node-b\"\n",
+        to: "address = \"192.0.2.12\"\nvtep_mac = \"0a:58:0a:f4:00:0a\"\n\n[[service.backend]]\n",
+        expected: &[
+            "invalid value 192.0.2.12 for service[0] (web).backend[1].address",
+            "once per service",
+        ],
+    },
+    BadCase {
+        description: "negative MTU",
+        from: "mtu = 1500",
+        to: "mtu = -1",
+        expected: &["mtu = -1", "expected an MTU from 1280 to 9216 bytes"],
+    },
+    BadCase {
+        description: "service port above 65535",
+        from: "port = 443",
+        to: "port = 70000",
+        expected: &["port = 70000", "expected a port from 1 to 65535"],
+    },
+    BadCase {
+        description: "VXLAN port above 65535",
+        from: "port = 8472",
+        to: "port = 65536",
+        expected: &["port = 65536", "expected a port from 1 to 65535"],
     },
     BadCase {
         description: "IPv6 backend without an IPv6 underlay address",
