@@ -41,7 +41,8 @@ use tracing::{error, info, warn};
 
 use self::bird::BirdClient;
 pub use self::bird::BirdError;
-pub use self::config::{parse, BgpConfig};
+pub use self::config::BgpConfig;
+pub(crate) use self::config::{validate, RawBgp};
 
 /// Interval between two comparisons of the dataplane's state with the announced VIPs.
 const RECONCILE_INTERVAL: Duration = Duration::from_millis(100);

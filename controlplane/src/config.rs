@@ -235,8 +235,7 @@ fn default_initial_sync_timeout_s() -> u64 {
 
 /// The control plane's keys of the file. Its fields are the top-level sections the file
 /// accepts, so that an unknown one gets a message that lists them all. Keys inside the
-/// dataplane's sections are left to spike-core, which rejects unknown ones; `[bgp]` is
-/// read by `bgp::parse`.
+/// dataplane's sections are left to spike-core, which rejects unknown ones.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
@@ -250,8 +249,7 @@ struct RawFile {
     #[serde(default)]
     service: Vec<RawService>,
     kubernetes: Option<RawKubernetes>,
-    #[serde(rename = "bgp")]
-    _bgp: Option<IgnoredAny>,
+    bgp: Option<bgp::RawBgp>,
 }
 
 #[derive(Deserialize)]
@@ -381,7 +379,8 @@ impl ControlConfig {
             .and(raw.kubernetes)
             .map(parse_kubernetes)
             .transpose()?;
-        let bgp = root.remove("bgp").map(bgp::parse).transpose()?;
+        root.remove("bgp");
+        let bgp = raw.bgp.map(bgp::validate).transpose()?;
 
         let base: Config = dataplane_text(text, &document, &root)?.parse()?;
         let health_checks = raw_checks
@@ -1119,6 +1118,50 @@ mod tests {
         ];
         for ((from, to), path) in cases {
             let changed = text.replace(from, to);
+            let last_line = to.lines().last().unwrap().trim();
+            let line = line_of_text(&changed, last_line);
+            let error = ControlConfig::parse(&changed).unwrap_err().to_string();
+            let expected = format!("at line {line}: {path}");
+            assert!(error.contains(&expected), "{expected}: {error}");
+        }
+    }
+
+    const BGP: &str = r#"
+        [bgp]
+        asn = 65001
+        router_id = "192.0.2.1"
+        routes_file = "/etc/bird/spike-routes.conf"
+
+        [[bgp.neighbor]]
+        address = "192.0.2.254"
+        asn = 65000
+    "#;
+
+    #[test]
+    fn bgp_errors_name_the_line_and_key_path() {
+        let text = format!("{BASE}{BGP}");
+        ControlConfig::parse(&text).expect("the [bgp] section is valid");
+        let cases = [
+            (
+                ("address = \"192.0.2.254\"", "address = \"192.0.2.x\""),
+                "bgp.neighbor[0].address",
+            ),
+            (
+                ("router_id = \"192.0.2.1\"", "router_id = \"2001:db8::1\""),
+                "bgp.router_id",
+            ),
+            (
+                (
+                    "asn = 65001",
+                    "asn = 65001\n        graceful_restart = true",
+                ),
+                "bgp.graceful_restart",
+            ),
+            (("asn = 65000", "asn = -1"), "bgp.neighbor[0].asn"),
+        ];
+        for ((from, to), path) in cases {
+            let changed = text.replace(from, to);
+            assert_ne!(changed, text, "{path}: the case changed nothing");
             let last_line = to.lines().last().unwrap().trim();
             let line = line_of_text(&changed, last_line);
             let error = ControlConfig::parse(&changed).unwrap_err().to_string();

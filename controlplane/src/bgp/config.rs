@@ -41,9 +41,11 @@ pub struct Neighbor {
     pub asn: u32,
 }
 
+/// The `[bgp]` table as written. The control plane's file reader deserializes it with the
+/// other sections, so that type errors and unknown keys name their line and full key.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawBgp {
+pub(crate) struct RawBgp {
     asn: u32,
     router_id: Ipv4Addr,
     #[serde(default, rename = "neighbor")]
@@ -82,13 +84,12 @@ fn default_dataplane_timeout_ms() -> u64 {
 /// real AS.
 const AS_TRANS: u32 = 23456;
 
-/// Parses and validates the `[bgp]` table.
+/// Validates a deserialized `[bgp]` table.
 ///
 /// # Errors
 ///
 /// [`ConfigError`] naming the first invalid key.
-pub fn parse(value: toml::Value) -> Result<BgpConfig, ConfigError> {
-    let raw: RawBgp = value.try_into()?;
+pub(crate) fn validate(raw: RawBgp) -> Result<BgpConfig, ConfigError> {
     check_asn("bgp.asn", raw.asn)?;
     if raw.router_id.is_unspecified() {
         return Err(invalid(
@@ -198,7 +199,7 @@ mod tests {
     "#;
 
     fn parse_text(text: &str) -> Result<BgpConfig, ConfigError> {
-        parse(toml::Value::Table(toml::from_str(text).unwrap()))
+        validate(toml::from_str(text)?)
     }
 
     #[test]
