@@ -1054,6 +1054,10 @@ mod tests {
                 ("namespace = \"web\"", "namespace = \"web\"\ncolour = 1"),
                 "colour",
             ),
+            (
+                ("url = \"http://127.0.0.1:8001\"", "url = \"not a url\""),
+                "invalid API server URL \"not a url\" in kubernetes.api_server.url",
+            ),
         ];
         for ((from, to), key) in cases {
             let text = format!("{BASE}{KUBERNETES}").replace(from, to);

@@ -21,7 +21,10 @@ pub enum ConnectError {
         source: http::uri::InvalidUri,
     },
     /// The kubeconfig file cannot be read or parsed.
-    #[error("failed to read kubeconfig {path}: {source}; check kubernetes.api_server.path")]
+    #[error(
+        "failed to read kubeconfig {path}: {}; check kubernetes.api_server.path",
+        read_failure(source)
+    )]
     ReadKubeconfig {
         path: PathBuf,
         #[source]
@@ -46,6 +49,15 @@ pub enum ConnectError {
     /// kube could not build its HTTP client, for example from invalid TLS material.
     #[error("failed to create the Kubernetes client: {0}; check the CA and client certificate")]
     Client(#[source] kube::Error),
+}
+
+/// Returns why a kubeconfig could not be read, without kube's own "failed to read
+/// kubeconfig from PATH" prefix, which would repeat the path already in the message.
+fn read_failure(error: &KubeconfigError) -> String {
+    match error {
+        KubeconfigError::ReadConfig(io, _) => io.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// Creates a client for the configured API server. Nothing is sent until the client is
@@ -115,4 +127,34 @@ async fn kubeconfig_config(
             path: path.clone(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn missing_kubeconfig_named_once() {
+        let dir = std::env::temp_dir().join(format!("spike-kube-missing-{}", std::process::id()));
+        let path = dir.join("kubeconfig");
+        let api_server = ApiServerConfig::Kubeconfig {
+            path: path.clone(),
+            context: None,
+        };
+        let Err(error) = connect(&api_server).await else {
+            panic!(
+                "a client was created from the missing kubeconfig {}",
+                path.display()
+            );
+        };
+        let message = error.to_string();
+        assert_eq!(
+            message,
+            format!(
+                "failed to read kubeconfig {}: No such file or directory (os error 2); check \
+                 kubernetes.api_server.path",
+                path.display()
+            )
+        );
+    }
 }

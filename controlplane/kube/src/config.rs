@@ -91,6 +91,12 @@ pub enum ConfigError {
     /// An empty namespace name, which would otherwise mean "all namespaces" by accident.
     #[error("kubernetes.namespace is empty: remove the key to serve every namespace")]
     EmptyNamespace,
+    /// A `url` mode value that is not an absolute http or https URL with a host.
+    #[error(
+        "invalid API server URL {url:?} in kubernetes.api_server.url: {reason}; write it \
+         like http://127.0.0.1:8001"
+    )]
+    InvalidUrl { url: String, reason: String },
 }
 
 /// A validated [`ServiceSelector`] with the namespace it applies to.
@@ -108,16 +114,40 @@ impl KubernetesConfig {
     /// # Errors
     ///
     /// [`ConfigError`] when the selector is empty, a label cannot be used in a label
-    /// selector or the namespace is an empty string.
+    /// selector, the namespace is an empty string or the `url` mode's URL is invalid.
     pub fn selection(&self) -> Result<Selection, ConfigError> {
         if self.namespace.as_deref() == Some("") {
             return Err(ConfigError::EmptyNamespace);
+        }
+        if let ApiServerConfig::Url { url } = &self.api_server {
+            check_url(url)?;
         }
 
         let mut selection = self.services.validate()?;
         selection.namespace.clone_from(&self.namespace);
         Ok(selection)
     }
+}
+
+/// Checks that `url` is an absolute http or https URL with a host. The client would
+/// otherwise fail on every connection attempt, long after the config was accepted.
+fn check_url(url: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| invalid(e.to_string()))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => return Err(invalid(format!("scheme {other:?} is not http or https"))),
+        None => return Err(invalid("it has no http:// or https:// scheme".to_owned())),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid("it has no host".to_owned()));
+    }
+    Ok(())
 }
 
 impl ServiceSelector {
@@ -310,6 +340,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.selection(), Err(ConfigError::EmptyNamespace));
+    }
+
+    #[test]
+    fn invalid_url_is_rejected() {
+        let cases = [
+            ("not a url", "invalid uri character"),
+            ("127.0.0.1:8001", "no http:// or https:// scheme"),
+            (
+                "ftp://127.0.0.1:8001",
+                "scheme \"ftp\" is not http or https",
+            ),
+            ("/api", "no http:// or https:// scheme"),
+        ];
+        for (url, reason) in cases {
+            let config = parse(&format!(
+                "[api_server]\nmode = \"url\"\nurl = {url:?}\n\
+                 [services]\nload_balancer_ips = [\"10.0.0.1\"]"
+            ))
+            .unwrap();
+            let error = config.selection().unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::InvalidUrl { url: got, .. } if got == url),
+                "{url}: {error:?}"
+            );
+            let message = error.to_string();
+            assert!(message.contains("kubernetes.api_server.url"), "{message}");
+            assert!(message.contains(reason), "{url}: {message}");
+        }
+        let https = parse(
+            "[api_server]\nmode = \"url\"\nurl = \"https://k8s.example:6443/\"\n\
+             [services]\nload_balancer_ips = [\"10.0.0.1\"]",
+        )
+        .unwrap();
+        assert!(https.selection().is_ok());
     }
 
     #[test]
