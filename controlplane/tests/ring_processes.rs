@@ -207,9 +207,19 @@ impl Setup {
     }
 
     fn start_dataplane(&self) -> Process {
+        self.start_dataplane_with_node(NODE)
+    }
+
+    /// Starts the dataplane with `node` as its `[node]` and `[hash]` sections.
+    fn start_dataplane_with_node(&self, node: &str) -> Process {
         let capture = self.file("flows.pcap");
         write_capture(&capture);
-        let prefix = format!("spike-ring-processes-{}", std::process::id());
+        // The directory name is unique, so tests running at once get their own EAL files.
+        let prefix = format!(
+            "spike-ring-processes-{}-{}",
+            std::process::id(),
+            self.dir.path().file_name().unwrap().to_string_lossy()
+        );
         let vdev = format!(
             "net_pcap0,rx_pcap={},infinite_rx=1,tx_pcap=/dev/null",
             capture.display()
@@ -230,7 +240,7 @@ impl Setup {
         ];
         let quoted: Vec<String> = eal_args.iter().map(|arg| format!("{arg:?}")).collect();
         let config = format!(
-            "{NODE}\n[conntrack]\ncapacity = 1024\nfragment_capacity = 64\n\n[dpdk]\n\
+            "{node}\n[conntrack]\ncapacity = 1024\nfragment_capacity = 64\n\n[dpdk]\n\
              eal_args = [{}]\nport = \"net_pcap0\"\nmac_filter = false\nsnapshot_ring = {:?}\n",
             quoted.join(", "),
             self.ring.display().to_string()
@@ -381,6 +391,7 @@ fn dataplane_survives_controlplane_kill() {
         sleep(POLL);
     }
     let before = counters(&counters_path).unwrap();
+    assert_eq!(before["hash_key_mismatches"], 0, "{before}");
 
     let (_, metrics) = get(setup.metrics_port, "/metrics").unwrap();
     for name in [
@@ -472,5 +483,38 @@ fn dataplane_survives_controlplane_kill() {
     assert_eq!(resumed_later["selections"]["new_flow"], u64::from(FLOWS));
     assert_eq!(resumed_later["selections"]["reselected_backend_removed"], 0);
     assert!(resumed_later["forwarded"].as_u64() > resumed["forwarded"].as_u64());
+    drop(health);
+}
+
+#[test]
+fn differing_hash_key_warned_and_counted() {
+    let setup = Setup::new();
+    let health = HealthServer::start();
+    setup.write_controlplane_config(health.port);
+    let own_key = NODE.replace(
+        "8f2d6c1e4b7a90355ce1d2f3a4b5c6d7",
+        "00112233445566778899aabbccddeeff",
+    );
+    let mut dataplane = setup.start_dataplane_with_node(&own_key);
+    let mut controlplane = setup.start_controlplane("controlplane.log");
+    let counters_path = setup.file("counters.json");
+
+    // The snapshot is applied with the control plane's key, and each applied snapshot
+    // with that key is counted.
+    let applied = wait_until("a counted snapshot with a differing key", || {
+        controlplane.assert_running("spike-controlplane");
+        dataplane.assert_running("spike-dataplane");
+        counters(&counters_path).filter(|counters| {
+            counters["services"][0]["name"] == "web"
+                && counters["hash_key_mismatches"].as_u64() >= Some(1)
+        })
+    });
+    let snapshots = applied["hash_key_mismatches"].as_u64().unwrap();
+    // The same differing key in later snapshots does not warn again.
+    let log = dataplane.log();
+    let warnings = log
+        .matches("hash.key of the snapshot differs from this dataplane's config file")
+        .count();
+    assert_eq!(warnings, 1, "{snapshots} snapshots; log:\n{log}");
     drop(health);
 }

@@ -74,6 +74,8 @@ pub struct Totals {
     pub services: Vec<ServiceTotals>,
     pub port: Option<PortStats>,
     pub kernel_port: Option<PortStats>,
+    /// Snapshots from the ring whose hash key differed from the dataplane file's.
+    pub hash_key_mismatches: u64,
 }
 
 /// Traffic of one service of the current snapshot.
@@ -160,6 +162,8 @@ impl Totals {
             services,
             port: ports.port,
             kernel_port: ports.kernel_port,
+            // Only the snapshot ring knows this count; the caller fills it in.
+            hash_key_mismatches: 0,
         }
     }
 
@@ -214,6 +218,7 @@ impl Totals {
             "from_kernel": self.tx.from_kernel,
             "fragments_steered": self.tx.fragments_steered,
             "fragment_ring_full": self.tx.fragment_ring_full,
+            "hash_key_mismatches": self.hash_key_mismatches,
             "kernel": reason_map(KernelReason::ALL, |reason| counters.kernel_count(*reason)),
             "drops": reason_map(DropReason::ALL, |reason| counters.drop_count(*reason)),
             "selections": reason_map(Selection::ALL, |how| counters.selection_count(*how)),
@@ -252,6 +257,7 @@ impl Totals {
             ("from_kernel", self.tx.from_kernel),
             ("fragments_steered", self.tx.fragments_steered),
             ("fragment_ring_full", self.tx.fragment_ring_full),
+            ("hash_key_mismatches", self.hash_key_mismatches),
         ];
         for (name, value) in scalars {
             writeln!(out, "{name} {value}")?;

@@ -9,11 +9,15 @@
 //! dataplane keeps its last snapshot and its conntrack tables.
 //!
 //! `[conntrack]`, `[icmp]` and `[dpdk]` always come from the dataplane's own file.
+//! `hash.key` comes from the snapshot: when it differs from the file's, the snapshot's
+//! key is used, a warning is logged once per distinct key and `hash_key_mismatches`
+//! counts each such snapshot.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use spike_core::config::HashKey;
 use spike_core::{Config, Snapshot};
 use spike_snapring::payload::{self, DecodeError};
 use spike_snapring::{Geometry, Received, RingError, Subscriber};
@@ -47,6 +51,34 @@ pub struct RingLink {
     next_attach: Instant,
     /// Whether the last attempt to open the ring failed, so repeated failures log once.
     attach_failing: bool,
+    key_check: KeyCheck,
+}
+
+/// Comparison of each applied snapshot's hash key with the dataplane file's.
+#[derive(Debug, Default)]
+struct KeyCheck {
+    /// The differing key last warned about, so that each distinct key warns once.
+    warned: Option<HashKey>,
+    /// Applied snapshots whose key differed from the file's.
+    mismatches: u64,
+}
+
+impl KeyCheck {
+    /// Records a snapshot's key and returns whether this mismatch needs a warning: the
+    /// first snapshot with a key other than the file's, or with another differing key
+    /// than the last warned one.
+    fn observe(&mut self, file: &HashKey, snapshot: &HashKey) -> bool {
+        if file == snapshot {
+            self.warned = None;
+            return false;
+        }
+        self.mismatches += 1;
+        if self.warned.as_ref() == Some(snapshot) {
+            return false;
+        }
+        self.warned = Some(*snapshot);
+        true
+    }
 }
 
 impl RingLink {
@@ -64,6 +96,7 @@ impl RingLink {
             subscriber: None,
             next_attach: Instant::now(),
             attach_failing: false,
+            key_check: KeyCheck::default(),
         };
         if let Some(error @ RingError::ReaderLocked { .. }) = link.try_attach() {
             return Err(error);
@@ -114,7 +147,19 @@ impl RingLink {
         let (delivery, result) = match subscriber.poll() {
             Received::Nothing => return None,
             Received::Snapshot(delivery) => {
-                let result = build(&delivery.payload, running, max_frame_data, shared);
+                let result = build(&delivery.payload, running, max_frame_data, shared).map(
+                    |(key, snapshot)| {
+                        if self.key_check.observe(&running.hash_key, &key) {
+                            warn!(
+                                generation = delivery.generation,
+                                "hash.key of the snapshot differs from this dataplane's \
+                                 config file; the snapshot's key is used, so set the same \
+                                 key in both files"
+                            );
+                        }
+                        snapshot
+                    },
+                );
                 ((delivery.sequence, delivery.generation), result)
             }
             Received::Invalid {
@@ -149,6 +194,11 @@ impl RingLink {
         }
     }
 
+    /// Returns the number of applied snapshots whose hash key differed from the file's.
+    pub fn hash_key_mismatches(&self) -> u64 {
+        self.key_check.mismatches
+    }
+
     /// Publishes `totals` (the counters file's JSON object) for the control plane.
     pub fn publish_counters(&self, totals: &Totals) {
         let Some(subscriber) = &self.subscriber else {
@@ -171,16 +221,51 @@ impl RingLink {
 }
 
 /// Decodes a payload and builds its snapshot with the next local generation, which
-/// differs from the running one so that workers revalidate tracked flows.
+/// differs from the running one so that workers revalidate tracked flows. Returns the
+/// snapshot's hash key with it.
 fn build(
     bytes: &[u8],
     running: &Config,
     max_frame_data: usize,
     shared: &Shared,
-) -> Result<Snapshot, Rejection> {
+) -> Result<(HashKey, Snapshot), Rejection> {
     let decoded = payload::decode(bytes)?;
     let generation = shared.snapshot.load().generation.wrapping_add(1);
     let (config, snapshot) = decoded.into_snapshot(running, generation)?;
     reload::check_mtu(config.node.mtu, max_frame_data)?;
-    Ok(snapshot)
+    Ok((config.hash_key, snapshot))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_mismatch_warns_once_per_key() {
+        let file = HashKey([1; 16]);
+        let other = HashKey([2; 16]);
+        let third = HashKey([3; 16]);
+        let mut check = KeyCheck::default();
+
+        assert!(!check.observe(&file, &file), "matching key warned");
+        assert_eq!(check.mismatches, 0);
+
+        assert!(check.observe(&file, &other), "first mismatch not warned");
+        assert!(!check.observe(&file, &other), "same mismatch warned again");
+        assert_eq!(check.mismatches, 2);
+
+        assert!(
+            check.observe(&file, &third),
+            "a new differing key not warned"
+        );
+        assert_eq!(check.mismatches, 3);
+
+        // Back to the file's key, then the old differing key again: a new change.
+        assert!(!check.observe(&file, &file));
+        assert!(
+            check.observe(&file, &other),
+            "mismatch after a match not warned"
+        );
+        assert_eq!(check.mismatches, 4);
+    }
 }

@@ -258,7 +258,9 @@ impl Control<'_> {
     fn totals(&self, ports: PortCounters) -> Totals {
         let reports: Vec<Arc<WorkerReport>> =
             self.shared.reports.iter().map(ArcSwap::load_full).collect();
-        Totals::collect(&self.shared.snapshot.load(), &reports, ports)
+        let mut totals = Totals::collect(&self.shared.snapshot.load(), &reports, ports);
+        totals.hash_key_mismatches = self.ring.as_ref().map_or(0, RingLink::hash_key_mismatches);
+        totals
     }
 
     fn write_counters_file(&mut self, totals: &Totals) {
