@@ -82,6 +82,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// State directory made by `spike-keyserver init`. serve never creates a CA: it exits
+    /// with status 2 when the directory is missing, is a file or has no CA.
     #[arg(long)]
     state_dir: PathBuf,
     /// Address and port to listen on.
