@@ -302,6 +302,11 @@ fn encode_counters(
             "IP fragments dropped because the ring to worker 0 was full",
         ),
         (
+            "hash_key_mismatches",
+            "Snapshots whose hash key differed from the dataplane file's key, which the \
+             dataplane then ignored",
+        ),
+        (
             "too_big_sent",
             "ICMP fragmentation-needed or packet-too-big replies sent",
         ),

@@ -161,6 +161,7 @@ fn dataplane_counters() -> Value {
         "outer_fragmented": 0, "too_big_sent": 0, "fragment_table_full": 0,
         "tx_dropped": 0, "mbuf_alloc_failed": 0, "encap_failed": 0,
         "rx_multi_segment": 0, "from_kernel": 0, "fragments_steered": 0, "fragment_ring_full": 0,
+        "hash_key_mismatches": 0,
         "kernel": reasons(KernelReason::ALL.iter().map(|reason| reason.label()).collect()),
         "drops": reasons(DropReason::ALL.iter().map(|reason| reason.label()).collect()),
         "selections": reasons(Selection::ALL.iter().map(|how| how.label()).collect()),

@@ -408,6 +408,7 @@ fn dataplane_survives_controlplane_kill() {
         "spike_dataplane_conntrack_entries 16",
         "spike_dataplane_conntrack_insert_failed_total 0",
         "spike_dataplane_conntrack_expired_replaced_total 0",
+        "spike_dataplane_hash_key_mismatches_total 0",
         "spike_dataplane_port_ipackets_total{port=\"main\"}",
     ] {
         assert!(metrics.contains(name), "no {name} in:\n{metrics}");
@@ -516,5 +517,13 @@ fn differing_hash_key_warned_and_counted() {
         .matches("hash.key of the snapshot differs from this dataplane's config file")
         .count();
     assert_eq!(warnings, 1, "{snapshots} snapshots; log:\n{log}");
+    // A count above 0 reaches the control plane's metrics.
+    wait_until("the mismatch count in the metrics", || {
+        controlplane.assert_running("spike-controlplane");
+        get(setup.metrics_port, "/metrics").filter(|(_, metrics)| {
+            !metrics.contains("spike_dataplane_hash_key_mismatches_total 0\n")
+                && metrics.contains("spike_dataplane_hash_key_mismatches_total ")
+        })
+    });
     drop(health);
 }
