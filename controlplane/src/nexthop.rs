@@ -52,7 +52,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// Largest netlink reply read; route and neighbour replies are a few hundred bytes.
 const RECV_BYTES: usize = 16 * 1024;
 
-/// A failure of the netlink socket itself, as opposed to a lookup's negative answer.
+/// A failure of the netlink socket itself, as opposed to a lookup that finds nothing.
 #[derive(Debug, Error)]
 pub enum NetlinkError {
     #[error(
@@ -284,7 +284,7 @@ fn neighbour_message(interface: u32, address: IpAddr) -> NeighbourMessage {
     message
 }
 
-/// Whether an entry in `state` holds a MAC the kernel would send to.
+/// Whether an entry in `state` contains a MAC the kernel would send to.
 fn usable(state: NeighbourState) -> bool {
     matches!(
         state,

@@ -149,7 +149,7 @@ impl DiscoveryWatcher {
     }
 
     /// Names the API server's URL (as [`crate::connect_with_url`] returns it) in the
-    /// watcher's log messages, so that a connection error says where it tried to go.
+    /// watcher's log messages, so that a connection error names where it tried to connect.
     pub fn with_server_url(mut self, url: impl Into<String>) -> Self {
         self.server = url.into();
         self

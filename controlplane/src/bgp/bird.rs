@@ -195,11 +195,11 @@ impl BirdClient {
         self.command("configure").await
     }
 
-    /// Asks BIRD for its status: a cheap check that it runs and answers.
+    /// Asks BIRD for its status: a cheap check that it runs and replies.
     ///
     /// # Errors
     ///
-    /// [`BirdError`] when BIRD is not reachable or does not answer in time.
+    /// [`BirdError`] when BIRD is not reachable or does not reply in time.
     pub async fn status(&self) -> Result<Vec<ReplyLine>, BirdError> {
         self.command("show status").await
     }
@@ -209,7 +209,7 @@ impl BirdClient {
     ///
     /// # Errors
     ///
-    /// [`BirdError`] when BIRD is unreachable, times out, answers outside the protocol
+    /// [`BirdError`] when BIRD is unreachable, times out, replies outside the protocol
     /// or rejects the command.
     pub async fn command(&self, command: &str) -> Result<Vec<ReplyLine>, BirdError> {
         match tokio::time::timeout(self.timeout, self.exchange(command)).await {

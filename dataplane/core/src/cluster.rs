@@ -57,7 +57,7 @@ impl ClusterPeer {
     }
 }
 
-/// The cluster as a snapshot holds it.
+/// The cluster as a snapshot contains it.
 #[derive(Clone, Debug)]
 pub struct Cluster {
     pub redirect_vni: u32,

@@ -1638,7 +1638,7 @@ fn spike_node_mac(index: usize) -> [u8; 6] {
     [0x02, 0x53, 0x50, 0x00, 0x01, index as u8 + 1]
 }
 
-/// The base config run by Spike node `own`, with the cluster of `members` (indexes into
+/// Returns the base config of Spike node `own`, with the cluster of `members` (indexes into
 /// `SPIKE_NODES`) listed in that order.
 fn cluster_config(own: usize, members: &[usize]) -> String {
     let mut text = BASE_CONFIG.replacen(
@@ -1665,7 +1665,7 @@ fn node_harness(own: usize) -> Harness {
     Harness::new(&cluster_config(own, &[0, 1, 2]))
 }
 
-/// A client address whose datagrams to `dst` with `protocol` satisfy `wanted`, given
+/// Returns a client address whose datagrams to `dst` with `protocol` satisfy `wanted`, given
 /// the designated node's address.
 fn client_where(
     dst: Ipv4Addr,
@@ -1686,14 +1686,14 @@ fn designated(harness: &Harness, client: Ipv4Addr, dst: Ipv4Addr, protocol: u8) 
         .expect("cluster configured")
 }
 
-/// A client whose TCP datagrams to the VIP belong to Spike node `index`.
+/// Returns a client whose TCP datagrams to the VIP belong to Spike node `index`.
 fn client_of(index: usize) -> Ipv4Addr {
     client_where(VIP, 6, |harness, client| {
         designated(harness, client, VIP, 6) == IpAddr::V4(SPIKE_NODES[index])
     })
 }
 
-/// The first and the last fragment of a TCP segment from `client` to VIP:80.
+/// Builds the first and the last fragment of a TCP segment from `client` to VIP:80.
 fn fragment_pair(client: Ipv4Addr, ident: u16) -> (Vec<u8>, Vec<u8>) {
     let segment = tcp(40000, 80, ACK, &[0x5a; 40]);
     let first = V4 {
@@ -1722,7 +1722,7 @@ fn redirected_by(from: usize, frame: &[u8]) -> Vec<u8> {
     sender.forwarded_frame(frame)
 }
 
-/// A VXLAN frame from `src` to Spike node 1 (192.0.2.2) with `vni` around `inner`.
+/// Builds a VXLAN frame from `src` to Spike node 1 (192.0.2.2) with `vni` around `inner`.
 fn vxlan_to_node_1(src: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
     let mut payload = vec![0x08, 0, 0, 0];
     payload.extend_from_slice(&(vni << 8).to_be_bytes());
@@ -1736,7 +1736,7 @@ fn vxlan_to_node_1(src: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
     ethernet(0x0800, &ipv4(outer, &udp(50000, 8472, &payload)))
 }
 
-/// An inner Ethernet frame around an IP packet, as a redirect carries it.
+/// Builds an inner Ethernet frame around an IP packet, as a redirect carries it.
 fn inner_frame(ethertype: u16, packet: &[u8]) -> Vec<u8> {
     let mut frame = spike_node_mac(1).to_vec();
     frame.extend_from_slice(&SPIKE_VTEP_MAC);
@@ -1784,7 +1784,7 @@ fn cluster_cases() -> Vec<ClusterCase> {
             &[0u8; 16],
         ),
     );
-    // Node 0 sees three nodes; node 1 also lists node 3, which it thinks designated.
+    // Node 0 lists three nodes; node 1 also lists node 3, which it thinks designated.
     let wider = Harness::new(&cluster_config(1, &[0, 1, 2, 3]));
     let disagreeing = client_where(VIP, 6, |harness, client| {
         designated(harness, client, VIP, 6) == IpAddr::V4(SPIKE_NODES[1])

@@ -162,7 +162,7 @@ impl Totals {
             services,
             port: ports.port,
             kernel_port: ports.kernel_port,
-            // Only the snapshot ring knows this count; the caller fills it in.
+            // Only the snapshot ring tracks this count, so the caller fills it in.
             hash_key_mismatches: 0,
         }
     }
