@@ -474,14 +474,18 @@ mod tests {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("bird not found: install Debian's bird2 (scripts/install-deps.sh)");
-            // BIRD creates the socket after it has read its config; 10 s bounds the wait.
+            let bird = Bird { child, directory };
+            // BIRD listens on its socket before it reads its config and answers only
+            // once it has, so a reply to `show status` means the config was read and a
+            // test may now change the routes file. 10 s bounds the wait.
+            let runtime = runtime();
             for _ in 0..200 {
-                if socket.exists() {
-                    break;
+                if runtime.block_on(bird.client().status()).is_ok() {
+                    return bird;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Bird { child, directory }
+            panic!("BIRD did not answer on {} within 10 s", socket.display());
         }
 
         fn client(&self) -> BirdClient {
