@@ -316,7 +316,7 @@ mod tests {
         );
     }
 
-    /// The byte encoding that [`FlowHasher::hash`] documents, written out plainly.
+    /// Writes out the byte encoding that [`FlowHasher::hash`] documents.
     fn encode(flow: &FlowKey, fields: HashFields) -> Vec<u8> {
         let v4 = |octets: &[u8; 16]| Ipv6Addr::from(*octets).to_ipv4_mapped();
         let (src, dst): (Vec<u8>, Vec<u8>) = match (v4(&flow.src), v4(&flow.dst)) {
