@@ -226,6 +226,13 @@ impl<V: Copy> Conntrack<V> {
         self.table.prefetch(hash);
     }
 
+    /// Returns the value and the class stored in `slot`, with one read of the entry.
+    #[inline]
+    pub fn get(&self, slot: Slot) -> (V, FlowClass) {
+        let state = self.table.entry(slot.0 as usize).value;
+        (state.value, state.class)
+    }
+
     /// Returns the value stored in `slot`.
     #[inline]
     pub fn value(&self, slot: Slot) -> V {

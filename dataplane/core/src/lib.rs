@@ -19,6 +19,7 @@ pub mod flow;
 mod flow_table;
 pub mod fragments;
 mod held;
+mod hint;
 pub mod icmp;
 pub mod maglev;
 pub mod ratelimit;

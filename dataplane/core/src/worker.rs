@@ -20,6 +20,10 @@ use crate::encap::{self, EncapTemplate, MAX_HEADER_LEN};
 use crate::flow::{FlowKey, HashFields};
 use crate::fragments::{FragmentKey, FragmentTable, FragmentTableError};
 use crate::held::{HeldFragments, HELD_HEADER_LEN};
+use crate::hint::{
+    parse_flow, Hint, ETHERNET_HEADER_LEN, IPV6_HEADER_LEN, PROTOCOL_TCP, PROTOCOL_UDP,
+    VLAN_TAG_LEN,
+};
 use crate::icmp::{self, MAX_REPLY_LEN};
 use crate::ratelimit::TokenBucket;
 use crate::snapshot::{mapped, Service, ServiceKey, Snapshot};
@@ -31,12 +35,6 @@ use crate::wire::{
 
 /// Frames per burst that [`Worker::prefetch_burst`] prepares, DPDK's usual burst size.
 pub const BURST_SIZE: usize = 32;
-
-const ETHERNET_HEADER_LEN: usize = 14;
-const VLAN_TAG_LEN: usize = 4;
-const IPV6_HEADER_LEN: usize = 40;
-const PROTOCOL_TCP: u8 = 6;
-const PROTOCOL_UDP: u8 = 17;
 
 /// A conntrack entry's value: the backend by stable id, plus its index in the service's
 /// backends when it was stored. [`resolve_tracked`] uses the index only while the
@@ -231,31 +229,6 @@ struct Frame<'a> {
     reply_macs: &'a [u8],
 }
 
-/// The parse result and flow hash that [`Worker::prefetch_burst`] stores for an unfragmented
-/// TCP or UDP frame, so that [`Worker::process`] need not parse the frame again.
-#[derive(Clone, Copy, Debug)]
-struct Hint {
-    /// Address and length of the frame the hint was computed from. `process` uses the hint
-    /// only for the very same slice.
-    frame_addr: usize,
-    frame_len: usize,
-    key: FlowKey,
-    hash: u64,
-    l3_start: usize,
-    /// Offsets in the frame of the transport header and of the end of the IP packet.
-    transport_start: usize,
-    ip_end: usize,
-    /// The IPv4 don't-fragment flag, always true for IPv6 because routers never fragment
-    /// IPv6 packets.
-    dont_frag: bool,
-}
-
-impl Hint {
-    fn matches(&self, frame: &[u8]) -> bool {
-        self.frame_addr == frame.as_ptr() as usize && self.frame_len == frame.len()
-    }
-}
-
 /// The last service lookup of [`classify_transport`]. It is valid only for the snapshot
 /// at the same address with the same generation. A snapshot is immutable, and a new one at
 /// a freed one's address has another generation as long as callers keep the contract of
@@ -268,12 +241,19 @@ struct ServiceCache {
     service: Option<u32>,
 }
 
+/// What backend selection needs to know of a flow besides its key and hash.
+#[derive(Clone, Copy, Debug)]
+struct FlowKind {
+    service: u32,
+    class: FlowClass,
+    /// A TCP SYN without ACK: a new connection, even if conntrack holds the tuple.
+    syn: bool,
+}
+
 /// A transport flow whose service is known, ready for backend selection.
 struct Classified {
-    service: u32,
+    kind: FlowKind,
     key: FlowKey,
-    class: FlowClass,
-    syn: bool,
 }
 
 /// One core's forwarding state.
@@ -291,7 +271,6 @@ pub struct Worker {
     hints: [Option<Hint>; BURST_SIZE],
     hint_cursor: usize,
     hint_len: usize,
-    current_hint: Option<Hint>,
     service_cache: Option<ServiceCache>,
     /// Deciding the inner packet of a fragment another Spike node redirected here, which
     /// is never redirected again.
@@ -322,7 +301,6 @@ impl Worker {
             hints: [None; BURST_SIZE],
             hint_cursor: 0,
             hint_len: 0,
-            current_hint: None,
             service_cache: None,
             redirected: false,
             held: HeldFragments::new(),
@@ -409,23 +387,27 @@ impl Worker {
             self.generation = Some(snapshot.generation);
         }
         out.reset();
-        self.current_hint = None;
-        if self.hint_cursor < self.hint_len {
-            self.current_hint = self.hints[self.hint_cursor];
-            self.hint_cursor += 1;
-        }
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += frame.len() as u64;
 
-        let verdict = match self.current_hint {
-            Some(hint) if hint.matches(frame) => {
-                self.decide_hinted(snapshot, frame, &hint, now_ns, out)
-            }
-            _ => self.decide(snapshot, frame, now_ns, out),
+        let verdict = match self.next_hint(frame) {
+            Some(hint) => self.decide_hinted(snapshot, frame, &hint, now_ns, out),
+            None => self.decide(snapshot, frame, now_ns, out),
         };
         self.counters.count_verdict(verdict);
         self.count_forward(verdict, out);
         verdict
+    }
+
+    /// Takes the next hint of the prepared burst, if it was computed from `frame`.
+    #[inline]
+    fn next_hint(&mut self, frame: &[u8]) -> Option<Hint> {
+        let hint = self.hints.get(self.hint_cursor)?;
+        if self.hint_cursor >= self.hint_len {
+            return None;
+        }
+        self.hint_cursor += 1;
+        hint.filter(|hint| hint.matches(frame))
     }
 
     fn count_forward(&mut self, verdict: Verdict, out: &Output) {
@@ -460,7 +442,6 @@ impl Worker {
         // worker; moving a Vec does not allocate.
         let bytes = self.held.take_bytes();
         out.reset();
-        self.current_hint = None;
         let held = &bytes[range.clone()];
         let frame = Frame {
             bytes: held,
@@ -545,7 +526,7 @@ impl Worker {
     ) -> Verdict {
         let mut frame = Frame {
             bytes,
-            l3_start: hint.l3_start,
+            l3_start: hint.l3_start as usize,
             vlan: None,
             flooded: false,
             reply_macs: bytes,
@@ -558,43 +539,56 @@ impl Worker {
                 return Verdict::Drop(DropReason::OtherHostMac);
             }
         }
-        if hint.l3_start != ETHERNET_HEADER_LEN {
+        if frame.l3_start != ETHERNET_HEADER_LEN {
             frame.vlan = Some([bytes[ETHERNET_HEADER_LEN], bytes[ETHERNET_HEADER_LEN + 1]]);
         }
-        out.inner = hint.l3_start..hint.ip_end;
+        let ip_end = hint.ip_end as usize;
+        let transport_start = hint.transport_start as usize;
+        out.inner = frame.l3_start..ip_end;
+        let key = &hint.key;
         if let Some(cluster) = &snapshot.cluster {
-            let key = &hint.key;
             if key.protocol == PROTOCOL_UDP
                 && key.dst_port == cluster.port
                 && cluster.is_own(&key.dst)
             {
                 out.inner = 0..0;
-                let udp = hint.transport_start..hint.ip_end;
+                let udp = transport_start..ip_end;
                 return self.receive_redirect(snapshot, &frame, &key.src, udp, now_ns, out);
             }
         }
 
-        // The IPv6 path checks the VIP before the service, but a packet to another address
-        // has no service either, so both give `NotService`.
-        let transport = &bytes[hint.transport_start..hint.ip_end];
-        let key = &hint.key;
-        let classified = match classify_transport(
-            &mut self.service_cache,
-            snapshot,
-            key.src,
-            key.dst,
-            key.protocol,
-            transport,
-            false,
-        ) {
-            Ok(classified) => classified,
+        // The same steps as `classify_transport` and `select_and_forward`, on the parsed
+        // key. The IPv6 path checks the VIP before the service, but a packet to another
+        // address has no service either, so both give `NotService`.
+        let service_key = ServiceKey {
+            vip: key.dst,
+            protocol: key.protocol,
+            port: key.dst_port,
+        };
+        let Some(service) = cached_service(&mut self.service_cache, snapshot, &service_key) else {
+            return Verdict::Kernel(KernelReason::NotService);
+        };
+        let transport = &bytes[transport_start..ip_end];
+        let (class, syn) = match transport_class(key.protocol, transport, false) {
+            Ok(class) => class,
             Err(verdict) => return verdict,
         };
-        self.select_and_forward(
+        if frame.flooded {
+            return Verdict::Drop(DropReason::MulticastToService);
+        }
+        out.flow = Some(*key);
+        let kind = FlowKind {
+            service,
+            class,
+            syn,
+        };
+        let selected = self.select(snapshot, kind, key, hint.hash, now_ns);
+        self.finish_forward(
             snapshot,
             &frame,
-            classified,
-            false,
+            service,
+            selected,
+            hint.hash,
             hint.dont_frag,
             now_ns,
             out,
@@ -824,16 +818,40 @@ impl Worker {
         if frame.flooded {
             return Verdict::Drop(DropReason::MulticastToService);
         }
-        out.flow = Some(classified.key);
-        let flow_hash = match self.current_hint {
-            Some(hint) if hint.key == classified.key => hint.hash,
-            _ => snapshot.hasher.hash(&classified.key, HashFields::FiveTuple),
-        };
+        let Classified { kind, key } = classified;
+        out.flow = Some(key);
+        let flow_hash = snapshot.hasher.hash(&key, HashFields::FiveTuple);
         let selected = if is_icmp_error {
-            self.select_for_icmp_error(snapshot, &classified, flow_hash, now_ns)
+            self.select_for_icmp_error(snapshot, kind, &key, flow_hash, now_ns)
         } else {
-            self.select(snapshot, &classified, flow_hash, now_ns)
+            self.select(snapshot, kind, &key, flow_hash, now_ns)
         };
+        self.finish_forward(
+            snapshot,
+            frame,
+            kind.service,
+            selected,
+            flow_hash,
+            dont_fragment,
+            now_ns,
+            out,
+        )
+    }
+
+    /// Writes the forward to the selected backend, or the drop when there is none.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn finish_forward(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &Frame<'_>,
+        service: u32,
+        selected: Result<(u32, Selection), DropReason>,
+        flow_hash: u64,
+        dont_fragment: bool,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
         let (backend, selection) = match selected {
             Ok(selected) => selected,
             Err(reason) => return Verdict::Drop(reason),
@@ -842,7 +860,7 @@ impl Worker {
         self.write_forward(
             snapshot,
             frame,
-            classified.service,
+            service,
             backend,
             flow_hash,
             dont_fragment,
@@ -852,33 +870,34 @@ impl Worker {
     }
 
     /// Conntrack first, Maglev for new flows; records the result in conntrack.
+    #[inline]
     fn select(
         &mut self,
         snapshot: &Snapshot,
-        classified: &Classified,
+        kind: FlowKind,
+        key: &FlowKey,
         flow_hash: u64,
         now_ns: u64,
     ) -> Result<(u32, Selection), DropReason> {
-        let service_index = classified.service;
+        let service_index = kind.service;
         let Some(service) = snapshot.services.get(service_index as usize) else {
             return Err(DropReason::NoBackend);
         };
-        let key = &classified.key;
 
         let slot = self.conntrack.find(flow_hash, now_ns);
         let mut selection = Selection::NewFlow;
         if let Some(slot) = slot {
-            let tracked = self.conntrack.value(slot);
+            let (tracked, class) = self.conntrack.get(slot);
             match resolve_tracked(service, &tracked) {
                 Some(index) => {
                     let draining = service
                         .backends
                         .get(index as usize)
                         .is_none_or(|backend| backend.weight == 0);
-                    if !(classified.syn && draining) {
+                    if !(kind.syn && draining) {
                         let value = TrackedBackend::new(index, tracked.backend_id());
                         // A closing flow stays closing on the client's last plain ACK.
-                        let class = self.conntrack.class(slot).after(classified.class);
+                        let class = class.after(kind.class);
                         self.conntrack.refresh(slot, value, class, now_ns);
                         return Ok((index, Selection::Tracked));
                     }
@@ -896,13 +915,11 @@ impl Worker {
         let value = TrackedBackend::new(index, backend_id);
         match slot {
             Some(slot) => {
-                let class = self.conntrack.class(slot).after(classified.class);
+                let class = self.conntrack.class(slot).after(kind.class);
                 self.conntrack.refresh(slot, value, class, now_ns);
             }
             None => {
-                let inserted = self
-                    .conntrack
-                    .insert(flow_hash, value, classified.class, now_ns);
+                let inserted = self.conntrack.insert(flow_hash, value, kind.class, now_ns);
                 if inserted.is_err() {
                     selection = Selection::Untracked;
                 }
@@ -917,18 +934,18 @@ impl Worker {
     fn select_for_icmp_error(
         &mut self,
         snapshot: &Snapshot,
-        classified: &Classified,
+        kind: FlowKind,
+        key: &FlowKey,
         flow_hash: u64,
         now_ns: u64,
     ) -> Result<(u32, Selection), DropReason> {
-        let key = &classified.key;
-        let service = snapshot.services.get(classified.service as usize);
+        let service = snapshot.services.get(kind.service as usize);
         if let (Some(slot), Some(service)) = (self.conntrack.find(flow_hash, now_ns), service) {
             if let Some(index) = resolve_tracked(service, &self.conntrack.value(slot)) {
                 return Ok((index, Selection::IcmpError));
             }
         }
-        let index = maglev_lookup(snapshot, classified.service, key, flow_hash)?;
+        let index = maglev_lookup(snapshot, kind.service, key, flow_hash)?;
         Ok((index, Selection::IcmpError))
     }
 
@@ -1320,70 +1337,6 @@ fn redirect_port(snapshot: &Snapshot, dst: &[u8; 16], payload: &[u8]) -> Option<
     (dst_port == cluster.port && cluster.is_own(dst)).then_some(payload.len())
 }
 
-/// Parses an unfragmented TCP or UDP packet just far enough to hash its flow, with the
-/// same validity checks as [`Worker::decide`] up to the transport header. Anything else
-/// returns `None` and is parsed, and hashed if at all, during `process`. The returned
-/// hint's `hash` is 0 until the caller fills it in.
-fn parse_flow(frame: &[u8]) -> Option<Hint> {
-    let ethernet = EthernetFrame::new_checked(frame).ok()?;
-    let (ethertype, l3_start) = match ethernet.ethertype() {
-        EtherType::Vlan => {
-            let tag = VlanTag::new_checked(frame.get(ETHERNET_HEADER_LEN..)?).ok()?;
-            (tag.ethertype(), ETHERNET_HEADER_LEN + VLAN_TAG_LEN)
-        }
-        other => (other, ETHERNET_HEADER_LEN),
-    };
-    let l3 = frame.get(l3_start..)?;
-    let (src, dst, protocol, transport_start, ip_end, dont_frag) = match ethertype {
-        EtherType::Ipv4 => {
-            let packet = Ipv4Packet::new_checked(l3).ok()?;
-            if packet.frag_offset() != 0 || packet.more_frags() {
-                return None;
-            }
-            (
-                mapped(IpAddr::V4(packet.src_addr())),
-                mapped(IpAddr::V4(packet.dst_addr())),
-                u8::from(packet.protocol()),
-                l3_start + packet.header_len(),
-                l3_start + usize::from(packet.total_len()),
-                packet.dont_frag(),
-            )
-        }
-        EtherType::Ipv6 => {
-            let packet = Ipv6Packet::new_checked(l3).ok()?;
-            (
-                packet.src_addr().octets(),
-                packet.dst_addr().octets(),
-                u8::from(packet.next_header()),
-                l3_start + IPV6_HEADER_LEN,
-                l3_start + IPV6_HEADER_LEN + usize::from(packet.payload_len()),
-                true,
-            )
-        }
-        _ => return None,
-    };
-    if protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP {
-        return None;
-    }
-    let (src_port, dst_port) = wire::transport_ports(frame.get(transport_start..ip_end)?)?;
-    Some(Hint {
-        frame_addr: frame.as_ptr() as usize,
-        frame_len: frame.len(),
-        key: FlowKey {
-            src,
-            dst,
-            src_port,
-            dst_port,
-            protocol,
-        },
-        hash: 0,
-        l3_start,
-        transport_start,
-        ip_end,
-        dont_frag,
-    })
-}
-
 fn tracked_value(
     snapshot: &Snapshot,
     service: u32,
@@ -1474,25 +1427,13 @@ fn classify_transport(
     let Some(service) = cached_service(cache, snapshot, &service_key) else {
         return Err(Verdict::Kernel(KernelReason::NotService));
     };
-
-    let (class, syn) = if protocol == PROTOCOL_TCP {
-        match TcpPacket::new_checked(transport) {
-            Ok(tcp) => (
-                classify_tcp(tcp.syn(), tcp.ack(), tcp.fin(), tcp.rst()),
-                tcp.syn() && !tcp.ack(),
-            ),
-            Err(_) if first_fragment => (FlowClass::TcpEstablished, false),
-            Err(_) => return Err(Verdict::Drop(DropReason::TransportMalformed)),
-        }
-    } else {
-        if !first_fragment && UdpPacket::new_checked(transport).is_err() {
-            return Err(Verdict::Drop(DropReason::TransportMalformed));
-        }
-        (FlowClass::Udp, false)
-    };
-
+    let (class, syn) = transport_class(protocol, transport, first_fragment)?;
     Ok(Classified {
-        service,
+        kind: FlowKind {
+            service,
+            class,
+            syn,
+        },
         key: FlowKey {
             src,
             dst,
@@ -1500,9 +1441,33 @@ fn classify_transport(
             dst_port,
             protocol,
         },
-        class,
-        syn,
     })
+}
+
+/// Returns the conntrack class of a TCP or UDP header and whether it opens a connection
+/// (a SYN without ACK). A first fragment may carry only the ports, so it is not required
+/// to hold a whole transport header.
+#[inline]
+fn transport_class(
+    protocol: u8,
+    transport: &[u8],
+    first_fragment: bool,
+) -> Result<(FlowClass, bool), Verdict> {
+    if protocol == PROTOCOL_TCP {
+        match TcpPacket::new_checked(transport) {
+            Ok(tcp) => Ok((
+                classify_tcp(tcp.syn(), tcp.ack(), tcp.fin(), tcp.rst()),
+                tcp.syn() && !tcp.ack(),
+            )),
+            Err(_) if first_fragment => Ok((FlowClass::TcpEstablished, false)),
+            Err(_) => Err(Verdict::Drop(DropReason::TransportMalformed)),
+        }
+    } else {
+        if !first_fragment && UdpPacket::new_checked(transport).is_err() {
+            return Err(Verdict::Drop(DropReason::TransportMalformed));
+        }
+        Ok((FlowClass::Udp, false))
+    }
 }
 
 /// Returns `snapshot.service(key)`, from `cache` when the previous lookup was for the same
@@ -1549,7 +1514,11 @@ fn classify_quoted(
         return Err(Verdict::Kernel(KernelReason::IcmpErrorNotService));
     };
     Ok(Classified {
-        service,
+        kind: FlowKind {
+            service,
+            class: FlowClass::Other,
+            syn: false,
+        },
         key: FlowKey {
             src: quoted.dst,
             dst: quoted.src,
@@ -1557,8 +1526,6 @@ fn classify_quoted(
             dst_port: quoted.src_port,
             protocol: quoted.protocol,
         },
-        class: FlowClass::Other,
-        syn: false,
     })
 }
 
