@@ -226,11 +226,14 @@ impl<V: Copy> Conntrack<V> {
         self.table.prefetch(hash);
     }
 
-    /// Returns the value and the class stored in `slot`, with one read of the entry.
+    /// Returns the live entry (`expires_ns > now_ns`) for the flow whose five-tuple hash
+    /// is `hash`, to read and refresh without a second lookup.
     #[inline]
-    pub fn get(&self, slot: Slot) -> (V, FlowClass) {
-        let state = self.table.entry(slot.0 as usize).value;
-        (state.value, state.class)
+    pub fn find_mut(&mut self, hash: u64, now_ns: u64) -> Option<LiveEntry<'_, V>> {
+        let timeouts = &self.timeouts;
+        self.table
+            .find_mut(hash, now_ns)
+            .map(|entry| LiveEntry { entry, timeouts })
     }
 
     /// Returns the value stored in `slot`.
@@ -324,6 +327,40 @@ impl<V: Copy> Conntrack<V> {
 
     fn expiry(&self, class: FlowClass, now_ns: u64) -> u64 {
         now_ns.saturating_add(self.timeouts.for_class(class))
+    }
+}
+
+/// A live entry that [`Conntrack::find_mut`] found.
+pub struct LiveEntry<'a, V> {
+    entry: &'a mut flow_table::Entry<FlowState<V>>,
+    timeouts: &'a Timeouts,
+}
+
+impl<V: Copy> LiveEntry<'_, V> {
+    #[inline]
+    pub fn value(&self) -> V {
+        self.entry.value.value
+    }
+
+    #[inline]
+    pub fn class(&self) -> FlowClass {
+        self.entry.value.class
+    }
+
+    /// Stores `value` and `class` and pushes the expiry to `now_ns` plus the timeout of
+    /// `class`, as [`Conntrack::refresh`] does.
+    #[inline]
+    pub fn refresh(self, value: V, class: FlowClass, now_ns: u64) {
+        self.entry.value = FlowState { value, class };
+        self.entry.expires_ns = now_ns.saturating_add(self.timeouts.for_class(class));
+    }
+}
+
+impl<V> fmt::Debug for LiveEntry<'_, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveEntry")
+            .field("expires_ns", &self.entry.expires_ns)
+            .finish_non_exhaustive()
     }
 }
 

@@ -83,7 +83,9 @@ impl EncapSettings {
     pub fn source_port(&self, flow_hash: u64) -> u16 {
         let span = u64::from(self.source_port_max - self.source_port_min) + 1;
         // The top bits feed the port because Maglev and conntrack consume the low ones.
-        self.source_port_min + ((flow_hash >> 32) % span) as u16
+        // Multiplying by the span and keeping the high 32 bits maps them evenly onto the
+        // range without a division.
+        self.source_port_min + (((flow_hash >> 32) * span) >> 32) as u16
     }
 }
 
@@ -216,7 +218,9 @@ impl EncapTemplate {
         out: &mut [u8; MAX_HEADER_LEN],
     ) -> (usize, bool) {
         let len = self.header_len();
-        out[..len].copy_from_slice(&self.bytes[..len]);
+        // The whole array, whatever the header's length: a copy of fixed size needs no
+        // call to memcpy. Bytes past `len` are zero in the template and never sent.
+        *out = self.bytes;
 
         let udp_len = UDP_VXLAN_ETHERNET_LEN + inner.len();
         let ip_start = ETHERNET_HEADER_LEN;

@@ -195,6 +195,24 @@ impl<V: Copy> FlowTable<V> {
         (self.entry(slot).expires_ns > now_ns).then_some(slot)
     }
 
+    /// Returns the live entry (`expires_ns > now_ns`) for `hash`, for reading and
+    /// changing in place with one lookup.
+    #[inline]
+    pub(crate) fn find_mut(&mut self, hash: u64, now_ns: u64) -> Option<&mut Entry<V>> {
+        let stored = stored_hash(hash);
+        for bucket in self.buckets_of(hash) {
+            let offset = self.buckets[bucket]
+                .0
+                .iter()
+                .position(|entry| entry.hash == stored);
+            if let Some(offset) = offset {
+                let entry = &mut self.buckets[bucket].0[offset];
+                return (entry.expires_ns > now_ns).then_some(entry);
+            }
+        }
+        None
+    }
+
     /// Stores an entry for `hash` and returns its slot and placement. The module docs list
     /// the order in which slots are tried.
     pub(crate) fn insert(

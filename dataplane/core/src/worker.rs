@@ -884,48 +884,38 @@ impl Worker {
             return Err(DropReason::NoBackend);
         };
 
-        let slot = self.conntrack.find(flow_hash, now_ns);
-        let mut selection = Selection::NewFlow;
-        if let Some(slot) = slot {
-            let (tracked, class) = self.conntrack.get(slot);
-            match resolve_tracked(service, &tracked) {
-                Some(index) => {
-                    let draining = service
-                        .backends
-                        .get(index as usize)
-                        .is_none_or(|backend| backend.weight == 0);
-                    if !(kind.syn && draining) {
-                        let value = TrackedBackend::new(index, tracked.backend_id());
-                        // A closing flow stays closing on the client's last plain ACK.
-                        let class = class.after(kind.class);
-                        self.conntrack.refresh(slot, value, class, now_ns);
-                        return Ok((index, Selection::Tracked));
-                    }
-                    selection = Selection::SynRebalanced;
+        let Some(entry) = self.conntrack.find_mut(flow_hash, now_ns) else {
+            let index = maglev_lookup(snapshot, service_index, key, flow_hash)?;
+            let value = TrackedBackend::new(index, backend_id(service, index));
+            let inserted = self.conntrack.insert(flow_hash, value, kind.class, now_ns);
+            self.count_conntrack();
+            let selection = match inserted {
+                Ok(_) => Selection::NewFlow,
+                Err(_) => Selection::Untracked,
+            };
+            return Ok((index, selection));
+        };
+        let tracked = entry.value();
+        // A closing flow stays closing on the client's last plain ACK.
+        let class = entry.class().after(kind.class);
+        let selection = match resolve_tracked(service, &tracked) {
+            Some(index) => {
+                let draining = service
+                    .backends
+                    .get(index as usize)
+                    .is_none_or(|backend| backend.weight == 0);
+                if !(kind.syn && draining) {
+                    let value = TrackedBackend::new(index, tracked.backend_id());
+                    entry.refresh(value, class, now_ns);
+                    return Ok((index, Selection::Tracked));
                 }
-                None => selection = Selection::Reselected,
+                Selection::SynRebalanced
             }
-        }
-
+            None => Selection::Reselected,
+        };
         let index = maglev_lookup(snapshot, service_index, key, flow_hash)?;
-        let backend_id = service
-            .backends
-            .get(index as usize)
-            .map_or(0, |backend| backend.id);
-        let value = TrackedBackend::new(index, backend_id);
-        match slot {
-            Some(slot) => {
-                let class = self.conntrack.class(slot).after(kind.class);
-                self.conntrack.refresh(slot, value, class, now_ns);
-            }
-            None => {
-                let inserted = self.conntrack.insert(flow_hash, value, kind.class, now_ns);
-                if inserted.is_err() {
-                    selection = Selection::Untracked;
-                }
-                self.count_conntrack();
-            }
-        }
+        let value = TrackedBackend::new(index, backend_id(service, index));
+        entry.refresh(value, class, now_ns);
         Ok((index, selection))
     }
 
@@ -1272,6 +1262,9 @@ impl Worker {
         }
     }
 
+    // Out of line, so that the forward path it branches from needs fewer registers.
+    #[cold]
+    #[inline(never)]
     fn reply_too_big(
         &mut self,
         frame: &Frame<'_>,
@@ -1335,6 +1328,15 @@ fn redirect_port(snapshot: &Snapshot, dst: &[u8; 16], payload: &[u8]) -> Option<
     let ports = payload.get(..4)?;
     let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
     (dst_port == cluster.port && cluster.is_own(dst)).then_some(payload.len())
+}
+
+/// Returns the stable id of the backend at `index` in `service`, 0 when there is none.
+#[inline]
+fn backend_id(service: &Service, index: u32) -> u64 {
+    service
+        .backends
+        .get(index as usize)
+        .map_or(0, |backend| backend.id)
 }
 
 fn tracked_value(
