@@ -200,6 +200,17 @@ impl FlowHasher {
         }
     }
 
+    /// Hashes the five-tuple of an IPv4 flow from its header bytes, as [`FlowHasher::hash`]
+    /// with [`HashFields::FiveTuple`] does for the same flow. `addresses` is the 8 bytes of
+    /// source and destination address as the IPv4 header holds them, and `ports` the 4
+    /// bytes of source and destination port as the transport header holds them, both read
+    /// little-endian.
+    #[inline]
+    pub fn hash_ipv4_five_tuple(&self, addresses: u64, ports: u32, protocol: u8) -> u64 {
+        let tail = u64::from(ports) | (u64::from(protocol) << 32);
+        self.hash_words(&[addresses], tail, FIVE_TUPLE_V4_LEN)
+    }
+
     /// Hashes an input of `len` bytes given as its whole little-endian words and the
     /// remaining `len % 8` bytes in the low end of `tail`.
     #[inline(always)]
@@ -382,6 +393,32 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn ipv4_header_bytes_hash_like_the_key() {
+        let hasher = FlowHasher::new(TEST_KEY);
+        for n in 0u8..64 {
+            let src = Ipv4Addr::new(n, 1, n.wrapping_mul(3), 7);
+            let dst = Ipv4Addr::new(203, n, 113, n.wrapping_add(9));
+            let (src_port, dst_port) = (u16::from(n) * 1013, u16::from(n) * 11 + 1);
+            let flow = FlowKey::new(IpAddr::V4(src), IpAddr::V4(dst), n, src_port, dst_port);
+            let mut addresses = [0u8; 8];
+            addresses[..4].copy_from_slice(&src.octets());
+            addresses[4..].copy_from_slice(&dst.octets());
+            let mut ports = [0u8; 4];
+            ports[..2].copy_from_slice(&src_port.to_be_bytes());
+            ports[2..].copy_from_slice(&dst_port.to_be_bytes());
+            assert_eq!(
+                hasher.hash_ipv4_five_tuple(
+                    u64::from_le_bytes(addresses),
+                    u32::from_le_bytes(ports),
+                    n
+                ),
+                hasher.hash(&flow, HashFields::FiveTuple),
+                "{flow:?}"
+            );
         }
     }
 

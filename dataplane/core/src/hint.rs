@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::flow::FlowKey;
+use crate::flow::{FlowHasher, FlowKey, HashFields};
 use crate::snapshot::mapped;
 use crate::wire::{self, EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, VlanTag};
 
@@ -50,14 +50,17 @@ impl Hint {
 }
 
 /// Parses an unfragmented TCP or UDP packet just far enough to hash its flow, with the
-/// same validity checks as the full decision up to the transport header. Anything else
-/// returns `None` and is parsed, and hashed if at all, during `process`. The returned
-/// hint's `hash` is 0 until the caller fills it in.
+/// same validity checks as the full decision up to the transport header, and hashes its
+/// five-tuple with `hasher`. Anything else returns `None` and is parsed, and hashed if at
+/// all, during `process`.
 #[inline]
-pub(crate) fn parse_flow(frame: &[u8]) -> Option<Hint> {
-    match parse_plain_ipv4(frame) {
+pub(crate) fn parse_flow(frame: &[u8], hasher: &FlowHasher) -> Option<Hint> {
+    match parse_plain_ipv4(frame, hasher) {
         Some(parsed) => parsed,
-        None => parse_any(frame),
+        None => parse_any(frame).map(|mut hint| {
+            hint.hash = hasher.hash(&hint.key, HashFields::FiveTuple);
+            hint
+        }),
     }
 }
 
@@ -65,7 +68,7 @@ pub(crate) fn parse_flow(frame: &[u8]) -> Option<Hint> {
 /// offsets. Returns `None` for a frame of another shape, which [`parse_any`] reads, and
 /// `Some` with the result for one of this shape.
 #[inline]
-fn parse_plain_ipv4(frame: &[u8]) -> Option<Option<Hint>> {
+fn parse_plain_ipv4(frame: &[u8], hasher: &FlowHasher) -> Option<Option<Hint>> {
     let prefix: &[u8; PLAIN_IPV4_PREFIX_LEN] =
         frame.get(..PLAIN_IPV4_PREFIX_LEN)?.try_into().ok()?;
     if prefix[12..15] != PLAIN_IPV4_MARK {
@@ -90,6 +93,13 @@ fn parse_plain_ipv4(frame: &[u8]) -> Option<Option<Hint>> {
     let mut dst = mapped_prefix();
     dst[12..].copy_from_slice(&prefix[ip + 16..ip + 20]);
     let ports = ip + 20;
+    let address_bytes: [u8; 8] = prefix[ip + 12..ip + 20].try_into().ok()?;
+    let port_bytes: [u8; 4] = prefix[ports..ports + 4].try_into().ok()?;
+    let hash = hasher.hash_ipv4_five_tuple(
+        u64::from_le_bytes(address_bytes),
+        u32::from_le_bytes(port_bytes),
+        protocol,
+    );
     Some(Some(Hint {
         key: FlowKey {
             src,
@@ -98,7 +108,7 @@ fn parse_plain_ipv4(frame: &[u8]) -> Option<Option<Hint>> {
             dst_port: u16::from_be_bytes([prefix[ports + 2], prefix[ports + 3]]),
             protocol,
         },
-        hash: 0,
+        hash,
         frame_addr: frame.as_ptr() as usize,
         frame_len: frame.len(),
         l3_start: ip as u32,
@@ -196,8 +206,12 @@ mod tests {
         frame
     }
 
+    const HASHER_KEY: [u8; 16] = *b"spike-hint-test!";
+
     fn same(fast: &Hint, general: &Hint) -> bool {
+        let hasher = FlowHasher::new(HASHER_KEY);
         fast.key == general.key
+            && fast.hash == hasher.hash(&general.key, HashFields::FiveTuple)
             && (fast.l3_start, fast.transport_start, fast.ip_end)
                 == (general.l3_start, general.transport_start, general.ip_end)
             && fast.dont_frag == general.dont_frag
@@ -207,7 +221,7 @@ mod tests {
     #[test]
     fn plain_ipv4_reads_like_the_checked_views() {
         let frame = plain_frame();
-        let fast = parse_plain_ipv4(&frame)
+        let fast = parse_plain_ipv4(&frame, &FlowHasher::new(HASHER_KEY))
             .expect("plain shape")
             .expect("a flow");
         let general = parse_any(&frame).expect("a flow");
@@ -231,12 +245,13 @@ mod tests {
         // Every value of every header byte, one byte at a time: the fast reader either
         // leaves the frame to the general one or gives the same result.
         let frame = plain_frame();
+        let hasher = FlowHasher::new(HASHER_KEY);
         for position in 0..PLAIN_IPV4_PREFIX_LEN {
             for value in 0..=255u8 {
                 let mut changed = frame.clone();
                 changed[position] = value;
                 let general = parse_any(&changed);
-                if let Some(fast) = parse_plain_ipv4(&changed) {
+                if let Some(fast) = parse_plain_ipv4(&changed, &hasher) {
                     match (fast, general) {
                         (Some(fast), Some(general)) => {
                             assert!(same(&fast, &general), "byte {position} = {value}")
@@ -248,7 +263,7 @@ mod tests {
                     }
                 }
                 assert_eq!(
-                    parse_flow(&changed).is_some(),
+                    parse_flow(&changed, &hasher).is_some(),
                     general.is_some(),
                     "byte {position} = {value}"
                 );
@@ -259,14 +274,15 @@ mod tests {
     #[test]
     fn short_and_cut_frames_give_no_hint() {
         let frame = plain_frame();
+        let hasher = FlowHasher::new(HASHER_KEY);
         for len in 0..frame.len() {
             let cut = &frame[..len];
             assert_eq!(
-                parse_flow(cut).is_some(),
+                parse_flow(cut, &hasher).is_some(),
                 parse_any(cut).is_some(),
                 "len {len}"
             );
         }
-        assert!(parse_flow(&frame[..PLAIN_IPV4_PREFIX_LEN - 1]).is_none());
+        assert!(parse_flow(&frame[..PLAIN_IPV4_PREFIX_LEN - 1], &hasher).is_none());
     }
 }

@@ -363,11 +363,10 @@ impl Worker {
     ) {
         let mut len = 0;
         for (hint, frame) in self.hints.iter_mut().zip(frames) {
-            *hint = parse_flow(frame).map(|mut parsed| {
-                parsed.hash = snapshot.hasher.hash(&parsed.key, HashFields::FiveTuple);
+            *hint = parse_flow(frame, &snapshot.hasher);
+            if let Some(parsed) = hint {
                 self.conntrack.prefetch(parsed.hash);
-                parsed
-            });
+            }
             len += 1;
         }
         self.hint_cursor = 0;
@@ -383,8 +382,7 @@ impl Worker {
         out: &mut Output,
     ) -> Verdict {
         if self.generation != Some(snapshot.generation) {
-            self.counters.adopt(snapshot);
-            self.generation = Some(snapshot.generation);
+            self.adopt(snapshot);
         }
         out.reset();
         self.counters.rx_packets += 1;
@@ -397,6 +395,14 @@ impl Worker {
         self.counters.count_verdict(verdict);
         self.count_forward(verdict, out);
         verdict
+    }
+
+    /// Reshapes the counters for a new snapshot, once per snapshot swap.
+    #[cold]
+    #[inline(never)]
+    fn adopt(&mut self, snapshot: &Snapshot) {
+        self.counters.adopt(snapshot);
+        self.generation = Some(snapshot.generation);
     }
 
     /// Takes the next hint of the prepared burst, if it was computed from `frame`.
@@ -469,6 +475,9 @@ impl Worker {
         Some((verdict, self.held.frame(&released)))
     }
 
+    // Out of line: the hinted path is the common one, and inlining this one into
+    // `process` would make every packet pay for its registers and stack.
+    #[inline(never)]
     fn decide(
         &mut self,
         snapshot: &Snapshot,
