@@ -432,6 +432,16 @@ impl Worker {
         }
     }
 
+    /// Returns whether any fragment is held, because only then can
+    /// [`Worker::next_released`] return one. The check compares three counters inline, so
+    /// a caller can skip that call for every frame while nothing is held. Each held
+    /// fragment counts once in `held` and ends once in `held_released` or `held_dropped`.
+    #[inline]
+    pub fn has_held_fragments(&self) -> bool {
+        let counters = &self.counters;
+        counters.held > counters.held_released + counters.held_dropped
+    }
+
     /// Decides the next held fragment whose first fragment the last [`Worker::process`]
     /// recorded, into `out`. Returns its verdict and the frame `out.inner` indexes into,
     /// or `None` when no fragment is released. Call it after each `process` until it
