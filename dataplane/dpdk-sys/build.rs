@@ -58,9 +58,10 @@ const FUNCTIONS: &[&str] = &[
     "spike_.*",
 ];
 
-/// Types used by value in the functions above. Their field types are pulled
-/// in recursively.
+/// Types used by value in the functions above, and `rte_mbuf`, whose fields
+/// the fast path reads from Rust. Their field types are pulled in recursively.
 const TYPES: &[&str] = &[
+    "rte_mbuf",
     "rte_eth_conf",
     "rte_eth_dev_info",
     "rte_eth_stats",
@@ -72,9 +73,9 @@ const TYPES: &[&str] = &[
 ];
 
 /// Types that Rust only handles through pointers. Keeping them opaque keeps
-/// the mbuf and mempool internals (unions, bit-fields, per-lcore caches) out
+/// the mempool and ring internals (per-lcore caches, head and tail words) out
 /// of the bindings.
-const OPAQUE_TYPES: &[&str] = &["rte_mbuf", "rte_mempool", "rte_ring"];
+const OPAQUE_TYPES: &[&str] = &["rte_mempool", "rte_ring"];
 
 /// Object-like macros and enum constants. clang evaluates the ones that are
 /// built from function-like macros such as RTE_BIT64.

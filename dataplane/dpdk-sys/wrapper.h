@@ -29,20 +29,12 @@ uint16_t spike_eth_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf
 
 struct rte_mbuf *spike_pktmbuf_alloc(struct rte_mempool *mp);
 void spike_pktmbuf_free(struct rte_mbuf *m);
-uint8_t *spike_pktmbuf_mtod(struct rte_mbuf *m);
-uint16_t spike_pktmbuf_data_len(const struct rte_mbuf *m);
-uint32_t spike_pktmbuf_pkt_len(const struct rte_mbuf *m);
-uint16_t spike_pktmbuf_nb_segs(const struct rte_mbuf *m);
 /* Copies the whole packet, every segment, into buf (len bytes); returns 0 when the
  * packet is not exactly len bytes long. */
 int spike_pktmbuf_copy_all(const struct rte_mbuf *m, uint8_t *buf, uint32_t len);
-uint16_t spike_pktmbuf_headroom(const struct rte_mbuf *m);
 uint16_t spike_pktmbuf_tailroom(const struct rte_mbuf *m);
-uint8_t *spike_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
 uint8_t *spike_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
-uint8_t *spike_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
 int spike_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
-uint64_t spike_pktmbuf_ol_flags(const struct rte_mbuf *m);
 void spike_pktmbuf_set_tx_offload(struct rte_mbuf *m, uint64_t ol_flags, uint64_t l2_len,
 				  uint64_t l3_len, uint64_t l4_len);
 

@@ -277,7 +277,9 @@ impl<V: Copy> Conntrack<V> {
     /// [`ConntrackFull`] when no slot is available. This happens before `len` reaches `capacity`
     /// only when the bounded search finds no chain of entries to move, which is rare at the
     /// table's load factor.
-    #[inline]
+    // Out of line: a new flow is the rare case, and the move search's stack and
+    // registers would otherwise weigh on every lookup that inlines this.
+    #[inline(never)]
     pub fn insert(
         &mut self,
         hash: u64,

@@ -12,6 +12,7 @@
 
 mod error;
 mod poll;
+mod reap;
 mod reload;
 mod report;
 mod ring;

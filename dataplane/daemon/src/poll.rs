@@ -32,7 +32,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use spike_core::encap::{ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN};
+use spike_core::encap::{
+    self, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, MAX_HEADER_LEN, UDP_HEADER_LEN,
+};
 use spike_core::steer::{self, RedirectMatch};
 use spike_core::{Counters, Output, Snapshot, Verdict, Worker};
 use spike_dpdk::{
@@ -40,12 +42,16 @@ use spike_dpdk::{
     TxQueue,
 };
 
+use crate::reap::{self, ReapPacer};
+
 /// How often a worker publishes its counters, in nanoseconds.
 pub const PUBLISH_INTERVAL_NS: u64 = 100_000_000;
 
-/// Conntrack slots a worker visits for expired entries per poll, so expiry work is
-/// spread evenly instead of stalling one poll.
-const REAP_SLOTS_PER_POLL: usize = 64;
+/// Encapsulation header over an IPv4 underlay: outer Ethernet, IPv4, UDP and VXLAN
+/// headers and the inner Ethernet header, 50 bytes.
+const IPV4_ENCAP_HEADER_LEN: usize = ETHERNET_HEADER_LEN + encap::ip_overhead(false);
+/// Encapsulation header over an IPv6 underlay, 70 bytes.
+const IPV6_ENCAP_HEADER_LEN: usize = ETHERNET_HEADER_LEN + encap::ip_overhead(true);
 
 /// Scratch room for one outer fragment: the largest MTU the config accepts plus the
 /// Ethernet header.
@@ -134,6 +140,8 @@ pub struct PollSettings<'a, 'pool> {
     pub shared: &'a Shared,
     pub tx_retries: u32,
     pub tsc_hz: u64,
+    /// Capacity of the worker's conntrack table in flows, which sizes its reaping.
+    pub conntrack_capacity: usize,
 }
 
 /// A tx queue with its pending burst.
@@ -346,11 +354,40 @@ fn encapsulate(mbuf: &mut Mbuf<'_>, out: &Output) -> bool {
     if mbuf.adj(start).is_err() {
         return false;
     }
-    match mbuf.prepend(out.header_len as u16) {
-        Some(header) => header.copy_from_slice(out.header()),
-        None => return false,
+    // A copy of a length known at compile time compiles to a few moves instead of a
+    // call to memcpy.
+    let prepended = match out.header_len {
+        IPV4_ENCAP_HEADER_LEN => prepend_header::<IPV4_ENCAP_HEADER_LEN>(mbuf, &out.header),
+        IPV6_ENCAP_HEADER_LEN => prepend_header::<IPV6_ENCAP_HEADER_LEN>(mbuf, &out.header),
+        _ => match mbuf.prepend(out.header_len as u16) {
+            Some(header) => {
+                header.copy_from_slice(out.header());
+                true
+            }
+            None => false,
+        },
+    };
+    if !prepended {
+        return false;
     }
     set_checksum_offload(mbuf, out);
+    true
+}
+
+/// Prepends the first `N` bytes of `header` to the packet in `mbuf`. Returns false if the
+/// headroom is too small.
+#[inline(always)]
+fn prepend_header<const N: usize>(mbuf: &mut Mbuf<'_>, header: &[u8; MAX_HEADER_LEN]) -> bool {
+    let Some(source) = header.first_chunk::<N>() else {
+        return false;
+    };
+    let Some(target) = mbuf
+        .prepend(N as u16)
+        .and_then(|target| target.first_chunk_mut::<N>())
+    else {
+        return false;
+    };
+    *target = *source;
     true
 }
 
@@ -449,11 +486,17 @@ pub fn run<'pool>(
     let mut collected = MbufBurst::new();
     let mut from_kernel = MbufBurst::new();
     let mut next_publish_ns = 0;
+    let mut reap_pacer = ReapPacer::new(
+        reap::table_slots(settings.conntrack_capacity),
+        reap::SWEEP_NS,
+        cycles_to_ns(rdtsc(), settings.tsc_hz),
+    );
 
     while !shared.stop.load(Ordering::Relaxed) {
         let now_ns = cycles_to_ns(rdtsc(), settings.tsc_hz);
-        let mut busy = rx.rx_burst(&mut received) > 0;
-        if busy {
+        // Frames this poll took from the port, the fragment ring and the kernel port.
+        let mut frames = rx.rx_burst(&mut received);
+        if frames > 0 {
             let snapshot = shared.snapshot.load();
             if let Steering::Send(producer) = &steering {
                 send_fragments_to_collector(
@@ -467,8 +510,9 @@ pub fn run<'pool>(
             decide_burst(&mut worker, &mut dispatch, &snapshot, now_ns, &mut received);
         }
         if let Steering::Collect(consumer) = &mut steering {
-            if consumer.dequeue_burst(&mut collected) > 0 {
-                busy = true;
+            let dequeued = consumer.dequeue_burst(&mut collected);
+            if dequeued > 0 {
+                frames += dequeued;
                 let snapshot = shared.snapshot.load();
                 decide_burst(
                     &mut worker,
@@ -481,8 +525,9 @@ pub fn run<'pool>(
         }
 
         if let Some(kernel_rx) = kernel_rx.as_mut() {
-            if kernel_rx.rx_burst(&mut from_kernel) > 0 {
-                busy = true;
+            let kernel_frames = kernel_rx.rx_burst(&mut from_kernel);
+            if kernel_frames > 0 {
+                frames += kernel_frames;
                 for mbuf in from_kernel.drain() {
                     dispatch.tx.from_kernel += 1;
                     dispatch.to_port.push(mbuf, &mut dispatch.tx);
@@ -491,12 +536,15 @@ pub fn run<'pool>(
         }
 
         dispatch.flush();
-        worker.reap(now_ns, REAP_SLOTS_PER_POLL);
+        let reap_slots = reap_pacer.slots_for_poll(now_ns, frames);
+        if reap_slots > 0 {
+            worker.reap(now_ns, reap_slots);
+        }
         if now_ns >= next_publish_ns {
             publish(report, &worker, &dispatch.tx);
             next_publish_ns = now_ns + PUBLISH_INTERVAL_NS;
         }
-        if !busy {
+        if frames == 0 {
             pause();
         }
     }
@@ -515,15 +563,11 @@ fn decide_burst<'pool>(
     now_ns: u64,
     burst: &mut MbufBurst<'pool>,
 ) {
-    // Hash and prefetch the whole burst first so conntrack misses overlap. The filter
-    // matches the loop below, which consumes the hints in order.
-    worker.prefetch_burst(
-        snapshot,
-        burst
-            .iter()
-            .filter(|mbuf| mbuf.nb_segs() == 1)
-            .map(|mbuf| mbuf.data()),
-    );
+    // Hash and prefetch the whole burst first so conntrack misses overlap. Every frame
+    // gets a hint, because the loop below calls `process` once per frame and the worker
+    // consumes the hints in that order. A chained frame's hint, computed from its first
+    // segment, does not match the linear copy that `process` decides, so it goes unused.
+    worker.prefetch_burst(snapshot, burst.iter().map(|mbuf| mbuf.data()));
     for mbuf in burst.drain() {
         if mbuf.nb_segs() != 1 {
             dispatch.decide_chained(worker, snapshot, now_ns, mbuf);
@@ -531,7 +575,9 @@ fn decide_burst<'pool>(
         }
         let verdict = worker.process(snapshot, mbuf.data(), now_ns, &mut dispatch.out);
         dispatch.dispatch(verdict, mbuf);
-        dispatch.send_released(worker, snapshot, now_ns);
+        if worker.has_held_fragments() {
+            dispatch.send_released(worker, snapshot, now_ns);
+        }
     }
 }
 

@@ -367,6 +367,7 @@ fn forward<'pool>(
                     shared,
                     tx_retries,
                     tsc_hz,
+                    conntrack_capacity: control.config.conntrack.capacity,
                 };
                 let steering = match (collector.take(), sender) {
                     (Some(consumer), _) => Steering::Collect(consumer),

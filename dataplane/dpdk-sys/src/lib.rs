@@ -3,8 +3,10 @@
 //! functions (`spike_*`).
 //!
 //! Only the items that the `spike-dpdk` crate uses are generated. To use
-//! another DPDK function, add it to the allowlist in `build.rs`. The mbuf and
-//! mempool structs are opaque, so their fields are read through the shim.
+//! another DPDK function, add it to the allowlist in `build.rs`. The mempool
+//! and ring structs are opaque. `rte_mbuf` keeps its layout, which bindgen
+//! checks against the headers at compile time, so the fast path reads and
+//! updates its fields in Rust. Its bit-fields are written through the shim.
 //!
 //! Every function here is unsafe and follows DPDK's own contract. The safe
 //! wrapper is `spike-dpdk`.

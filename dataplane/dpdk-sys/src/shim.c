@@ -28,26 +28,6 @@ void spike_pktmbuf_free(struct rte_mbuf *m)
 	rte_pktmbuf_free(m);
 }
 
-uint8_t *spike_pktmbuf_mtod(struct rte_mbuf *m)
-{
-	return rte_pktmbuf_mtod(m, uint8_t *);
-}
-
-uint16_t spike_pktmbuf_data_len(const struct rte_mbuf *m)
-{
-	return rte_pktmbuf_data_len(m);
-}
-
-uint32_t spike_pktmbuf_pkt_len(const struct rte_mbuf *m)
-{
-	return rte_pktmbuf_pkt_len(m);
-}
-
-uint16_t spike_pktmbuf_nb_segs(const struct rte_mbuf *m)
-{
-	return m->nb_segs;
-}
-
 int spike_pktmbuf_copy_all(const struct rte_mbuf *m, uint8_t *buf, uint32_t len)
 {
 	if (rte_pktmbuf_pkt_len(m) != len)
@@ -62,19 +42,9 @@ int spike_pktmbuf_copy_all(const struct rte_mbuf *m, uint8_t *buf, uint32_t len)
 	return 1;
 }
 
-uint16_t spike_pktmbuf_headroom(const struct rte_mbuf *m)
-{
-	return rte_pktmbuf_headroom(m);
-}
-
 uint16_t spike_pktmbuf_tailroom(const struct rte_mbuf *m)
 {
 	return rte_pktmbuf_tailroom(m);
-}
-
-uint8_t *spike_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len)
-{
-	return (uint8_t *)rte_pktmbuf_prepend(m, len);
 }
 
 uint8_t *spike_pktmbuf_append(struct rte_mbuf *m, uint16_t len)
@@ -82,19 +52,9 @@ uint8_t *spike_pktmbuf_append(struct rte_mbuf *m, uint16_t len)
 	return (uint8_t *)rte_pktmbuf_append(m, len);
 }
 
-uint8_t *spike_pktmbuf_adj(struct rte_mbuf *m, uint16_t len)
-{
-	return (uint8_t *)rte_pktmbuf_adj(m, len);
-}
-
 int spike_pktmbuf_trim(struct rte_mbuf *m, uint16_t len)
 {
 	return rte_pktmbuf_trim(m, len);
-}
-
-uint64_t spike_pktmbuf_ol_flags(const struct rte_mbuf *m)
-{
-	return m->ol_flags;
 }
 
 /*

@@ -88,41 +88,64 @@ impl<'pool> Mbuf<'pool> {
         self.raw.as_ptr()
     }
 
+    /// Returns the mbuf's header for reading its fields. The fast path reads them
+    /// here, inline, instead of calling DPDK's static inline accessors through the
+    /// C shim.
+    #[inline]
+    fn fields(&self) -> &sys::rte_mbuf {
+        // SAFETY: raw points at a valid, initialized rte_mbuf that self owns. Nothing
+        // else writes to it while self exists, because the mbuf is not shared.
+        unsafe { self.raw.as_ref() }
+    }
+
+    /// Returns the mbuf's header for changing its fields.
+    #[inline]
+    fn fields_mut(&mut self) -> &mut sys::rte_mbuf {
+        // SAFETY: as in fields(), and &mut self makes this the only access to the header.
+        unsafe { self.raw.as_mut() }
+    }
+
+    /// Returns where the data of the first segment starts (`rte_pktmbuf_mtod`).
+    #[inline]
+    fn data_start(&self) -> *mut u8 {
+        let fields = self.fields();
+        // SAFETY: DPDK keeps data_off + data_len within the buf_len bytes of the buffer
+        // at buf_addr, so the offset stays inside that allocation.
+        unsafe {
+            fields
+                .buf_addr
+                .cast::<u8>()
+                .add(usize::from(fields.data_off))
+        }
+    }
+
     /// Returns the bytes of the first segment (`data_len` bytes).
     #[inline]
     pub fn data(&self) -> &[u8] {
-        // SAFETY: mtod points at data_len initialized bytes inside the
-        // buffer that this Mbuf owns. The slice borrows self, so no call
-        // that changes the length can run while it exists.
-        unsafe {
-            let start = sys::spike_pktmbuf_mtod(self.raw.as_ptr());
-            slice::from_raw_parts(start, usize::from(self.data_len()))
-        }
+        // SAFETY: the data_len bytes from data_start() are initialized bytes inside
+        // the buffer that this Mbuf owns. The slice borrows self, so no call that
+        // changes the length can run while it exists.
+        unsafe { slice::from_raw_parts(self.data_start(), usize::from(self.data_len())) }
     }
 
     /// Returns the bytes of the first segment for writing.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in data(); &mut self makes the slice the only access
-        // to these bytes, since the mbuf is not shared.
-        unsafe {
-            let start = sys::spike_pktmbuf_mtod(self.raw.as_ptr());
-            slice::from_raw_parts_mut(start, usize::from(self.data_len()))
-        }
+        // SAFETY: as in data(); &mut self makes the slice the only access to these
+        // bytes, since the mbuf is not shared.
+        unsafe { slice::from_raw_parts_mut(self.data_start(), usize::from(self.data_len())) }
     }
 
     /// Returns the length of the first segment in bytes.
     #[inline]
     pub fn data_len(&self) -> u16 {
-        // SAFETY: raw is a valid mbuf owned by self.
-        unsafe { sys::spike_pktmbuf_data_len(self.raw.as_ptr()) }
+        self.fields().data_len
     }
 
     /// Returns the packet length in bytes, all segments included.
     #[inline]
     pub fn pkt_len(&self) -> u32 {
-        // SAFETY: raw is a valid mbuf owned by self.
-        unsafe { sys::spike_pktmbuf_pkt_len(self.raw.as_ptr()) }
+        self.fields().pkt_len
     }
 
     /// Copies the whole packet, every segment, into the front of `buffer` and returns
@@ -141,15 +164,13 @@ impl<'pool> Mbuf<'pool> {
     /// Returns the number of chained segments.
     #[inline]
     pub fn nb_segs(&self) -> u16 {
-        // SAFETY: raw is a valid mbuf owned by self.
-        unsafe { sys::spike_pktmbuf_nb_segs(self.raw.as_ptr()) }
+        self.fields().nb_segs
     }
 
     /// Returns the free bytes in front of the data.
     #[inline]
     pub fn headroom(&self) -> u16 {
-        // SAFETY: raw is a valid mbuf owned by self.
-        unsafe { sys::spike_pktmbuf_headroom(self.raw.as_ptr()) }
+        self.fields().data_off
     }
 
     /// Returns the free bytes after the data of the last segment.
@@ -165,15 +186,19 @@ impl<'pool> Mbuf<'pool> {
     /// smaller than `len`.
     #[inline]
     pub fn prepend(&mut self, len: u16) -> Option<&mut [u8]> {
-        // SAFETY: raw is a valid, unshared mbuf owned by self; DPDK checks
-        // the headroom and returns NULL without changing anything.
-        let start = unsafe { sys::spike_pktmbuf_prepend(self.raw.as_ptr(), len) };
-        if start.is_null() {
+        // The same checks and updates as DPDK's inline rte_pktmbuf_prepend.
+        let fields = self.fields_mut();
+        if len > fields.data_off {
             return None;
         }
-        // SAFETY: the len bytes from start lie in the mbuf's buffer, now as
-        // part of the first segment; the slice borrows self mutably.
-        Some(unsafe { slice::from_raw_parts_mut(start, usize::from(len)) })
+        fields.data_off -= len;
+        // The new bytes were headroom of this buffer, so data_len stays below buf_len.
+        fields.data_len += len;
+        fields.pkt_len += u32::from(len);
+        // SAFETY: the len bytes from the new data start were headroom inside the mbuf's
+        // buffer and are now the front of the first segment. The slice borrows self
+        // mutably.
+        Some(unsafe { slice::from_raw_parts_mut(self.data_start(), usize::from(len)) })
     }
 
     /// Grows the packet by `len` bytes at the end of the last segment and
@@ -198,15 +223,17 @@ impl<'pool> Mbuf<'pool> {
     /// [`SegmentTooShort`] if the first segment has fewer than `len` bytes.
     #[inline]
     pub fn adj(&mut self, len: u16) -> Result<(), SegmentTooShort> {
-        // SAFETY: raw is a valid, unshared mbuf owned by self; DPDK checks
-        // the length and returns NULL without changing anything.
-        let start = unsafe { sys::spike_pktmbuf_adj(self.raw.as_ptr(), len) };
-        if start.is_null() {
+        // The same checks and updates as DPDK's inline rte_pktmbuf_adj.
+        let fields = self.fields_mut();
+        if len > fields.data_len {
             return Err(SegmentTooShort {
                 requested: len,
-                data_len: self.data_len(),
+                data_len: fields.data_len,
             });
         }
+        fields.data_len -= len;
+        fields.data_off += len;
+        fields.pkt_len -= u32::from(len);
         Ok(())
     }
 
@@ -217,7 +244,28 @@ impl<'pool> Mbuf<'pool> {
     /// [`SegmentTooShort`] if the last segment has fewer than `len` bytes.
     #[inline]
     pub fn trim(&mut self, len: u16) -> Result<(), SegmentTooShort> {
-        // SAFETY: as in adj; DPDK returns -1 without changing anything.
+        if self.nb_segs() != 1 {
+            return self.trim_last_segment(len);
+        }
+        // One segment is its own last segment: the checks and updates of DPDK's
+        // inline rte_pktmbuf_trim without the walk along `next`.
+        let fields = self.fields_mut();
+        if len > fields.data_len {
+            return Err(SegmentTooShort {
+                requested: len,
+                data_len: fields.data_len,
+            });
+        }
+        fields.data_len -= len;
+        fields.pkt_len -= u32::from(len);
+        Ok(())
+    }
+
+    /// Trims a chained packet through DPDK, which finds the last segment.
+    #[cold]
+    fn trim_last_segment(&mut self, len: u16) -> Result<(), SegmentTooShort> {
+        // SAFETY: raw is a valid, unshared mbuf owned by self. DPDK returns -1 without
+        // changing anything when the last segment is too short.
         let ret = unsafe { sys::spike_pktmbuf_trim(self.raw.as_ptr(), len) };
         if ret != 0 {
             return Err(SegmentTooShort {
@@ -232,8 +280,7 @@ impl<'pool> Mbuf<'pool> {
     /// reported on receive.
     #[inline]
     pub fn ol_flags(&self) -> u64 {
-        // SAFETY: raw is a valid mbuf owned by self.
-        unsafe { sys::spike_pktmbuf_ol_flags(self.raw.as_ptr()) }
+        self.fields().ol_flags
     }
 
     /// Requests transmit offloads: adds `flags` (see [`tx_offload`]) to

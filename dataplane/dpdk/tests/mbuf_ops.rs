@@ -89,6 +89,13 @@ fn check_edits(mbuf: &mut Mbuf<'_>) {
     assert_eq!(mbuf.data(), &[7, 2, 3, 4]);
     mbuf.trim(1).expect("trim 1 byte");
     assert_eq!(mbuf.data(), &[7, 2, 3]);
+    // prepend, adj and trim update the fields in Rust, and DPDK's own functions
+    // must read the same packet back from them.
+    let mut copy = [0u8; 8];
+    assert_eq!(mbuf.copy_all(&mut copy), Some(3));
+    assert_eq!(&copy[..3], &[7, 2, 3]);
+    assert_eq!(mbuf.headroom(), PKTMBUF_HEADROOM);
+    assert_eq!(mbuf.tailroom(), DEFAULT_DATA_ROOM - PKTMBUF_HEADROOM - 3);
 
     assert_eq!(
         mbuf.adj(4),
