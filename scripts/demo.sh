@@ -18,8 +18,9 @@
 #      interruption;
 #   and everything stops and every namespace and process is removed, also on Ctrl-C.
 #
-# Run as root on Debian 12. With 300 requests the demo itself took 25 seconds on 2
-# cores; the first release build of the three binaries takes several minutes there.
+# Run as root on Debian 12. On 2 cores the first release build of the three binaries
+# takes about 15 minutes, and the demo itself (1000 requests, then the two-node scenes)
+# one to two minutes.
 # Logs, configs and captures stay in out/live-demo/ (the two-node scenes in
 # out/live-demo/scaleout/). SPIKE_DEMO_REQUESTS changes the number of requests.
 set -euo pipefail

@@ -190,12 +190,15 @@ def remove_node(lab, dataplane, first, first_ended):
     }
     from_table = chosen["new_flow"] + chosen["reselected_backend_removed"]
     from_entries = max(0, len(replay) - from_table)
-    print(f"Replayed the {len(replay)} requests from the same source ports.")
     print(
-        f"Spike took the node of {from_table} of them from its new Maglev table "
-        f"({chosen['new_flow']} new flows, {chosen['reselected_backend_removed']} flows "
-        f"still tracked on {removed.name}) and of {from_entries} from flow entries left "
-        "by the first run."
+        f"Replayed the {len(replay)} requests from the same source ports, after the "
+        "first run's closed connections had expired from Spike's flow table."
+    )
+    print(
+        f"Spike chose the node of {from_table} of them with its new Maglev table: "
+        f"{chosen['new_flow']} as new flows and {chosen['reselected_backend_removed']} "
+        f"whose flow entry still pointed to {removed.name}. {from_entries} followed a "
+        "flow entry that was still live."
     )
     print_replay(lab, first, replay, removed, remaining)
 
