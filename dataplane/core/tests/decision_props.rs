@@ -303,6 +303,36 @@ proptest! {
             }
         }
     }
+
+    #[test]
+    fn prefetched_bursts_decide_like_single_frames(
+        cases in prop::collection::vec((frame_spec(), damage()), 1..32),
+    ) {
+        // The burst preparation parses and hashes frames ahead with its own reader for
+        // plain IPv4; the decision must come out the same as without it.
+        let frames: Vec<Vec<u8>> = cases
+            .iter()
+            .map(|(spec, damage)| apply_damage(build_frame(spec), damage))
+            .collect();
+        let mut single = new_worker();
+        let mut prefetched = new_worker();
+        let (mut single_out, mut prefetched_out) = (Output::default(), Output::default());
+        prefetched.prefetch_burst(&SNAPSHOT, frames.iter().map(Vec::as_slice));
+        for (index, frame) in frames.iter().enumerate() {
+            let now_ns = 1_000_000_000 * (index as u64 + 1);
+            let expected = single.process(&SNAPSHOT, frame, now_ns, &mut single_out);
+            let verdict = prefetched.process(&SNAPSHOT, frame, now_ns, &mut prefetched_out);
+            prop_assert_eq!(verdict, expected, "frame {}", index);
+            prop_assert_eq!(prefetched_out.header(), single_out.header(), "frame {}", index);
+            prop_assert_eq!(prefetched_out.reply(), single_out.reply(), "frame {}", index);
+            if verdict == Verdict::Forward {
+                prop_assert_eq!(prefetched_out.inner.clone(), single_out.inner.clone());
+            }
+            prop_assert_eq!(prefetched_out.selection, single_out.selection);
+            prop_assert_eq!(prefetched_out.flow, single_out.flow);
+        }
+        prop_assert_eq!(prefetched.counters(), single.counters());
+    }
 }
 
 /// The generator is only useful if undamaged frames to a service get forwarded.
