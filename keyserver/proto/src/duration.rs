@@ -41,6 +41,51 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_secs(secs))
 }
 
+/// A duration option that does not parse or exceeds the option's maximum.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BoundedDurationError {
+    #[error(transparent)]
+    Invalid(#[from] DurationError),
+    #[error("{input:?} is longer than the allowed maximum of {max}; pass {max} or less")]
+    TooLong { input: String, max: String },
+}
+
+/// Parses `input` as [`parse_duration`] does and rejects a value above `max`.
+///
+/// Options whose value is added to a date or an `Instant` go through this, so that an
+/// oversized value is an argument error rather than an overflow later.
+///
+/// # Errors
+///
+/// [`BoundedDurationError::Invalid`] when `input` does not parse,
+/// [`BoundedDurationError::TooLong`] when it exceeds `max`.
+pub fn parse_duration_at_most(
+    input: &str,
+    max: Duration,
+) -> Result<Duration, BoundedDurationError> {
+    let duration = parse_duration(input)?;
+    if duration > max {
+        return Err(BoundedDurationError::TooLong {
+            input: input.to_string(),
+            max: format_duration(max),
+        });
+    }
+    Ok(duration)
+}
+
+/// Formats whole seconds in the largest unit of [`parse_duration`] that divides them, so
+/// that the text parses back to the same value.
+pub fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0 => "0s".to_string(),
+        _ if secs.is_multiple_of(86_400) => format!("{}d", secs / 86_400),
+        _ if secs.is_multiple_of(3600) => format!("{}h", secs / 3600),
+        _ if secs.is_multiple_of(60) => format!("{}m", secs / 60),
+        _ => format!("{secs}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +112,32 @@ mod tests {
     fn parse_duration_rejects_invalid() {
         for input in ["", "0s", "h", "1w", "-5s", "1.5h", "99999999999999999999d"] {
             assert!(parse_duration(input).is_err(), "{input}");
+        }
+    }
+
+    #[test]
+    fn bounded_duration_names_value_and_maximum() {
+        let max = Duration::from_secs(3650 * 86_400);
+        assert_eq!(
+            parse_duration_at_most("3650d", max),
+            Ok(Duration::from_secs(3650 * 86_400))
+        );
+        let error = parse_duration_at_most("99999999999d", max).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "\"99999999999d\" is longer than the allowed maximum of 3650d; pass 3650d or less"
+        );
+        assert!(matches!(
+            parse_duration_at_most("1w", max),
+            Err(BoundedDurationError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn formatted_durations_parse_back() {
+        for secs in [1, 59, 60, 90, 3600, 5400, 86_400, 3650 * 86_400] {
+            let duration = Duration::from_secs(secs);
+            assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
         }
     }
 }
