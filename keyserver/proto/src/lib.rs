@@ -17,6 +17,7 @@ pub mod client;
 pub mod duration;
 pub mod files;
 pub mod tls;
+pub mod utc;
 pub mod wire;
 
 pub use client::{call, ClientError};
