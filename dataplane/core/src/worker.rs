@@ -1493,21 +1493,31 @@ fn transport_class(
 
 /// Returns `snapshot.service(key)`, from `cache` when the previous lookup was for the same
 /// key in the same snapshot. Most bursts go to few services, so this skips most map lookups.
-#[inline]
+#[inline(always)]
 fn cached_service(
     cache: &mut Option<ServiceCache>,
     snapshot: &Snapshot,
     key: &ServiceKey,
 ) -> Option<u32> {
-    let snapshot_addr = snapshot as *const Snapshot as usize;
     if let Some(cached) = cache {
-        if cached.snapshot_addr == snapshot_addr
+        if cached.snapshot_addr == snapshot as *const Snapshot as usize
             && cached.generation == snapshot.generation
             && cached.key == *key
         {
             return cached.service;
         }
     }
+    lookup_service(cache, snapshot, key)
+}
+
+/// The map lookup of [`cached_service`], out of line because most packets hit the cache.
+#[inline(never)]
+fn lookup_service(
+    cache: &mut Option<ServiceCache>,
+    snapshot: &Snapshot,
+    key: &ServiceKey,
+) -> Option<u32> {
+    let snapshot_addr = snapshot as *const Snapshot as usize;
     let service = snapshot.service(key);
     *cache = Some(ServiceCache {
         snapshot_addr,
