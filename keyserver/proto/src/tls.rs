@@ -28,6 +28,19 @@ pub enum TlsSetupError {
     /// rustls rejected the material.
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A CA certificate, read from a file, that rustls rejected.
+    #[error("CA certificate {ca} rejected: {source}; pass the CA certificate of the keyserver")]
+    CaRejected { ca: String, source: rustls::Error },
+    /// A private key that does not belong to the client certificate.
+    #[error("certificate {cert} and key {key} do not belong together: the key is not the private key of that certificate; pass the key file written together with the certificate")]
+    KeyMismatch { cert: String, key: String },
+    /// A client certificate or key that rustls rejected for another reason.
+    #[error("client certificate {cert} with key {key} rejected: {source}")]
+    ClientIdentityRejected {
+        cert: String,
+        key: String,
+        source: rustls::Error,
+    },
 }
 
 /// Returns the crypto provider (ring) of every keyserver and bootstrap TLS configuration.
@@ -138,6 +151,53 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     Ok(config)
+}
+
+/// Names of the files a client configuration is read from, for error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct IdentityFiles<'a> {
+    pub ca: &'a str,
+    pub cert: &'a str,
+    pub key: &'a str,
+}
+
+/// Builds a client configuration as [`client_config`] does, from material read from
+/// `files`, and names those files when rustls rejects the material.
+///
+/// # Errors
+///
+/// [`TlsSetupError::CaRejected`] for the CA certificate, [`TlsSetupError::KeyMismatch`]
+/// when the key does not belong to the certificate, [`TlsSetupError::ClientIdentityRejected`]
+/// for other faults of the certificate or key.
+pub fn client_config_from_files(
+    ca: CertificateDer<'static>,
+    identity: ClientIdentity,
+    files: IdentityFiles<'_>,
+) -> Result<ClientConfig, TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca).map_err(|source| TlsSetupError::CaRejected {
+        ca: files.ca.to_string(),
+        source,
+    })?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots);
+
+    builder
+        .with_client_auth_cert(identity.chain, identity.key)
+        .map_err(|source| match source {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                TlsSetupError::KeyMismatch {
+                    cert: files.cert.to_string(),
+                    key: files.key.to_string(),
+                }
+            }
+            source => TlsSetupError::ClientIdentityRejected {
+                cert: files.cert.to_string(),
+                key: files.key.to_string(),
+                source,
+            },
+        })
 }
 
 /// Builds a client configuration for a first connection, when the node has no CA
@@ -269,6 +329,33 @@ impl ServerCertVerifier for PinnedCaVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mismatched_key_names_both_files() {
+        let first = rcgen::generate_simple_self_signed(vec!["a".into()]).unwrap();
+        let second = rcgen::generate_simple_self_signed(vec!["b".into()]).unwrap();
+        let identity = ClientIdentity {
+            chain: vec![first.cert.der().clone()],
+            key: key_from_pem(&second.signing_key.serialize_pem(), "b.key").unwrap(),
+        };
+        let files = IdentityFiles {
+            ca: "ca.pem",
+            cert: "a.pem",
+            key: "b.key",
+        };
+
+        let error =
+            client_config_from_files(first.cert.der().clone(), identity, files).unwrap_err();
+        assert!(
+            matches!(error, TlsSetupError::KeyMismatch { .. }),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("certificate a.pem and key b.key do not belong together"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn fingerprint_parses_with_and_without_colons() {
