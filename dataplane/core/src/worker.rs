@@ -246,7 +246,7 @@ struct ServiceCache {
 struct FlowKind {
     service: u32,
     class: FlowClass,
-    /// A TCP SYN without ACK: a new connection, even if conntrack holds the tuple.
+    /// A TCP SYN without ACK: a new connection, even if conntrack has an entry for the tuple.
     syn: bool,
 }
 
@@ -1510,7 +1510,8 @@ fn cached_service(
     lookup_service(cache, snapshot, key)
 }
 
-/// The map lookup of [`cached_service`], out of line because most packets hit the cache.
+/// Looks the service up in the map for [`cached_service`], out of line because most
+/// packets hit the cache.
 #[inline(never)]
 fn lookup_service(
     cache: &mut Option<ServiceCache>,
