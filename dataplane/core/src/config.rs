@@ -18,6 +18,8 @@ use crate::flow::HashFields;
 use crate::maglev;
 use crate::wire::MacAddr;
 
+pub mod locate;
+
 /// IANA protocol numbers of the transport protocols a service can balance.
 const PROTOCOL_TCP: u8 = 6;
 const PROTOCOL_UDP: u8 = 17;
@@ -27,23 +29,64 @@ const PROTOCOL_UDP: u8 = 17;
 const MIN_MTU: u16 = 1280;
 const MAX_MTU: u16 = 9216;
 
+/// The flow hash key that `configs/` and `debian/config/` ship as an example. Those
+/// files are public, so a node that keeps this key has a guessable flow placement.
+pub const EXAMPLE_HASH_KEY: HashKey = HashKey([
+    0x8f, 0x2d, 0x6c, 0x1e, 0x4b, 0x7a, 0x90, 0x35, 0x5c, 0xe1, 0xd2, 0xf3, 0xa4, 0xb5, 0xc6, 0xd7,
+]);
+
 /// A configuration error, naming the key, the value and what is expected.
+///
+/// Errors from [`Config::load`] start with the file, line and column, as in
+/// `spike.toml:12:7: node.mtu: invalid value 600: expected an MTU from 1280 to 9216
+/// bytes`, and are one line long.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("{path}: cannot read the config file: {source}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    /// A TOML syntax or type error; the message quotes the offending line.
-    #[error("invalid config: {0}")]
+    #[error(
+        "the file is empty: it needs at least [node] and [hash] (configs/spike.toml is a \
+         commented example)"
+    )]
+    Empty,
+    /// A TOML syntax or type error, with the key it concerns when there is one.
+    #[error("{0}")]
     Syntax(String),
-    #[error("invalid value {value} for {key}: expected {expected}")]
+    #[error("{key}: invalid value {value}: expected {expected}")]
     Invalid {
         key: String,
         value: String,
         expected: String,
     },
+    /// One of the other errors with the file and the place in it.
+    #[error("{place}: {error}")]
+    At {
+        place: Place,
+        error: Box<ConfigError>,
+    },
+}
+
+/// The place of an error in a config file: `PATH:LINE:COLUMN`, or fewer parts when
+/// some are unknown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Place {
+    pub path: Option<String>,
+    /// 1-based line and column; the column counts characters.
+    pub position: Option<(usize, usize)>,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.path, self.position) {
+            (Some(path), Some((line, column))) => write!(f, "{path}:{line}:{column}"),
+            (Some(path), None) => f.write_str(path),
+            (None, Some((line, column))) => write!(f, "line {line}, column {column}"),
+            (None, None) => f.write_str("config"),
+        }
+    }
 }
 
 /// Rewrites serde's Rust type names in a TOML error into the ranges an operator
@@ -89,11 +132,72 @@ fn key_range(key: &str) -> Option<String> {
         "mtu" => Some(format!("an MTU from {MIN_MTU} to {MAX_MTU} bytes")),
         "port" => Some("a port from 1 to 65535".to_owned()),
         "workers" => Some("from 1 to 128 worker lcores".to_owned()),
+        "ttl" => Some("a TTL from 1 to 255".to_owned()),
+        "table_size" => Some(format!(
+            "a prime integer number of Maglev slots up to {}, such as 65537",
+            maglev::MAX_TABLE_SIZE
+        )),
         _ => None,
     }
 }
 
 impl ConfigError {
+    /// Names the file in the error, as in `PATH:LINE:COLUMN: key: message`.
+    pub fn in_file(self, path: &Path) -> Self {
+        let path = Some(path.display().to_string());
+        match self {
+            ConfigError::At { place, error } => ConfigError::At {
+                place: Place { path, ..place },
+                error,
+            },
+            ConfigError::Read { .. } => self,
+            error => ConfigError::At {
+                place: Place {
+                    path,
+                    position: None,
+                },
+                error: Box::new(error),
+            },
+        }
+    }
+
+    /// Adds the line and column of the key that an `Invalid` error names in `text`.
+    pub fn locate(self, text: &str) -> Self {
+        let position = match &self {
+            ConfigError::Invalid { key, .. } => locate::position_of_key(text, key),
+            _ => None,
+        };
+        match position {
+            Some(position) => ConfigError::At {
+                place: Place {
+                    path: None,
+                    position: Some(position),
+                },
+                error: Box::new(self),
+            },
+            None => self,
+        }
+    }
+
+    /// Turns a TOML error into one line that names the line, column and key.
+    fn from_toml(error: &toml::de::Error, text: &str) -> Self {
+        let message = explain_types(error.message().trim(), text, error.span());
+        let Some(span) = error.span() else {
+            return ConfigError::Syntax(message);
+        };
+        let syntax = match locate::key_at(text, span.start) {
+            Some(key) => ConfigError::Syntax(format!("{key}: {message}")),
+            None => ConfigError::Syntax(message),
+        };
+        ConfigError::At {
+            place: Place {
+                path: None,
+                position: Some(locate::line_column(text, span.start)),
+            },
+            error: Box::new(syntax),
+        }
+    }
+
     fn invalid(key: impl Into<String>, value: impl fmt::Display, expected: &str) -> Self {
         ConfigError::Invalid {
             key: key.into(),
@@ -497,21 +601,52 @@ impl FromStr for Config {
     type Err = ConfigError;
 
     fn from_str(text: &str) -> Result<Self, ConfigError> {
+        if is_empty(text) {
+            return Err(ConfigError::Empty);
+        }
         let raw: RawConfig = toml::from_str(text).map_err(|error| {
-            ConfigError::Syntax(explain_types(&error.to_string(), text, error.span()))
+            unknown_section(text, &error).unwrap_or_else(|| ConfigError::from_toml(&error, text))
         })?;
-        validate(raw)
+        validate(raw).map_err(|error| error.locate(text))
     }
 }
 
 impl Config {
     /// Reads and validates a config file.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] that starts with the file, line and column.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
         text.parse()
+            .map_err(|error: ConfigError| error.in_file(path))
+    }
+
+    /// Returns what is valid but likely a mistake, one sentence each, for the log at
+    /// start and for `--check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.hash_key == EXAMPLE_HASH_KEY {
+            warnings.push(
+                "hash.key is the example key shipped with Spike, which anybody can read: \
+                 replace it on every Spike node with the output of `openssl rand -hex 16`"
+                    .to_owned(),
+            );
+        }
+        for (index, service) in self.services.iter().enumerate() {
+            if service.backends.is_empty() {
+                warnings.push(format!(
+                    "service[{index}] ({}) has no [[service.backend]]: its VIP traffic is \
+                     dropped until a backend is added",
+                    service.name
+                ));
+            }
+        }
+        warnings
     }
 
     /// Converts the conntrack timeouts to the form the table takes.
@@ -524,6 +659,67 @@ impl Config {
             other_ns: self.conntrack.other_timeout_ns,
         }
     }
+}
+
+/// The top-level tables of the dataplane's file.
+const SECTIONS: [&str; 8] = [
+    "node",
+    "vxlan",
+    "hash",
+    "conntrack",
+    "icmp",
+    "service",
+    "dpdk",
+    "cluster",
+];
+
+/// Finds a table header with an unknown first name, such as `[[services]]`, in text that
+/// TOML rejected. Such a typo often makes the parser stop later, at a header that then
+/// looks like a duplicate (`[[service.backend]]` after `[[services]]`), so the header
+/// itself is the better place to report.
+fn unknown_section(text: &str, error: &toml::de::Error) -> Option<ConfigError> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        let header = line.trim_start();
+        let Some(rest) = header.strip_prefix('[') else {
+            continue;
+        };
+        let rest = rest.trim_start_matches('[').trim_start();
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+            .collect();
+        if name.is_empty() || SECTIONS.contains(&name.as_str()) {
+            continue;
+        }
+        let column_offset = start + (line.len() - header.len()) + (header.len() - rest.len());
+        let expected: Vec<String> = SECTIONS.iter().map(|name| format!("`{name}`")).collect();
+        let (line, column) = error
+            .span()
+            .map_or((0, 0), |span| locate::line_column(text, span.start));
+        return Some(ConfigError::At {
+            place: Place {
+                path: None,
+                position: Some(locate::line_column(text, column_offset)),
+            },
+            error: Box::new(ConfigError::Syntax(format!(
+                "{name}: unknown section `{name}`, expected one of {} (TOML then stopped at \
+                 line {line}, column {column}: {})",
+                expected.join(", "),
+                error.message().trim()
+            ))),
+        });
+    }
+    None
+}
+
+/// Returns whether `text` has nothing but blank lines and comments.
+fn is_empty(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .all(|line| line.is_empty() || line.starts_with('#'))
 }
 
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -557,6 +753,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         services.push(service);
     }
+
+    check_vips_against_backends(&services)?;
 
     let dpdk = raw.dpdk.map(validate_dpdk).transpose()?;
     let cluster = raw
@@ -723,6 +921,17 @@ fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, ConfigError> {
             ));
         }
     }
+    check_lcores(&raw.eal_args, raw.workers)?;
+    if let Some(path) = &raw.snapshot_ring {
+        if !path.as_os_str().is_empty() && !path.is_absolute() {
+            return Err(ConfigError::invalid(
+                "dpdk.snapshot_ring",
+                path.display(),
+                "an absolute path, the same as controlplane.ring in the control plane's \
+                 file, such as /dev/shm/spike-ring",
+            ));
+        }
+    }
     Ok(DpdkConfig {
         eal_args: raw.eal_args,
         port: raw.port,
@@ -737,6 +946,78 @@ fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, ConfigError> {
             .snapshot_ring
             .filter(|path| !path.as_os_str().is_empty()),
     })
+}
+
+/// Rejects more workers than the EAL's lcore list (`-l`, `--lcores` or `-c`) gives
+/// besides the main lcore, before EAL starts. Without such an option EAL takes every
+/// CPU, and only the running EAL can count them.
+fn check_lcores(eal_args: &[String], workers: u16) -> Result<(), ConfigError> {
+    let Some(lcores) = eal_lcore_count(eal_args) else {
+        return Ok(());
+    };
+    let available = lcores.saturating_sub(1);
+    if usize::from(workers) <= available {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        "dpdk.workers",
+        workers,
+        &format!(
+            "at most {available}: dpdk.eal_args gives {available} worker lcores besides the \
+             main lcore; add lcores to the -l list or lower dpdk.workers"
+        ),
+    ))
+}
+
+/// Counts the lcores that `eal_args` give EAL, or `None` when they name none or use a
+/// form this count does not read (`--lcores` with CPU sets, `-c` with a huge mask).
+fn eal_lcore_count(eal_args: &[String]) -> Option<usize> {
+    let mut count = None;
+    let mut args = eal_args.iter();
+    while let Some(arg) = args.next() {
+        let (option, inline) = match arg.split_once('=') {
+            Some((option, value)) if option.starts_with("--") => (option, Some(value)),
+            _ if arg.len() > 2 && (arg.starts_with("-l") || arg.starts_with("-c")) => {
+                (&arg[..2], Some(&arg[2..]))
+            }
+            _ => (arg.as_str(), None),
+        };
+        if !matches!(option, "-l" | "--lcores" | "-c") {
+            continue;
+        }
+        let value = match inline {
+            Some(value) => value,
+            None => args.next()?,
+        };
+        count = if option == "-c" {
+            let mask = value.trim_start_matches("0x").trim_start_matches("0X");
+            u128::from_str_radix(mask, 16)
+                .ok()
+                .map(|mask| mask.count_ones() as usize)
+        } else {
+            lcore_list_count(value)
+        };
+    }
+    count
+}
+
+/// Counts the lcores of a list such as `0,2-5`; `None` for other forms.
+fn lcore_list_count(list: &str) -> Option<usize> {
+    let mut lcores = HashSet::new();
+    for part in list.split(',') {
+        let (first, last) = match part.split_once('-') {
+            Some((first, last)) => (first.trim().parse().ok()?, last.trim().parse().ok()?),
+            None => {
+                let lcore: u32 = part.trim().parse().ok()?;
+                (lcore, lcore)
+            }
+        };
+        if first > last || last - first > 1024 {
+            return None;
+        }
+        lcores.extend(first..=last);
+    }
+    Some(lcores.len())
 }
 
 fn parse_mac(key: &str, text: &str) -> Result<MacAddr, ConfigError> {
@@ -835,6 +1116,14 @@ fn parse_hash_key(text: &str) -> Result<HashKey, ConfigError> {
         *byte = u8::from_str_radix(digits, 16)
             .map_err(|_| ConfigError::invalid("hash.key", "<redacted>", EXPECTED))?;
     }
+    if key == [0; 16] {
+        return Err(ConfigError::invalid(
+            "hash.key",
+            "0 (all zero)",
+            "a random key, such as the output of `openssl rand -hex 16`: an all-zero key \
+             is the first one anybody guesses",
+        ));
+    }
     Ok(HashKey(key))
 }
 
@@ -931,11 +1220,11 @@ fn validate_service(
             "a port from 1 to 65535",
         ));
     }
-    if raw.vip.is_unspecified() || raw.vip.is_multicast() {
+    if let Some(expected) = vip_problem(raw.vip, node) {
         return Err(ConfigError::invalid(
             format!("{key}.vip"),
             raw.vip,
-            "a unicast address",
+            expected,
         ));
     }
     if !maglev::is_prime(raw.table_size) || raw.table_size > maglev::MAX_TABLE_SIZE {
@@ -1001,6 +1290,76 @@ fn validate_service(
         table_size: raw.table_size,
         backends,
     })
+}
+
+/// Returns what a VIP must be instead of `vip`, or `None` when `vip` can be one.
+fn vip_problem(vip: IpAddr, node: &NodeConfig) -> Option<&'static str> {
+    let problem = match vip {
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_multicast() => {
+            "a unicast address: 0.0.0.0 and multicast addresses never carry a client's flow"
+        }
+        IpAddr::V4(v4) if v4.is_broadcast() => {
+            "a unicast address: routers never forward 255.255.255.255, the limited broadcast \
+             address"
+        }
+        IpAddr::V4(v4) if v4.is_loopback() => {
+            "an address routed to this node: packets to 127.0.0.0/8 never arrive from the \
+             network"
+        }
+        IpAddr::V4(v4) if v4.is_link_local() => {
+            "a routed address: routers never forward link-local 169.254.0.0/16"
+        }
+        IpAddr::V4(v4) if node.ipv4 == Some(v4) => {
+            "an address other than node.ipv4: that is this node's own underlay \
+             address, the source of the VXLAN packets Spike sends"
+        }
+        IpAddr::V6(v6) if v6.is_unspecified() || v6.is_multicast() => {
+            "a unicast address: :: and multicast addresses never carry a client's flow"
+        }
+        IpAddr::V6(v6) if v6.is_loopback() => {
+            "an address routed to this node: packets to ::1 never arrive from the network"
+        }
+        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => {
+            "a routed address: routers never forward link-local fe80::/10"
+        }
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            "a plain IPv4 or IPv6 address: IPv4-mapped addresses (::ffff:0:0/96) never \
+             appear in packets, so write the IPv4 address itself"
+        }
+        IpAddr::V6(v6) if node.ipv6 == Some(v6) => {
+            "an address other than node.ipv6: that is this node's own underlay \
+             address, the source of the VXLAN packets Spike sends"
+        }
+        _ => return None,
+    };
+    Some(problem)
+}
+
+/// Rejects a VIP that is also a backend's underlay address: the backend's VXLAN
+/// packets would then come back to Spike as VIP traffic.
+fn check_vips_against_backends(services: &[ServiceConfig]) -> Result<(), ConfigError> {
+    for (index, service) in services.iter().enumerate() {
+        let backends = services.iter().flat_map(|other| {
+            other
+                .backends
+                .iter()
+                .map(move |backend| (&other.name, backend))
+        });
+        for (owner, backend) in backends {
+            if backend.address == service.vip {
+                return Err(ConfigError::Invalid {
+                    key: format!("service[{index}] ({}).vip", service.name),
+                    value: service.vip.to_string(),
+                    expected: format!(
+                        "an address no backend has: it is backend {}'s address in service \
+                         {owner}, whose encapsulated packets would come back as VIP traffic",
+                        backend.name
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn validate_backend(

@@ -135,7 +135,11 @@ const BAD_CASES: &[BadCase] = &[
         description: "MTU beyond its integer type",
         from: "mtu = 1500",
         to: "mtu = 100000",
-        expected: &["mtu = 100000", "expected an MTU from 1280 to 9216 bytes"],
+        expected: &[
+            "node.mtu",
+            "100000",
+            "expected an MTU from 1280 to 9216 bytes",
+        ],
     },
     BadCase {
         description: "unknown key",
@@ -167,7 +171,7 @@ const BAD_CASES: &[BadCase] = &[
                [[service.backend]]\nname = \"node-b\"\n",
         to: "address = \"192.0.2.12\"\nvtep_mac = \"0a:58:0a:f4:00:0a\"\n\n[[service.backend]]\n",
         expected: &[
-            "invalid value 192.0.2.12 for service[0] (web).backend[1].address",
+            "service[0] (web).backend[1].address: invalid value 192.0.2.12",
             "once per service",
         ],
     },
@@ -175,19 +179,23 @@ const BAD_CASES: &[BadCase] = &[
         description: "negative MTU",
         from: "mtu = 1500",
         to: "mtu = -1",
-        expected: &["mtu = -1", "expected an MTU from 1280 to 9216 bytes"],
+        expected: &["node.mtu", "-1", "expected an MTU from 1280 to 9216 bytes"],
     },
     BadCase {
         description: "service port above 65535",
         from: "port = 443",
         to: "port = 70000",
-        expected: &["port = 70000", "expected a port from 1 to 65535"],
+        expected: &[
+            "service[2].port",
+            "70000",
+            "expected a port from 1 to 65535",
+        ],
     },
     BadCase {
         description: "VXLAN port above 65535",
         from: "port = 8472",
         to: "port = 65536",
-        expected: &["port = 65536", "expected a port from 1 to 65535"],
+        expected: &["vxlan.port", "65536", "expected a port from 1 to 65535"],
     },
     BadCase {
         description: "IPv6 backend without an IPv6 underlay address",
@@ -236,6 +244,88 @@ const BAD_CASES: &[BadCase] = &[
         from: "vip = \"198.51.100.12\"\nprotocol = \"tcp\"\nport = 443",
         to: "vip = \"198.51.100.10\"\nprotocol = \"tcp\"\nport = 80",
         expected: &["198.51.100.10", "one service"],
+    },
+    BadCase {
+        description: "loopback IPv4 VIP",
+        from: "vip = \"198.51.100.10\"",
+        to: "vip = \"127.0.0.1\"",
+        expected: &["service[0] (web).vip", "127.0.0.1", "127.0.0.0/8"],
+    },
+    BadCase {
+        description: "loopback IPv6 VIP",
+        from: "vip = \"2001:db8:100::10\"",
+        to: "vip = \"::1\"",
+        expected: &[
+            "service[3] (web6).vip",
+            "::1",
+            "never arrive from the network",
+        ],
+    },
+    BadCase {
+        description: "limited broadcast VIP",
+        from: "vip = \"198.51.100.10\"",
+        to: "vip = \"255.255.255.255\"",
+        expected: &["255.255.255.255", "broadcast"],
+    },
+    BadCase {
+        description: "IPv4 link-local VIP",
+        from: "vip = \"198.51.100.10\"",
+        to: "vip = \"169.254.10.1\"",
+        expected: &["169.254.10.1", "link-local"],
+    },
+    BadCase {
+        description: "IPv6 link-local VIP",
+        from: "vip = \"2001:db8:100::10\"",
+        to: "vip = \"fe80::10\"",
+        expected: &["fe80::10", "link-local"],
+    },
+    BadCase {
+        description: "IPv4-mapped IPv6 VIP",
+        from: "vip = \"198.51.100.10\"",
+        to: "vip = \"::ffff:198.51.100.10\"",
+        expected: &["::ffff:198.51.100.10", "IPv4-mapped", "IPv4 address itself"],
+    },
+    BadCase {
+        description: "VIP equal to node.ipv4",
+        from: "vip = \"198.51.100.10\"",
+        to: "vip = \"192.0.2.1\"",
+        expected: &["service[0] (web).vip", "192.0.2.1", "node.ipv4"],
+    },
+    BadCase {
+        description: "VIP equal to node.ipv6",
+        from: "vip = \"2001:db8:100::10\"",
+        to: "vip = \"2001:db8::1\"",
+        expected: &["service[3] (web6).vip", "node.ipv6"],
+    },
+    BadCase {
+        description: "VIP equal to a backend's address",
+        from: "vip = \"198.51.100.10\"",
+        to: "vip = \"192.0.2.13\"",
+        expected: &["service[0] (web).vip", "192.0.2.13", "node-c", "no backend"],
+    },
+    BadCase {
+        description: "all-zero hash key",
+        from: "key = \"00112233445566778899aabbccddeeff\"",
+        to: "key = \"00000000000000000000000000000000\"",
+        expected: &["hash.key", "all zero", "openssl rand -hex 16"],
+    },
+    BadCase {
+        description: "TTL beyond its integer type",
+        from: "ttl = 64",
+        to: "ttl = 300",
+        expected: &["vxlan.ttl", "300", "expected a TTL from 1 to 255"],
+    },
+    BadCase {
+        description: "TTL 0",
+        from: "ttl = 64",
+        to: "ttl = 0",
+        expected: &["vxlan.ttl", "expected a TTL from 1 to 255"],
+    },
+    BadCase {
+        description: "table size as a string",
+        from: "port = 80\n",
+        to: "port = 80\ntable_size = \"65537\"\n",
+        expected: &["service[0].table_size", "\"65537\"", "a prime integer"],
     },
 ];
 
@@ -398,4 +488,136 @@ fn cluster_section_validated() {
         error.contains("cluster.node") && error.contains("Spike node"),
         "{error}"
     );
+}
+
+#[test]
+fn messages_state_one_range() {
+    let text = common::BASE_CONFIG.replace("ttl = 64", "ttl = 300");
+    let error = text.parse::<Config>().expect_err("TTL 300").to_string();
+    assert!(!error.contains("from 0 to 255"), "{error}");
+}
+
+#[test]
+fn empty_file_is_called_empty() {
+    for text in ["", "\n  \n", "# only a comment\n"] {
+        let error = text.parse::<Config>().expect_err("empty").to_string();
+        assert!(error.contains("the file is empty"), "{text:?}: {error}");
+    }
+}
+
+#[test]
+fn misspelled_section_is_named_at_its_line() {
+    let text = common::BASE_CONFIG.replacen("[[service]]", "[[services]]", 1);
+    let line = text[..text.find("[[services]]").unwrap()].lines().count() + 1;
+    let error = text
+        .parse::<Config>()
+        .expect_err("unknown section")
+        .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "line {line}, column 3: services: unknown section `services`, expected one of"
+        )),
+        "{error}"
+    );
+}
+
+/// Writes `text` to a file of its own in the temporary directory.
+fn write_temporary(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("spike-config-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).expect("write a temporary config");
+    path
+}
+
+#[test]
+fn load_errors_name_file_position() {
+    let cases = [
+        ("mtu = 1500", "mtu = 600", "node.mtu: invalid value 600"),
+        ("mtu = 1500", "mtu = \"big\"", "node.mtu: invalid type"),
+        ("mtu = 1500", "mtu = 1500 x", "expected newline"),
+    ];
+    for (index, (from, to, message)) in cases.into_iter().enumerate() {
+        let text = common::BASE_CONFIG.replacen(from, to, 1);
+        let offset = text.find(to).unwrap();
+        let line = text[..offset].lines().count() + 1;
+        let path = write_temporary(&format!("load-{index}.toml"), &text);
+        let error = Config::load(&path).expect_err(to).to_string();
+        std::fs::remove_file(&path).ok();
+        let place = format!("{}:{line}:", path.display());
+        assert!(error.starts_with(&place), "{place}: {error}");
+        assert!(error.contains(message), "{message}: {error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+}
+
+#[test]
+fn example_key_and_empty_services_warn() {
+    let config: Config = common::BASE_CONFIG.parse().unwrap();
+    assert_eq!(config.warnings(), Vec::<String>::new());
+
+    let text = common::BASE_CONFIG.replace(
+        "00112233445566778899aabbccddeeff",
+        "8f2d6c1e4b7a90355ce1d2f3a4b5c6d7",
+    );
+    let warnings = text.parse::<Config>().unwrap().warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("example key"), "{warnings:?}");
+
+    let text = format!(
+        "{}\n[[service]]\nname = \"empty\"\nvip = \"198.51.100.99\"\nprotocol = \"tcp\"\n\
+         port = 80\n",
+        common::BASE_CONFIG
+    );
+    let warnings = text.parse::<Config>().unwrap().warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("(empty) has no [[service.backend]]"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn dpdk_checks_lcores_and_ring_path() {
+    let dpdk = |settings: &str| {
+        format!(
+            "{}\n[dpdk]\nport = \"net_null0\"\n{settings}\n",
+            common::BASE_CONFIG
+        )
+        .parse::<Config>()
+        .map_err(|error| error.to_string())
+    };
+    let accepted = [
+        "eal_args = [\"-l\", \"0,1\"]\nworkers = 1",
+        "eal_args = [\"-l\", \"0-2\"]\nworkers = 2",
+        "eal_args = [\"-l0-2\"]\nworkers = 2",
+        "eal_args = [\"--lcores=0,3,4\"]\nworkers = 2",
+        "eal_args = [\"-c\", \"0x7\"]\nworkers = 2",
+        // Without a list, EAL takes every CPU: only the running EAL can count them.
+        "eal_args = [\"--no-huge\"]\nworkers = 4\nmbufs = 32768",
+        "snapshot_ring = \"/dev/shm/spike-ring\"",
+    ];
+    for settings in accepted {
+        dpdk(settings).unwrap_or_else(|error| panic!("{settings}: {error}"));
+    }
+    let rejected = [
+        (
+            "eal_args = [\"-l\", \"0,1\"]\nworkers = 2",
+            "gives 1 worker lcores",
+        ),
+        (
+            "eal_args = [\"-l\", \"0\"]\nworkers = 1",
+            "gives 0 worker lcores",
+        ),
+        (
+            "eal_args = [\"-c\", \"3\"]\nworkers = 2",
+            "gives 1 worker lcores",
+        ),
+        (
+            "snapshot_ring = \"spike-ring\"",
+            "dpdk.snapshot_ring: invalid value spike-ring",
+        ),
+    ];
+    for (settings, message) in rejected {
+        let error = dpdk(settings).expect_err(settings);
+        assert!(error.contains(message), "{settings}: {error}");
+    }
 }

@@ -184,7 +184,7 @@ fn parse_transport_views(data: &[u8]) {
     let src = std::net::Ipv4Addr::new(198, 51, 100, 7);
     let dst = std::net::Ipv4Addr::new(3, 235, 60, 34);
     let src6 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
-    let dst6 = std::net::Ipv6Addr::LOCALHOST;
+    let dst6 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
 
     if let Ok(tcp) = TcpPacket::new_checked(data) {
         black_box((tcp.src_port(), tcp.dst_port(), tcp.header_len()));
