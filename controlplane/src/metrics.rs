@@ -392,6 +392,8 @@ fn encode_counters(
     let mut service_bytes = Vec::new();
     let mut backend_packets = Vec::new();
     let mut backend_bytes = Vec::new();
+    let mut removed_packets = Vec::new();
+    let mut removed_bytes = Vec::new();
     for service in counters["services"].as_array().into_iter().flatten() {
         let name = service["name"].as_str().unwrap_or_default().to_owned();
         let labels = vec![("service", name.clone())];
@@ -408,6 +410,10 @@ fn encode_counters(
             backend_packets.push((labels.clone(), number(&backend["packets"])));
             backend_bytes.push((labels, number(&backend["bytes"])));
         }
+        let removed = &service["removed_backends"];
+        let labels = vec![("service", name.clone())];
+        removed_packets.push((labels.clone(), number(&removed["packets"])));
+        removed_bytes.push((labels, number(&removed["bytes"])));
     }
     counter_family(
         encoder,
@@ -432,6 +438,19 @@ fn encode_counters(
         "dataplane_backend_bytes",
         "Bytes of inner IP packets forwarded to the backend",
         &backend_bytes,
+    )?;
+    counter_family(
+        encoder,
+        "dataplane_removed_backends_packets",
+        "Packets forwarded for the service to backends since removed from it",
+        &removed_packets,
+    )?;
+    counter_family(
+        encoder,
+        "dataplane_removed_backends_bytes",
+        "Bytes of inner IP packets forwarded for the service to backends since removed \
+         from it",
+        &removed_bytes,
     )
 }
 
@@ -627,5 +646,28 @@ mod tests {
             assert!(text.lines().any(|row| row == line), "no {line} in:\n{text}");
         }
         assert!(!text.contains("port=\"kernel\""), "{text}");
+    }
+
+    #[test]
+    fn removed_backends_keep_their_service_counts() {
+        let counters = serde_json::json!({
+            "services": [{
+                "name": "web", "packets": 10, "bytes": 1000,
+                "backends": [{"name": "node-a", "packets": 7, "bytes": 700}],
+                "removed_backends": {"packets": 3, "bytes": 300},
+            }],
+        });
+        let mut registry = Registry::with_prefix("spike");
+        registry.register_collector(Box::new(FixedCounters(counters)));
+        let text = encode(&registry);
+
+        for line in [
+            "spike_dataplane_service_packets_total{service=\"web\"} 10",
+            "spike_dataplane_backend_packets_total{service=\"web\",backend=\"node-a\"} 7",
+            "spike_dataplane_removed_backends_packets_total{service=\"web\"} 3",
+            "spike_dataplane_removed_backends_bytes_total{service=\"web\"} 300",
+        ] {
+            assert!(text.lines().any(|row| row == line), "no {line} in:\n{text}");
+        }
     }
 }

@@ -166,7 +166,8 @@ fn dataplane_counters() -> Value {
         "drops": reasons(DropReason::ALL.iter().map(|reason| reason.label()).collect()),
         "selections": reasons(Selection::ALL.iter().map(|how| how.label()).collect()),
         "services": [{"name": "web", "packets": 2, "bytes": 120,
-                      "backends": [backend("node-a"), backend("node-b")]}],
+                      "backends": [backend("node-a"), backend("node-b")],
+                      "removed_backends": {"packets": 0, "bytes": 0}}],
         "port": null,
         "kernel_port": null,
     })

@@ -25,6 +25,9 @@ pub struct ServiceCounters {
     pub name: String,
     pub traffic: Traffic,
     pub backends: Vec<(u64, Traffic)>,
+    /// Traffic sent to backends that a later snapshot removed from the service, so that
+    /// `backends` and this add up to `traffic`.
+    pub removed: Traffic,
 }
 
 /// Everything one worker counts.
@@ -118,6 +121,15 @@ impl Counters {
             .iter()
             .map(|service| {
                 let previous = old.iter().find(|counters| counters.name == service.name);
+                let mut removed = previous
+                    .map(|counters| counters.removed)
+                    .unwrap_or_default();
+                for (id, traffic) in previous.iter().flat_map(|counters| &counters.backends) {
+                    if service.backend_index(*id).is_none() {
+                        removed.packets += traffic.packets;
+                        removed.bytes += traffic.bytes;
+                    }
+                }
                 ServiceCounters {
                     name: service.name.clone(),
                     traffic: previous
@@ -136,6 +148,7 @@ impl Counters {
                             (backend.id, traffic)
                         })
                         .collect(),
+                    removed,
                 }
             })
             .collect();
@@ -174,6 +187,8 @@ impl Counters {
             };
             mine.traffic.packets += theirs.traffic.packets;
             mine.traffic.bytes += theirs.traffic.bytes;
+            mine.removed.packets += theirs.removed.packets;
+            mine.removed.bytes += theirs.removed.bytes;
             for (id, traffic) in &theirs.backends {
                 match mine.backends.iter_mut().find(|(mine_id, _)| mine_id == id) {
                     Some((_, total)) => {
@@ -216,6 +231,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            removed: Traffic::default(),
         }
     }
 

@@ -1408,6 +1408,39 @@ fn service_and_backend_counters() {
 }
 
 #[test]
+fn removed_backend_counts_stay_in_the_service() {
+    let mut harness = Harness::base();
+    for port in 1000..1100 {
+        harness.process(&tcp_to_vip(port, SYN), 0);
+    }
+    let before = harness.worker.counters().services[0].clone();
+    let node_b = harness.snapshot.services[0]
+        .backends
+        .iter()
+        .find(|backend| backend.name == "node-b")
+        .expect("the base config has node-b")
+        .id;
+    let (_, node_b_traffic) = *before
+        .backends
+        .iter()
+        .find(|(id, _)| *id == node_b)
+        .expect("node-b has counters");
+    assert!(node_b_traffic.packets > 0, "node-b got no flows");
+
+    harness.swap(&without_node_b(BASE_CONFIG));
+    harness.process(&tcp_to_vip(2000, SYN), 0);
+    let web = &harness.worker.counters().services[0];
+    assert_eq!(web.removed, node_b_traffic);
+    let backends: u64 = web
+        .backends
+        .iter()
+        .map(|(_, traffic)| traffic.packets)
+        .sum();
+    assert_eq!(backends + web.removed.packets, web.traffic.packets);
+    assert_eq!(web.traffic.packets, 101);
+}
+
+#[test]
 fn prefetched_burst_decides_identically() {
     let mut frames = Vec::new();
     for port in 3000..3010 {

@@ -37,7 +37,10 @@
 //!   "selections": {"tracked": 0, ...},
 //!   "services": [{"name": "web", "packets": 0, "bytes": 0,
 //!                 "backends": [{"name": "node-a", "address": "192.0.2.11",
-//!                               "packets": 0, "bytes": 0}]}],
+//!                               "packets": 0, "bytes": 0}],
+//!                 "removed_backends": {"packets": 0, "bytes": 0}}],
+//!                                 traffic of backends a reload removed, so that the
+//!                                 backends and this add up to the service's counts
 //!   "port": {"ipackets": 0, "opackets": 0, "ibytes": 0, "obytes": 0, "imissed": 0,
 //!            "ierrors": 0, "oerrors": 0, "rx_nombuf": 0},
 //!   "kernel_port": null           the same fields as "port" when a kernel port is set
@@ -84,6 +87,8 @@ pub struct ServiceTotals {
     pub name: String,
     pub traffic: Traffic,
     pub backends: Vec<BackendTotals>,
+    /// Traffic of backends that a reload removed from the service.
+    pub removed: Traffic,
 }
 
 /// Traffic of one backend of a service.
@@ -151,6 +156,7 @@ impl Totals {
                     name: service.name.clone(),
                     traffic: sum_traffic(per_worker.iter().map(|counters| counters.traffic)),
                     backends,
+                    removed: sum_traffic(per_worker.iter().map(|counters| counters.removed)),
                 }
             })
             .collect();
@@ -191,6 +197,10 @@ impl Totals {
                     "packets": service.traffic.packets,
                     "bytes": service.traffic.bytes,
                     "backends": backends,
+                    "removed_backends": {
+                        "packets": service.removed.packets,
+                        "bytes": service.removed.bytes,
+                    },
                 })
             })
             .collect();
@@ -280,6 +290,16 @@ impl Totals {
                 writeln!(out, "{prefix}.packets {}", backend.traffic.packets)?;
                 writeln!(out, "{prefix}.bytes {}", backend.traffic.bytes)?;
             }
+            writeln!(
+                out,
+                "{prefix}.removed_backends.packets {}",
+                service.removed.packets
+            )?;
+            writeln!(
+                out,
+                "{prefix}.removed_backends.bytes {}",
+                service.removed.bytes
+            )?;
         }
         for (name, stats) in [("port", self.port), ("kernel_port", self.kernel_port)] {
             if let Some(stats) = stats {
