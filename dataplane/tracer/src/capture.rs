@@ -1,18 +1,51 @@
 //! Reading pcap and pcapng captures and writing pcap files.
+//!
+//! The reader frames each record itself (a pcap record header, a pcapng block's lengths)
+//! and hands only whole records to pcap-file's parsers. A capture copied while tcpdump
+//! still writes it, or a damaged length field, is then reported with the frame, the field
+//! and the byte counts, after every whole frame before it has been traced.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
-use pcap_file::pcapng::{Block, PcapNgReader};
-use pcap_file::{DataLink, PcapError, TsResolution};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption;
+use pcap_file::pcapng::{Block, PcapNgParser};
+use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 use thiserror::Error;
 
 /// Magic number at the start of a pcapng file (a section header block).
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+const PCAPNG_SECTION_HEADER: u32 = 0x0a0d_0d0a;
+const PCAPNG_INTERFACE_DESCRIPTION: u32 = 1;
+const PCAPNG_PACKET: u32 = 2;
+const PCAPNG_SIMPLE_PACKET: u32 = 3;
+const PCAPNG_NAME_RESOLUTION: u32 = 4;
+const PCAPNG_INTERFACE_STATISTICS: u32 = 5;
+const PCAPNG_ENHANCED_PACKET: u32 = 6;
+/// The section header's byte-order magic as read in big-endian order.
+const PCAPNG_BYTE_ORDER_MAGIC: u32 = 0x1a2b_3c4d;
+/// Type and total length, the fields every pcapng block starts with.
+const PCAPNG_BLOCK_HEADER_LEN: usize = 8;
+/// A section header block with no options: header, byte-order magic, versions, section
+/// length and the trailing length.
+const PCAPNG_MIN_SECTION_HEADER_LEN: usize = 28;
+const PCAPNG_MIN_BLOCK_LEN: usize = 12;
+const PCAP_HEADER_LEN: usize = 24;
+const PCAP_RECORD_HEADER_LEN: usize = 16;
+
+/// Largest pcap record or pcapng block the reader accepts: 64 times the 262144-byte
+/// snapshot length limit of tcpdump and Wireshark. Only a damaged length field exceeds it,
+/// and it bounds the buffer that such a field makes the reader allocate.
+pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 
 /// Snapshot length of every pcap the tracer writes: the largest one tcpdump and Wireshark
 /// accept, so GRO/TSO frames up to 256 KiB are kept whole and every tool can read the
@@ -32,8 +65,53 @@ pub enum TraceError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot read {path}: read error: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a readable pcap or pcapng file: {source}")]
     Format { path: String, source: PcapError },
+    #[error("{path} is not a capture: its file header ends after {present} of {expected} bytes")]
+    HeaderCut {
+        path: String,
+        present: usize,
+        expected: usize,
+    },
+    /// The file ends inside a record, as when it is copied while the capture tool still
+    /// writes it. Every whole frame before the record was traced.
+    #[error(
+        "{path}: capture ends inside {part} ({present} of {expected} bytes present); the \
+         frames before it were traced"
+    )]
+    Cut {
+        path: String,
+        part: String,
+        present: usize,
+        expected: usize,
+    },
+    /// A length or magic field that no capture tool writes, so the file cannot be read
+    /// past it.
+    #[error(
+        "{path}: {part} has {field} {value}, expected {expected}; the file is damaged there \
+         and the frames before it were traced"
+    )]
+    Damaged {
+        path: String,
+        part: String,
+        field: &'static str,
+        value: u64,
+        expected: String,
+    },
+    #[error(
+        "{path}: {part} cannot be decoded ({source}); the file is damaged there and the \
+         frames before it were traced"
+    )]
+    BadBlock {
+        path: String,
+        part: String,
+        source: PcapError,
+    },
     #[error("{path} has link type {link:?}; only Ethernet captures can be traced")]
     LinkType { path: String, link: DataLink },
     #[error(
@@ -55,10 +133,24 @@ pub enum TraceError {
         second: &'static str,
         path: String,
     },
-    #[error("cannot write {path}: {source}")]
-    Write { path: String, source: PcapError },
+    #[error("cannot write {path}: write error: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot write to standard output: {0}")]
     Stdout(std::io::Error),
+}
+
+impl TraceError {
+    /// Returns true when the capture stops at a cut or damaged record. The frames before
+    /// it were read, so the trace still prints its summary.
+    pub fn ends_capture_early(&self) -> bool {
+        matches!(
+            self,
+            TraceError::Cut { .. } | TraceError::Damaged { .. } | TraceError::BadBlock { .. }
+        )
+    }
 }
 
 /// One frame read from a capture.
@@ -77,19 +169,215 @@ impl CapturedFrame<'_> {
     }
 }
 
+/// Packet losses that pcapng Interface Statistics Blocks report. A count is `None` when no
+/// block has its option.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatisticsDrops {
+    /// `isb_ifdrop`: dropped by the network interface.
+    pub interface: Option<u64>,
+    /// `isb_osdrop`: dropped by the operating system.
+    pub os: Option<u64>,
+}
+
 enum Format {
-    Pcap(PcapReader<BufReader<File>>),
-    PcapNg(PcapNgReader<BufReader<File>>),
+    Pcap(PcapHeader),
+    PcapNg(Box<PcapNgParser>),
+}
+
+/// The capture file and the buffer for its current record.
+struct Input {
+    path: String,
+    file: BufReader<File>,
+    /// The current record, reused so that reading allocates only for a longer one.
+    record: Vec<u8>,
+}
+
+impl Input {
+    /// Reads up to `len` bytes into `record[at..]` and returns how many the file had.
+    fn fill(&mut self, at: usize, len: usize) -> Result<usize, TraceError> {
+        self.record.resize(at + len, 0);
+        let mut filled = 0;
+        while filled < len {
+            match self.file.read(&mut self.record[at + filled..]) {
+                Ok(0) => break,
+                Ok(read) => filled += read,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(TraceError::Read {
+                        path: self.path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        self.record.truncate(at + filled);
+        Ok(filled)
+    }
+
+    fn cut(&self, part: String, present: usize, expected: usize) -> TraceError {
+        TraceError::Cut {
+            path: self.path.clone(),
+            part,
+            present,
+            expected,
+        }
+    }
+
+    fn damaged(
+        &self,
+        part: String,
+        field: &'static str,
+        value: u64,
+        expected: String,
+    ) -> TraceError {
+        TraceError::Damaged {
+            path: self.path.clone(),
+            part,
+            field,
+            value,
+            expected,
+        }
+    }
+
+    fn u32_at(&self, at: usize, endianness: Endianness) -> u32 {
+        let bytes = [
+            self.record[at],
+            self.record[at + 1],
+            self.record[at + 2],
+            self.record[at + 3],
+        ];
+        match endianness {
+            Endianness::Big => u32::from_be_bytes(bytes),
+            Endianness::Little => u32::from_le_bytes(bytes),
+        }
+    }
+
+    /// Reads the next pcapng block whole into `record` and returns its type, or `None` at
+    /// the end of the file. `endianness` is the current section's byte order, which a
+    /// section header block replaces with its own.
+    fn read_block(
+        &mut self,
+        endianness: Endianness,
+        frames: u64,
+    ) -> Result<Option<u32>, TraceError> {
+        let present = self.fill(0, PCAPNG_BLOCK_HEADER_LEN)?;
+        if present == 0 {
+            return Ok(None);
+        }
+        if present < 4 {
+            let part = format!("the block header {}", after_frame(frames));
+            return Err(self.cut(part, present, PCAPNG_BLOCK_HEADER_LEN));
+        }
+        // A section header's type reads the same in both byte orders.
+        let kind = self.u32_at(0, endianness);
+        let part = block_part(kind, frames);
+        if present < PCAPNG_BLOCK_HEADER_LEN {
+            return Err(self.cut(part, present, PCAPNG_BLOCK_HEADER_LEN));
+        }
+
+        let mut endianness = endianness;
+        let mut minimum = PCAPNG_MIN_BLOCK_LEN;
+        if kind == PCAPNG_SECTION_HEADER {
+            let more = self.fill(PCAPNG_BLOCK_HEADER_LEN, 4)?;
+            if more < 4 {
+                return Err(self.cut(part, PCAPNG_BLOCK_HEADER_LEN + more, 12));
+            }
+            endianness = match self.u32_at(PCAPNG_BLOCK_HEADER_LEN, Endianness::Big) {
+                PCAPNG_BYTE_ORDER_MAGIC => Endianness::Big,
+                magic if magic.swap_bytes() == PCAPNG_BYTE_ORDER_MAGIC => Endianness::Little,
+                magic => {
+                    let expected = "0x1a2b3c4d in either byte order".to_owned();
+                    return Err(self.damaged(part, "byte-order magic", magic.into(), expected));
+                }
+            };
+            minimum = PCAPNG_MIN_SECTION_HEADER_LEN;
+        }
+
+        let length = self.u32_at(4, endianness) as usize;
+        if length < minimum || !length.is_multiple_of(4) || length > MAX_RECORD_BYTES {
+            let expected = format!("a multiple of 4 from {minimum} to {MAX_RECORD_BYTES} bytes");
+            return Err(self.damaged(part, "block length", length as u64, expected));
+        }
+        let have = self.record.len();
+        let present = self.fill(have, length - have)?;
+        if have + present < length {
+            return Err(self.cut(part, have + present, length));
+        }
+        let trailer = self.u32_at(length - 4, endianness);
+        if trailer as usize != length {
+            let expected = format!("{length}, the length at the block's start");
+            return Err(self.damaged(part, "trailing block length", trailer.into(), expected));
+        }
+        Ok(Some(kind))
+    }
+}
+
+/// Names a pcapng block in messages: a packet block by its frame number, any other by its
+/// type and the frame before it.
+fn block_part(kind: u32, frames: u64) -> String {
+    let name = match kind {
+        PCAPNG_ENHANCED_PACKET | PCAPNG_PACKET | PCAPNG_SIMPLE_PACKET => {
+            return format!("frame {}", frames + 1)
+        }
+        PCAPNG_SECTION_HEADER => "the section header block".to_owned(),
+        PCAPNG_INTERFACE_DESCRIPTION => "the interface description block".to_owned(),
+        PCAPNG_NAME_RESOLUTION => "the name resolution block".to_owned(),
+        PCAPNG_INTERFACE_STATISTICS => "the interface statistics block".to_owned(),
+        other => format!("a block of type 0x{other:08x}"),
+    };
+    format!("{name} {}", after_frame(frames))
+}
+
+fn after_frame(frames: u64) -> String {
+    if frames == 0 {
+        "before the first frame".to_owned()
+    } else {
+        format!("after frame {frames}")
+    }
+}
+
+/// Converts a pcapng timestamp, counted in units of the interface's `if_tsresol`
+/// (microseconds when the option is absent) from its `if_tsoffset` seconds, into time
+/// since the epoch.
+fn interface_time(interface: &InterfaceDescriptionBlock, units: u64) -> Duration {
+    let mut resolution = 6u8;
+    let mut offset_s = 0u64;
+    for option in &interface.options {
+        match option {
+            InterfaceDescriptionOption::IfTsResol(value) => resolution = *value,
+            InterfaceDescriptionOption::IfTsOffset(value) => offset_s = *value,
+            _ => {}
+        }
+    }
+    let units = u128::from(units);
+    // The high bit selects a negative power of 2 instead of 10.
+    let exponent = u32::from(resolution & 0x7f);
+    let nanos = if resolution & 0x80 != 0 {
+        (units * 1_000_000_000) >> exponent
+    } else if exponent <= 9 {
+        units * 10u128.pow(9 - exponent)
+    } else {
+        10u128
+            .checked_pow(exponent - 9)
+            .map_or(0, |divisor| units / divisor)
+    };
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        .saturating_add(Duration::from_secs(offset_s))
 }
 
 /// A pcap or pcapng reader, chosen by the file's magic number.
 pub struct CaptureReader {
-    path: String,
+    input: Input,
     format: Format,
     frames: u64,
-    /// Sum of the drop counts of obsolete pcapng Packet Blocks: packets the capturing
-    /// interface lost, which the trace cannot show.
+    /// Sum of the drop counts of obsolete pcapng Packet Blocks and of Enhanced Packet
+    /// Blocks' `epb_dropcount`: packets lost between two captured ones, which the trace
+    /// cannot show.
     pub interface_drops: u64,
+    /// The latest Interface Statistics Block counts per section and interface. Each block
+    /// gives totals since the capture started, so a later one replaces an earlier one.
+    statistics: HashMap<(u32, u32), StatisticsDrops>,
+    section: u32,
 }
 
 impl CaptureReader {
@@ -115,118 +403,221 @@ impl CaptureReader {
         let mut magic = [0u8; 4];
         let is_pcapng = file.read_exact(&mut magic).is_ok() && magic == PCAPNG_MAGIC;
         file.seek(SeekFrom::Start(0)).map_err(open_error)?;
-        let format_error = |source| TraceError::Format {
-            path: display.clone(),
-            source,
+        let mut input = Input {
+            path: display,
+            file: BufReader::new(file),
+            record: Vec::new(),
         };
-
         let format = if is_pcapng {
-            Format::PcapNg(PcapNgReader::new(BufReader::new(file)).map_err(format_error)?)
+            Format::PcapNg(Box::new(open_pcapng(&mut input)?))
         } else {
-            let reader = PcapReader::new(BufReader::new(file)).map_err(format_error)?;
-            let link = reader.header().datalink;
-            if link != DataLink::ETHERNET {
-                return Err(TraceError::LinkType {
-                    path: display,
-                    link,
-                });
-            }
-            Format::Pcap(reader)
+            Format::Pcap(open_pcap(&mut input)?)
         };
         Ok(CaptureReader {
-            path: display,
+            input,
             format,
             frames: 0,
             interface_drops: 0,
+            statistics: HashMap::new(),
+            section: 0,
         })
     }
 
-    /// The next Ethernet frame, or `None` at the end of the file.
-    pub fn next_frame(&mut self) -> Result<Option<CapturedFrame<'_>>, TraceError> {
-        let path = &self.path;
-        let format_error = |source| TraceError::Format {
-            path: path.clone(),
-            source,
-        };
-        match &mut self.format {
-            // Raw records, because pcap-file 2.0 rejects an original length above the
-            // file's snapshot length, which is exactly what `tcpdump -s` writes.
-            Format::Pcap(reader) => {
-                let nanoseconds = reader.header().ts_resolution == TsResolution::NanoSecond;
-                match reader.next_raw_packet() {
-                    None => Ok(None),
-                    Some(Err(error)) => Err(format_error(error)),
-                    Some(Ok(packet)) => {
-                        self.frames += 1;
-                        let fraction_ns = if nanoseconds {
-                            packet.ts_frac
-                        } else {
-                            packet.ts_frac.saturating_mul(1000)
-                        };
-                        Ok(Some(CapturedFrame {
-                            timestamp: Duration::new(u64::from(packet.ts_sec), 0)
-                                + Duration::from_nanos(u64::from(fraction_ns)),
-                            original_len: packet.orig_len as usize,
-                            data: packet.data,
-                        }))
-                    }
-                }
-            }
-            Format::PcapNg(reader) => loop {
-                let (interface_id, timestamp, original_len, data) = match reader.next_block() {
-                    None => return Ok(None),
-                    Some(Err(error)) => return Err(format_error(error)),
-                    Some(Ok(Block::EnhancedPacket(packet))) => (
-                        packet.interface_id,
-                        packet.timestamp,
-                        packet.original_len as usize,
-                        packet.data.into_owned(),
-                    ),
-                    // Obsolete, but tshark still numbers them as frames; skipping them
-                    // would shift every later frame number.
-                    Some(Ok(Block::Packet(packet))) => {
-                        self.interface_drops += u64::from(packet.drop_count);
-                        (
-                            u32::from(packet.interface_id),
-                            // The same reading pcap-file gives an Enhanced Packet Block's
-                            // timestamp, so frames of both kinds stay in order.
-                            Duration::from_nanos(packet.timestamp),
-                            packet.original_len as usize,
-                            packet.data.into_owned(),
-                        )
-                    }
-                    Some(Ok(Block::SimplePacket(packet))) => (
-                        0,
-                        Duration::ZERO,
-                        packet.original_len as usize,
-                        packet.data.into_owned(),
-                    ),
-                    Some(Ok(_)) => continue,
-                };
-                self.frames += 1;
-                let interfaces = reader.interfaces();
-                let Some(interface) = interfaces.get(interface_id as usize) else {
-                    return Err(TraceError::UndefinedInterface {
-                        path: path.clone(),
-                        frame: self.frames,
-                        interface: interface_id,
-                        defined: interfaces.len(),
-                    });
-                };
-                if interface.linktype != DataLink::ETHERNET {
-                    return Err(TraceError::LinkType {
-                        path: path.clone(),
-                        link: interface.linktype,
-                    });
-                }
-                return Ok(Some(CapturedFrame {
-                    timestamp,
-                    data: Cow::Owned(data),
-                    original_len,
-                }));
-            },
+    /// Drops reported by Interface Statistics Blocks, summed over interfaces.
+    pub fn statistics_drops(&self) -> StatisticsDrops {
+        let sum = |counts: Vec<u64>| (!counts.is_empty()).then(|| counts.iter().sum());
+        StatisticsDrops {
+            interface: sum(self
+                .statistics
+                .values()
+                .filter_map(|s| s.interface)
+                .collect()),
+            os: sum(self.statistics.values().filter_map(|s| s.os).collect()),
         }
     }
+
+    /// The next Ethernet frame, or `None` at the end of the file.
+    ///
+    /// # Errors
+    ///
+    /// Besides unreadable files, a record cut short by the end of the file or with a
+    /// damaged length gives an error for which [`TraceError::ends_capture_early`] holds.
+    pub fn next_frame(&mut self) -> Result<Option<CapturedFrame<'_>>, TraceError> {
+        match &self.format {
+            Format::Pcap(header) => {
+                let header = *header;
+                self.next_pcap(header)
+            }
+            Format::PcapNg(_) => self.next_pcapng(),
+        }
+    }
+
+    fn next_pcap(&mut self, header: PcapHeader) -> Result<Option<CapturedFrame<'_>>, TraceError> {
+        let frame = self.frames + 1;
+        let input = &mut self.input;
+        let present = input.fill(0, PCAP_RECORD_HEADER_LEN)?;
+        if present == 0 {
+            return Ok(None);
+        }
+        if present < PCAP_RECORD_HEADER_LEN {
+            let part = format!("the record header of frame {frame}");
+            return Err(input.cut(part, present, PCAP_RECORD_HEADER_LEN));
+        }
+        let field = |index: usize| input.u32_at(index * 4, header.endianness);
+        let (seconds, fraction, captured, original) = (field(0), field(1), field(2), field(3));
+        let captured = captured as usize;
+        if captured > MAX_RECORD_BYTES {
+            let part = format!("the record header of frame {frame}");
+            let expected = format!("at most {MAX_RECORD_BYTES} bytes");
+            return Err(input.damaged(part, "captured length", captured as u64, expected));
+        }
+
+        let present = input.fill(0, captured)?;
+        if present < captured {
+            return Err(input.cut(format!("frame {frame}"), present, captured));
+        }
+        self.frames = frame;
+        let fraction_ns = if header.ts_resolution == TsResolution::NanoSecond {
+            fraction
+        } else {
+            fraction.saturating_mul(1000)
+        };
+        Ok(Some(CapturedFrame {
+            timestamp: Duration::new(u64::from(seconds), 0)
+                + Duration::from_nanos(u64::from(fraction_ns)),
+            original_len: original as usize,
+            data: Cow::Borrowed(&self.input.record),
+        }))
+    }
+
+    fn next_pcapng(&mut self) -> Result<Option<CapturedFrame<'_>>, TraceError> {
+        let Format::PcapNg(parser) = &mut self.format else {
+            return Ok(None);
+        };
+        let input = &mut self.input;
+        loop {
+            let endianness = parser.section().endianness;
+            let Some(kind) = input.read_block(endianness, self.frames)? else {
+                return Ok(None);
+            };
+            let bad_block = |source| TraceError::BadBlock {
+                path: input.path.clone(),
+                part: block_part(kind, self.frames),
+                source,
+            };
+            let (_, block) = parser.next_block(&input.record).map_err(bad_block)?;
+            // Timestamps stay in the interface's units until the interface is known.
+            let (interface_id, units, original_len, data) = match block {
+                Block::EnhancedPacket(packet) => {
+                    for option in &packet.options {
+                        if let EnhancedPacketOption::DropCount(count) = option {
+                            self.interface_drops += count;
+                        }
+                    }
+                    (
+                        packet.interface_id,
+                        // pcap-file stores the raw count as nanoseconds, whatever its unit.
+                        Some(u64::try_from(packet.timestamp.as_nanos()).unwrap_or(u64::MAX)),
+                        packet.original_len as usize,
+                        packet.data.into_owned(),
+                    )
+                }
+                // Obsolete, but tshark still numbers them as frames; skipping them
+                // would shift every later frame number.
+                Block::Packet(packet) => {
+                    self.interface_drops += u64::from(packet.drop_count);
+                    (
+                        u32::from(packet.interface_id),
+                        Some(packet.timestamp),
+                        packet.original_len as usize,
+                        packet.data.into_owned(),
+                    )
+                }
+                Block::SimplePacket(packet) => (
+                    0,
+                    None,
+                    packet.original_len as usize,
+                    packet.data.into_owned(),
+                ),
+                Block::InterfaceStatistics(statistics) => {
+                    let key = (self.section, statistics.interface_id);
+                    let drops = self.statistics.entry(key).or_default();
+                    for option in &statistics.options {
+                        match option {
+                            InterfaceStatisticsOption::IsbIfDrop(count) => {
+                                drops.interface = Some(*count)
+                            }
+                            InterfaceStatisticsOption::IsbOsDrop(count) => drops.os = Some(*count),
+                            _ => {}
+                        }
+                    }
+                    continue;
+                }
+                Block::SectionHeader(_) => {
+                    self.section += 1;
+                    continue;
+                }
+                _ => continue,
+            };
+            self.frames += 1;
+            let interfaces = parser.interfaces();
+            let Some(interface) = interfaces.get(interface_id as usize) else {
+                return Err(TraceError::UndefinedInterface {
+                    path: input.path.clone(),
+                    frame: self.frames,
+                    interface: interface_id,
+                    defined: interfaces.len(),
+                });
+            };
+            if interface.linktype != DataLink::ETHERNET {
+                return Err(TraceError::LinkType {
+                    path: input.path.clone(),
+                    link: interface.linktype,
+                });
+            }
+            return Ok(Some(CapturedFrame {
+                timestamp: units.map_or(Duration::ZERO, |units| interface_time(interface, units)),
+                data: Cow::Owned(data),
+                original_len,
+            }));
+        }
+    }
+}
+
+/// Reads a pcapng file's first section header block and returns a parser for the rest.
+fn open_pcapng(input: &mut Input) -> Result<PcapNgParser, TraceError> {
+    if input.read_block(Endianness::Big, 0)?.is_none() {
+        return Err(input.cut(block_part(PCAPNG_SECTION_HEADER, 0), 0, 12));
+    }
+    let (_, parser) = PcapNgParser::new(&input.record).map_err(|source| TraceError::Format {
+        path: input.path.clone(),
+        source,
+    })?;
+    Ok(parser)
+}
+
+/// Reads a pcap file header and checks that the capture contains Ethernet frames.
+fn open_pcap(input: &mut Input) -> Result<PcapHeader, TraceError> {
+    let present = input.fill(0, PCAP_HEADER_LEN)?;
+    if present < PCAP_HEADER_LEN {
+        return Err(TraceError::HeaderCut {
+            path: input.path.clone(),
+            present,
+            expected: PCAP_HEADER_LEN,
+        });
+    }
+    let (_, header) =
+        PcapHeader::from_slice(&input.record).map_err(|source| TraceError::Format {
+            path: input.path.clone(),
+            source,
+        })?;
+    if header.datalink != DataLink::ETHERNET {
+        return Err(TraceError::LinkType {
+            path: input.path.clone(),
+            link: header.datalink,
+        });
+    }
+    Ok(header)
 }
 
 /// A pcap writer for Ethernet frames.
@@ -248,12 +639,8 @@ impl CaptureWriter {
             snaplen: OUTPUT_SNAPLEN as u32,
             ..PcapHeader::default()
         };
-        let writer = PcapWriter::with_header(BufWriter::new(file), header).map_err(|source| {
-            TraceError::Write {
-                path: display.clone(),
-                source,
-            }
-        })?;
+        let writer = PcapWriter::with_header(BufWriter::new(file), header)
+            .map_err(|source| write_error(&display, source))?;
         Ok(CaptureWriter {
             path: display,
             writer,
@@ -281,10 +668,7 @@ impl CaptureWriter {
         self.writer
             .write_packet(&packet)
             .map(|_| ())
-            .map_err(|source| TraceError::Write {
-                path: self.path.clone(),
-                source,
-            })
+            .map_err(|source| write_error(&self.path, source))
     }
 
     /// Flushes the file; errors that a drop would hide are returned here.
@@ -294,9 +678,18 @@ impl CaptureWriter {
         self.writer
             .into_writer()
             .flush()
-            .map_err(|source| TraceError::Write {
-                path,
-                source: PcapError::IoError(source),
-            })
+            .map_err(|source| TraceError::Write { path, source })
+    }
+}
+
+/// Keeps the OS reason of a failed write, which pcap-file's own message hides.
+fn write_error(path: &str, error: PcapError) -> TraceError {
+    let source = match error {
+        PcapError::IoError(source) => source,
+        other => std::io::Error::other(other),
+    };
+    TraceError::Write {
+        path: path.to_owned(),
+        source,
     }
 }

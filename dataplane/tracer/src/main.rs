@@ -22,9 +22,20 @@ use spike_core::{Config, Counters, DropReason, Output, Snapshot, Verdict, Worker
 
 use crate::capture::{CaptureReader, CaptureWriter, TraceError};
 
+/// Exit status 3: the capture stops inside a frame or at a damaged record.
+const EXIT_CAPTURE_ENDS_EARLY: u8 = 3;
+
+const EXIT_STATUS_HELP: &str = "Exit status:
+  0  every frame was traced; also when standard output closes early (`| head`),
+     which ends the trace there unless --output or --kernel-output is written
+  2  the config, the capture or an output file cannot be used; the message says why
+  3  the capture ends inside a frame (copied while tcpdump still wrote it) or at a
+     damaged record: every frame before it was traced and the summary and counters
+     printed; the warning names the frame and the bytes present";
+
 /// Runs a capture through Spike's forwarding decision.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_help = EXIT_STATUS_HELP)]
 struct Args {
     /// Dataplane config file (TOML).
     #[arg(short, long)]
@@ -50,15 +61,67 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        // A closed pipe (`spike-trace ... | head`) ends the output early; that is no error.
-        Err(TraceError::Stdout(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => {
-            ExitCode::SUCCESS
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(stop)) => {
+            report(&format!("warning: {stop}"));
+            ExitCode::from(EXIT_CAPTURE_ENDS_EARLY)
         }
         Err(error) => {
-            eprintln!("spike-trace: {error}");
+            report(&error.to_string());
             ExitCode::from(2)
         }
+    }
+}
+
+/// Writes a message to standard error and ignores a failure. `eprintln!` panics when
+/// standard error is a closed pipe (`2>&1 | head`), and the exit status still reports the
+/// outcome.
+fn report(message: &str) {
+    let _ = writeln!(std::io::stderr(), "spike-trace: {message}");
+}
+
+/// Standard output that a reader may close (`spike-trace ... | head`): that is no error, so
+/// later lines are discarded. The trace then stops early unless it still writes pcap
+/// files, which are completed so that they do not depend on how much a reader took.
+struct ClosablePipe<W: Write> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: Write> ClosablePipe<W> {
+    fn new(inner: W) -> Self {
+        ClosablePipe {
+            inner,
+            closed: false,
+        }
+    }
+
+    fn absorb_closed<T>(&mut self, result: std::io::Result<T>, done: T) -> std::io::Result<T> {
+        match result {
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(done)
+            }
+            other => other,
+        }
+    }
+}
+
+impl<W: Write> Write for ClosablePipe<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.closed {
+            return Ok(bytes.len());
+        }
+        let result = self.inner.write(bytes);
+        self.absorb_closed(result, bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let result = self.inner.flush();
+        self.absorb_closed(result, ())
     }
 }
 
@@ -120,9 +183,13 @@ struct Summary {
     truncated: u64,
     /// Drop reasons the core gave those frames, taken out of the printed drop counters.
     truncated_drops: HashMap<DropReason, u64>,
+    /// Held fragments dropped because a later fragment took their slot.
+    evicted: u64,
 }
 
-fn run(args: &Args) -> Result<(), TraceError> {
+/// Traces the capture and returns the error that stopped it early at a cut or damaged
+/// record, if any. The summary and counters are printed in both cases.
+fn run(args: &Args) -> Result<Option<TraceError>, TraceError> {
     check_distinct_paths(args)?;
     let config = Config::load(&args.config)?;
     let snapshot = Snapshot::build(&config, 1)?;
@@ -139,15 +206,31 @@ fn run(args: &Args) -> Result<(), TraceError> {
         .map(CaptureWriter::create)
         .transpose()?;
 
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = ClosablePipe::new(std::io::stdout().lock());
+    let writes_files = output.is_some() || kernel_output.is_some();
     let mut out = Output::default();
     let mut scratch = vec![0u8; usize::from(config.node.mtu) + 64];
     let mut number = 0u64;
     let mut summary = Summary::default();
-    while let Some(frame) = reader.next_frame()? {
+    let mut stop = None;
+    loop {
+        let frame = match reader.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(error) if error.ends_capture_early() => {
+                stop = Some(error);
+                break;
+            }
+            Err(error) => return Err(error),
+        };
         number += 1;
         let now_ns = duration_ns(frame.timestamp);
+        // The core reports a held fragment it dropped to hold this frame only in its
+        // counters, so the difference marks the frame's line.
+        let held_dropped = worker.counters().held_dropped;
         let verdict = worker.process(&snapshot, &frame.data, now_ns, &mut out);
+        let evicted = worker.counters().held_dropped - held_dropped;
+        summary.evicted += evicted;
         // In a cut frame the header lengths point past the captured bytes, so the core
         // drops it for bytes the capture tool removed. The dataplane receives the whole frame
         // and might forward it, so such a verdict is unknown, not a drop.
@@ -169,7 +252,15 @@ fn run(args: &Args) -> Result<(), TraceError> {
                 frame.original_len
             ));
         }
+        if evicted > 0 {
+            line.push_str(&format!(
+                " store-full(took the slot of {evicted} earlier held fragment, now dropped)"
+            ));
+        }
         writeln!(stdout, "{line}").map_err(TraceError::Stdout)?;
+        if stdout.closed && !writes_files {
+            return Ok(None);
+        }
 
         match verdict {
             Verdict::Forward => {
@@ -219,7 +310,7 @@ fn run(args: &Args) -> Result<(), TraceError> {
     if args.counters {
         print_counters(&mut stdout, worker.counters(), &summary).map_err(TraceError::Stdout)?;
     }
-    Ok(())
+    Ok(stop)
 }
 
 fn print_summary(
@@ -246,11 +337,35 @@ fn print_summary(
              fragment is not in the capture)"
         )?;
     }
+    if summary.evicted > 0 {
+        writeln!(
+            output,
+            "summary: held fragments dropped to free a slot for a later one: {} (the store \
+             was full and their first fragment did not come in time)",
+            summary.evicted
+        )?;
+    }
     if reader.interface_drops > 0 {
         writeln!(
             output,
             "summary: packets dropped by the capturing interface: {} (not in the capture)",
             reader.interface_drops
+        )?;
+    }
+    let statistics = reader.statistics_drops();
+    let parts: Vec<String> = [
+        (statistics.interface, "by the interface"),
+        (statistics.os, "by the operating system"),
+    ]
+    .into_iter()
+    .filter_map(|(count, place)| Some(format!("{} {place}", count?)))
+    .collect();
+    if statistics.interface.unwrap_or(0) + statistics.os.unwrap_or(0) > 0 {
+        writeln!(
+            output,
+            "summary: packets dropped according to the interface statistics: {} (not in the \
+             capture)",
+            parts.join(", ")
         )?;
     }
     Ok(())

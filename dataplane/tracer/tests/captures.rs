@@ -1008,3 +1008,361 @@ fn fragments_never_released_are_reported() {
          capture)"
     );
 }
+
+/// Writes a single-node cluster config, in which this node is designated for every
+/// datagram, and returns its path.
+fn single_node_cluster_config(dir: &Path) -> PathBuf {
+    let config = dir.join("cluster.toml");
+    let example = std::fs::read_to_string(config_path()).expect("read the example config");
+    let cluster = "\n[cluster]\nredirect_vni = 4097\n\n[[cluster.node]]\n\
+                   address = \"192.0.2.1\"\nmac = \"02:53:50:00:01:01\"\n";
+    std::fs::write(&config, example + cluster).expect("write the cluster config");
+    config
+}
+
+fn run_trace_with(config: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run spike-trace")
+}
+
+#[test]
+fn evicted_held_fragment_is_shown() {
+    let capture = "suricata-frag-eth-vlan-ip-tcp-syn.pcap";
+    let later = pcap_frames(&captures_dir().join(capture))[1].clone();
+    // 66 non-first fragments of different datagrams, one second apart: the first 64 fill
+    // the store, and each later one takes the slot of a fragment held over a second.
+    let frames: Vec<Vec<u8>> = (1..=66u16)
+        .map(|ident| {
+            let mut frame = later.clone();
+            let ip = ip_start(&frame);
+            frame[ip + 4..ip + 6].copy_from_slice(&ident.to_be_bytes());
+            frame[ip + 10..ip + 12].copy_from_slice(&[0, 0]);
+            let sum = frame[ip..ip + 20]
+                .chunks(2)
+                .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]])))
+                .sum::<u32>();
+            let folded = (sum & 0xffff) + (sum >> 16);
+            let checksum = !((folded & 0xffff) + (folded >> 16)) as u16;
+            frame[ip + 10..ip + 12].copy_from_slice(&checksum.to_be_bytes());
+            frame
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("many-fragments.pcap");
+    write_pcap(&input, &frames);
+    let config = single_node_cluster_config(dir.path());
+
+    let result = run_trace_with(
+        &config,
+        &["--input".as_ref(), input.as_os_str(), "--counters".as_ref()],
+    );
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    for line in &lines[..64] {
+        assert_eq!(line.split_whitespace().nth(1), Some("held"), "{line}");
+        assert!(!line.contains("store-full"), "{line}");
+    }
+    for line in &lines[64..66] {
+        assert_eq!(line.split_whitespace().nth(1), Some("held"), "{line}");
+        assert!(
+            line.ends_with(" store-full(took the slot of 1 earlier held fragment, now dropped)"),
+            "{line}"
+        );
+    }
+    assert!(stdout.contains("  held 66\n"), "{stdout}");
+    assert!(stdout.contains("  held_dropped 2\n"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "summary: held fragments dropped to free a slot for a later one: 2 (the store was \
+             full and their first fragment did not come in time)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("summary: fragments held and never released: 64 ("),
+        "{stdout}"
+    );
+}
+
+/// Returns the bytes of a little-endian Ethernet pcap with the handshake capture's frames.
+fn handshake_pcap() -> (Vec<u8>, Vec<Vec<u8>>) {
+    let path = captures_dir().join("suricata-tcp-handshake-data-rst.pcap");
+    let frames = pcap_frames(&path);
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let copy = dir.path().join("copy.pcap");
+    write_pcap(&copy, &frames);
+    (std::fs::read(&copy).expect("read the capture"), frames)
+}
+
+/// Runs the tracer with `--counters` on `bytes` written to a file.
+fn trace_bytes(name: &str, bytes: &[u8]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join(name);
+    std::fs::write(&input, bytes).expect("write the capture");
+    let result = run_trace(&["--input".as_ref(), input.as_os_str(), "--counters".as_ref()]);
+    (
+        result.status.code(),
+        String::from_utf8_lossy(&result.stdout).into_owned(),
+        String::from_utf8_lossy(&result.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cut_last_frame_keeps_summary() {
+    let (bytes, frames) = handshake_pcap();
+    // The end of frame 7's record header, then 20 bytes of its data.
+    let end: usize = 24
+        + frames[..6]
+            .iter()
+            .map(|frame| 16 + frame.len())
+            .sum::<usize>();
+    let (code, stdout, stderr) = trace_bytes("cut.pcap", &bytes[..end + 16 + 20]);
+    assert_eq!(code, Some(3), "{stderr}");
+    let expected = format!(
+        "capture ends inside frame 7 (20 of {} bytes present)",
+        frames[6].len()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.starts_with("spike-trace: warning: "), "{stderr}");
+    assert!(!stderr.contains("Error reading bytes"), "{stderr}");
+    let traced: Vec<&str> = stdout
+        .lines()
+        .take_while(|line| !line.starts_with("counters:"))
+        .collect();
+    assert_eq!(traced.len(), 6, "every whole frame is decided: {stdout}");
+    assert!(stdout.contains("counters:\n  rx_packets 6\n"), "{stdout}");
+
+    let (code, stdout, stderr) = trace_bytes("cut-header.pcap", &bytes[..end + 5]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("capture ends inside the record header of frame 7 (5 of 16 bytes present)"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("  rx_packets 6\n"), "{stdout}");
+}
+
+#[test]
+fn damaged_pcap_headers_are_named() {
+    let (bytes, frames) = handshake_pcap();
+    let (code, stdout, stderr) = trace_bytes("short-header.pcap", &bytes[..10]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("is not a capture: its file header ends after 10 of 24 bytes"),
+        "{stderr}"
+    );
+
+    let mut damaged = bytes.clone();
+    let second = 24 + 16 + frames[0].len();
+    damaged[second + 8..second + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+    let (code, stdout, stderr) = trace_bytes("damaged.pcap", &damaged);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the record header of frame 2 has captured length 4294967295, expected at most \
+             16777216 bytes"
+        ),
+        "{stderr}"
+    );
+    assert!(stdout.contains("  rx_packets 1\n"), "{stdout}");
+}
+
+#[test]
+fn pcapng_cut_block_names_frame() {
+    let frame = tcp_frame([10, 9, 9, 9], 10);
+    let mut bytes = pcapng_start();
+    bytes.extend(pcapng_enhanced(0, &frame));
+    let second = pcapng_enhanced(0, &frame);
+    bytes.extend_from_slice(&second[..30]);
+    let (code, stdout, stderr) = trace_bytes("cut.pcapng", &bytes);
+    assert_eq!(code, Some(3), "{stderr}");
+    let expected = format!(
+        "capture ends inside frame 2 (30 of {} bytes present)",
+        second.len()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stdout.contains("  rx_packets 1\n"), "{stdout}");
+
+    let mut damaged = pcapng_start();
+    let mut block = pcapng_enhanced(0, &frame);
+    let length = block.len();
+    block[length - 4..].copy_from_slice(&7u32.to_le_bytes());
+    damaged.extend(block);
+    let (code, _, stderr) = trace_bytes("damaged.pcapng", &damaged);
+    assert_eq!(code, Some(3), "{stderr}");
+    let expected = format!(
+        "frame 1 has trailing block length 7, expected {length}, the length at the block's start"
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}
+
+/// Encodes pcapng options, each `(code, value)`, and the end-of-options marker.
+fn pcapng_options(options: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (code, value) in options {
+        bytes.extend_from_slice(&code.to_le_bytes());
+        bytes.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(value);
+        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+    }
+    bytes.extend_from_slice(&[0; 4]);
+    bytes
+}
+
+#[test]
+fn pcapng_drop_counts_in_summary() {
+    let frame = tcp_frame([10, 9, 9, 9], 10);
+    let mut bytes = pcapng_start();
+    for drops in [2u64, 3] {
+        let mut block = pcapng_enhanced(0, &frame);
+        // Insert epb_dropcount before the trailing length and fix both lengths.
+        let trailer = block.len() - 4;
+        block.truncate(trailer);
+        block.extend(pcapng_options(&[(4, &drops.to_le_bytes())]));
+        let length = (block.len() + 4) as u32;
+        block[4..8].copy_from_slice(&length.to_le_bytes());
+        block.extend_from_slice(&length.to_le_bytes());
+        bytes.extend(block);
+    }
+    // Two statistics blocks for interface 0: totals, so the later one counts.
+    for (interface_drops, os_drops) in [(1u64, 1u64), (4, 6)] {
+        let mut body = 0u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0; 8]);
+        body.extend(pcapng_options(&[
+            (5, &interface_drops.to_le_bytes()),
+            (7, &os_drops.to_le_bytes()),
+        ]));
+        bytes.extend(pcapng_block(5, &body));
+    }
+    let (code, stdout, stderr) = trace_bytes("drops.pcapng", &bytes);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(
+            "summary: packets dropped by the capturing interface: 5 (not in the capture)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "summary: packets dropped according to the interface statistics: 4 by the \
+             interface, 6 by the operating system (not in the capture)\n"
+        ),
+        "{stdout}"
+    );
+}
+
+/// Reads the first record's seconds and fraction from a pcap file of either byte order.
+fn first_timestamp(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).expect("read pcap");
+    let little_endian = bytes[0] == 0xd4 || bytes[0] == 0x4d;
+    let word = |at: usize| {
+        let word: [u8; 4] = bytes[at..at + 4].try_into().expect("4 bytes");
+        if little_endian {
+            u32::from_le_bytes(word)
+        } else {
+            u32::from_be_bytes(word)
+        }
+    };
+    (word(24), word(28))
+}
+
+#[test]
+fn pcapng_timestamps_follow_if_tsresol() {
+    let frame = tcp_frame([10, 9, 9, 9], 10);
+    // Each case: if_tsresol option value (none for the default microseconds), raw units.
+    let cases: [(Option<u8>, u64); 3] = [
+        (None, 1_500_000),
+        (Some(9), 1_500_000_000),
+        (Some(0x80 | 10), 1536),
+    ];
+    for (resolution, units) in cases {
+        let mut section = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+        section.extend_from_slice(&[1, 0, 0, 0]);
+        section.extend_from_slice(&u64::MAX.to_le_bytes());
+        let mut bytes = pcapng_block(0x0a0d_0d0a, &section);
+        let mut interface = 1u16.to_le_bytes().to_vec();
+        interface.extend_from_slice(&[0, 0]);
+        interface.extend_from_slice(&0u32.to_le_bytes());
+        if let Some(resolution) = resolution {
+            interface.extend(pcapng_options(&[(9, &[resolution])]));
+        }
+        bytes.extend(pcapng_block(1, &interface));
+        let mut block = pcapng_enhanced(0, &frame);
+        block[12..16].copy_from_slice(&((units >> 32) as u32).to_le_bytes());
+        block[16..20].copy_from_slice(&(units as u32).to_le_bytes());
+        bytes.extend(block);
+
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let input = dir.path().join("resolution.pcapng");
+        std::fs::write(&input, bytes).expect("write the capture");
+        let kernel = dir.path().join("kernel.pcap");
+        let result = run_trace(&[
+            "--input".as_ref(),
+            input.as_os_str(),
+            "--kernel-output".as_ref(),
+            kernel.as_os_str(),
+        ]);
+        assert!(result.status.success(), "{resolution:?}: {result:?}");
+        assert_eq!(
+            first_timestamp(&kernel),
+            (1, 500_000),
+            "if_tsresol {resolution:?}"
+        );
+    }
+}
+
+#[test]
+fn write_error_names_the_os_reason() {
+    let input = captures_dir().join("suricata-tcp-handshake-data-rst.pcap");
+    let result = run_trace(&[
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--output".as_ref(),
+        "/dev/full".as_ref(),
+    ]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot write /dev/full: write error: No space left on device"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn closed_pipes_exit_without_panic() {
+    use std::process::Stdio;
+    let input = captures_dir().join("suricata-tcp-handshake-data-rst.pcap");
+    // Standard error is closed before the write error is printed, and the status reports it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(config_path())
+        .arg("--input")
+        .arg(&input)
+        .args(["--output", "/dev/full"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run spike-trace");
+    drop(child.stderr.take());
+    assert_eq!(child.wait().expect("wait").code(), Some(2));
+
+    // Standard output closed before the first line: the trace ends quietly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(config_path())
+        .arg("--input")
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run spike-trace");
+    drop(child.stdout.take());
+    let result = child.wait_with_output().expect("wait");
+    assert_eq!(result.status.code(), Some(0), "{result:?}");
+    assert!(result.stderr.is_empty(), "{result:?}");
+}
