@@ -56,7 +56,7 @@ fn trace_input(input: &Path, config: &Path) -> Trace {
         .arg("--config")
         .arg(config)
         .arg("--input")
-        .arg(&input)
+        .arg(input)
         .arg("--output")
         .arg(&output)
         .output()
