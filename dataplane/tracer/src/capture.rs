@@ -82,7 +82,8 @@ pub enum TraceError {
     /// writes it. Every whole frame before the record was traced.
     #[error(
         "{path}: capture ends inside {part} ({present} of {expected} bytes present); the \
-         frames before it were traced"
+         frames before it were traced, and a copy taken after the capture tool stops contains \
+         the rest"
     )]
     Cut {
         path: String,
