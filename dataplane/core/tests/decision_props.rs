@@ -309,7 +309,7 @@ proptest! {
         cases in prop::collection::vec((frame_spec(), damage()), 1..32),
     ) {
         // The burst preparation parses and hashes frames ahead with its own reader for
-        // plain IPv4; the decision must come out the same as without it.
+        // plain IPv4. The decision must come out the same as without it.
         let frames: Vec<Vec<u8>> = cases
             .iter()
             .map(|(spec, damage)| apply_damage(build_frame(spec), damage))
