@@ -5,13 +5,9 @@
 
 mod common;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::Path;
 use std::time::Duration;
 
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use serde_json::Value;
 
 use common::{Daemon, TestDir};
@@ -91,8 +87,8 @@ fn run_two_queues(name: &str, extra_config: &str, firsts: &[Vec<u8>], later: &[V
 
     let mut later = later.to_vec();
     later.extend((0..WHOLE_PACKETS).map(whole_packet));
-    write_capture(&queue0, firsts);
-    write_capture(&queue1, &later);
+    common::write_capture(&queue0, firsts);
+    common::write_capture(&queue1, &later);
 
     let vdev = format!(
         "net_pcap0,rx_pcap={},rx_pcap={},tx_pcap={},tx_pcap={}",
@@ -138,7 +134,7 @@ fn run_two_queues(name: &str, extra_config: &str, firsts: &[Vec<u8>], later: &[V
     );
 
     // Worker 0 sends on tx queue 0: both fragments of every datagram.
-    let sent0 = read_capture(&out0);
+    let sent0 = common::read_capture(&out0);
     assert_eq!(
         sent0.len(),
         usize::from(2 * DATAGRAMS),
@@ -171,7 +167,7 @@ fn run_two_queues(name: &str, extra_config: &str, firsts: &[Vec<u8>], later: &[V
     );
 
     // Worker 1 keeps the whole packets and sends them on tx queue 1.
-    let sent1 = read_capture(&out1);
+    let sent1 = common::read_capture(&out1);
     assert_eq!(
         sent1.len(),
         usize::from(WHOLE_PACKETS),
@@ -303,25 +299,3 @@ fn internet_checksum(bytes: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn read_capture(path: &Path) -> Vec<Vec<u8>> {
-    let file = File::open(path).unwrap_or_else(|error| panic!("open {path:?}: {error}"));
-    let mut reader = PcapReader::new(file).unwrap_or_else(|error| panic!("{path:?}: {error}"));
-    let mut frames = Vec::new();
-    while let Some(packet) = reader.next_packet() {
-        let packet = packet.unwrap_or_else(|error| panic!("{path:?}: {error}"));
-        frames.push(packet.data.into_owned());
-    }
-    frames
-}
-
-fn write_capture(path: &Path, frames: &[Vec<u8>]) {
-    let mut writer = PcapWriter::new(File::create(path).unwrap()).unwrap();
-    for (index, frame) in frames.iter().enumerate() {
-        let packet = PcapPacket {
-            timestamp: Duration::from_millis(index as u64),
-            orig_len: frame.len() as u32,
-            data: Cow::Borrowed(frame),
-        };
-        writer.write_packet(&packet).unwrap();
-    }
-}

@@ -8,12 +8,10 @@
 
 mod common;
 
-use std::borrow::Cow;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use serde_json::Value;
 use spike_core::encap::write_outer_fragments;
 use spike_core::{
@@ -71,7 +69,7 @@ fn synthetic_capture_covers_slow_paths() {
         tcp_frame(WEB_VIP, 40_005, 8080, 3000, true, None),
         tcp_frame(WEB_VIP, 40_006, 8080, 3000, false, None),
     ];
-    write_capture(&capture, &frames);
+    common::write_capture(&capture, &frames);
 
     let expected = check_capture("synthetic", &capture);
     assert_eq!(expected.counters.forwarded, 5);
@@ -95,7 +93,7 @@ struct Expected {
 /// returns the core's result.
 fn check_capture(test_name: &str, capture: &Path) -> Expected {
     let name = capture.file_name().unwrap().to_string_lossy().into_owned();
-    let input = read_capture(capture);
+    let input = common::read_capture(capture);
     let base_config = common::example_config();
     let config: Config = base_config.parse().expect("the example config is valid");
     let expected = replay(&config, &input);
@@ -132,7 +130,7 @@ fn check_capture(test_name: &str, capture: &Path) -> Expected {
         "{name}: final counters on stdout:\n{stdout}"
     );
 
-    let sent = read_capture(&output);
+    let sent = common::read_capture(&output);
     assert_eq!(
         sent.len(),
         expected.frames.len(),
@@ -265,29 +263,6 @@ fn compare_counters(name: &str, counters: &Value, expected: &Counters) {
                 service.name
             );
         }
-    }
-}
-
-fn read_capture(path: &Path) -> Vec<Vec<u8>> {
-    let file = File::open(path).unwrap_or_else(|error| panic!("open {path:?}: {error}"));
-    let mut reader = PcapReader::new(file).unwrap_or_else(|error| panic!("{path:?}: {error}"));
-    let mut frames = Vec::new();
-    while let Some(packet) = reader.next_packet() {
-        let packet = packet.unwrap_or_else(|error| panic!("{path:?}: {error}"));
-        frames.push(packet.data.into_owned());
-    }
-    frames
-}
-
-fn write_capture(path: &Path, frames: &[Vec<u8>]) {
-    let mut writer = PcapWriter::new(File::create(path).unwrap()).unwrap();
-    for (index, frame) in frames.iter().enumerate() {
-        let packet = PcapPacket {
-            timestamp: Duration::from_millis(index as u64),
-            orig_len: frame.len() as u32,
-            data: Cow::Borrowed(frame),
-        };
-        writer.write_packet(&packet).unwrap();
     }
 }
 

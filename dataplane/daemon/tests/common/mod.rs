@@ -313,3 +313,30 @@ pub fn run_to_exit(dir: &TestDir, config: &str) -> Failure {
         stderr: daemon.stderr_text(),
     }
 }
+
+/// Returns the frames of the pcap file at `path`.
+pub fn read_capture(path: &Path) -> Vec<Vec<u8>> {
+    let file = fs::File::open(path).unwrap_or_else(|error| panic!("open {path:?}: {error}"));
+    let mut reader =
+        pcap_file::pcap::PcapReader::new(file).unwrap_or_else(|error| panic!("{path:?}: {error}"));
+    let mut frames = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.unwrap_or_else(|error| panic!("{path:?}: {error}"));
+        frames.push(packet.data.into_owned());
+    }
+    frames
+}
+
+/// Writes `frames` to a pcap file at `path`, one millisecond apart.
+pub fn write_capture(path: &Path, frames: &[Vec<u8>]) {
+    let file = fs::File::create(path).unwrap_or_else(|error| panic!("create {path:?}: {error}"));
+    let mut writer = pcap_file::pcap::PcapWriter::new(file).unwrap();
+    for (index, frame) in frames.iter().enumerate() {
+        let packet = pcap_file::pcap::PcapPacket {
+            timestamp: Duration::from_millis(index as u64),
+            orig_len: frame.len() as u32,
+            data: std::borrow::Cow::Borrowed(frame),
+        };
+        writer.write_packet(&packet).unwrap();
+    }
+}
