@@ -181,7 +181,7 @@ impl ConfigError {
 
     /// Turns a TOML error into one line that names the line, column and key.
     fn from_toml(error: &toml::de::Error, text: &str) -> Self {
-        let message = explain_types(error.message().trim(), text, error.span());
+        let message = explain_types(&locate::one_line(error.message()), text, error.span());
         let Some(span) = error.span() else {
             return ConfigError::Syntax(message);
         };
@@ -673,46 +673,28 @@ const SECTIONS: [&str; 8] = [
     "cluster",
 ];
 
-/// Finds a table header with an unknown first name, such as `[[services]]`, in text that
-/// TOML rejected. Such a typo often makes the parser stop later, at a header that then
-/// looks like a duplicate (`[[service.backend]]` after `[[services]]`), so the header
-/// itself is the better place to report.
+/// Reports a table header with an unknown first name, such as `[[services]]`, in text
+/// that TOML rejected. Such a typo often makes the parser stop later, at a header that
+/// then looks like a duplicate (`[[service]]` after `[[services]]` and
+/// `[[service.backend]]`), so the header itself is the better place to report.
 fn unknown_section(text: &str, error: &toml::de::Error) -> Option<ConfigError> {
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        let start = offset;
-        offset += line.len();
-        let header = line.trim_start();
-        let Some(rest) = header.strip_prefix('[') else {
-            continue;
-        };
-        let rest = rest.trim_start_matches('[').trim_start();
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
-            .collect();
-        if name.is_empty() || SECTIONS.contains(&name.as_str()) {
-            continue;
-        }
-        let column_offset = start + (line.len() - header.len()) + (header.len() - rest.len());
-        let expected: Vec<String> = SECTIONS.iter().map(|name| format!("`{name}`")).collect();
-        let (line, column) = error
-            .span()
-            .map_or((0, 0), |span| locate::line_column(text, span.start));
-        return Some(ConfigError::At {
-            place: Place {
-                path: None,
-                position: Some(locate::line_column(text, column_offset)),
-            },
-            error: Box::new(ConfigError::Syntax(format!(
-                "{name}: unknown section `{name}`, expected one of {} (TOML then stopped at \
-                 line {line}, column {column}: {})",
-                expected.join(", "),
-                error.message().trim()
-            ))),
-        });
-    }
-    None
+    let (name, position) = locate::unknown_table(text, &SECTIONS)?;
+    let expected: Vec<String> = SECTIONS.iter().map(|name| format!("`{name}`")).collect();
+    let (line, column) = error
+        .span()
+        .map_or((0, 0), |span| locate::line_column(text, span.start));
+    Some(ConfigError::At {
+        place: Place {
+            path: None,
+            position: Some(position),
+        },
+        error: Box::new(ConfigError::Syntax(format!(
+            "{name}: unknown section `{name}`, expected one of {} (TOML then stopped at line \
+             {line}, column {column}: {})",
+            expected.join(", "),
+            locate::one_line(error.message())
+        ))),
+    })
 }
 
 /// Returns whether `text` has nothing but blank lines and comments.

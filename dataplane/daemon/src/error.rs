@@ -18,7 +18,7 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
 
     #[error(
-        "config file {path} has no [dpdk] section: add one with at least port = \"<DPDK port \
+        "{path}: the file has no [dpdk] section: add one with at least port = \"<DPDK port \
          name>\" and eal_args"
     )]
     MissingDpdk { path: String },

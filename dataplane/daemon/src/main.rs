@@ -9,7 +9,9 @@
 //! Exit codes: 0 after a clean stop, 2 for an invalid config or command line, 1 for
 //! DPDK and other runtime failures. Every failure is one `spike-dataplane: <error>` line
 //! on stderr; logs also go to stderr (`RUST_LOG` sets the filter, `info` by default).
+//! `--check-config` validates the file without DPDK and exits 0 or 2.
 
+mod check;
 mod error;
 mod poll;
 mod reap;
@@ -40,11 +42,20 @@ pub struct Args {
     /// Interval between writes of --counters-file, in milliseconds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     counters_interval_ms: u64,
+
+    /// Check the config file and exit, without starting DPDK: print warnings and
+    /// "FILE: ok" (exit 0), or the error (exit 2). Run it before a reload or an upgrade.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.check_config {
+        return check::print(&args.config);
+    }
     init_logging();
+    check::log_warnings(&args.config);
     match run::run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

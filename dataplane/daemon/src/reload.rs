@@ -222,7 +222,7 @@ mod tests {
         fragment_capacity = 64
 
         [dpdk]
-        eal_args = ["-l", "0,1"]
+        eal_args = ["-l", "0-2"]
         port = "net_null0"
         mbufs = 8191
     "#;
@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn restart_keys_are_rejected() {
         let cases = [
-            (("\"0,1\"", "\"0-2\""), "dpdk.eal_args"),
+            (("\"0-2\"", "\"0-3\""), "dpdk.eal_args"),
             (("net_null0", "net_null1"), "dpdk.port"),
             (("mbufs = 8191", "mbufs = 16383"), "dpdk.mbufs"),
             (

@@ -31,6 +31,9 @@ use crate::report::Totals;
 
 /// How long the main lcore waits between attempts to open a ring it could not open.
 const ATTACH_RETRY: Duration = Duration::from_secs(1);
+/// How long after attaching a ring with neither a snapshot nor a control plane heartbeat
+/// the dataplane warns that no control plane writes it.
+const UNWRITTEN_WARNING: Duration = Duration::from_secs(5);
 
 /// Reason a snapshot from the ring was rejected.
 #[derive(Debug, Error)]
@@ -52,6 +55,9 @@ pub struct RingLink {
     /// Whether the last attempt to open the ring failed, so repeated failures log once.
     attach_failing: bool,
     key_check: KeyCheck,
+    /// When the ring was attached, until it delivers a snapshot or the unwritten-ring
+    /// warning was logged.
+    unwritten_since: Option<Instant>,
 }
 
 /// Comparison of each applied snapshot's hash key with the dataplane file's.
@@ -97,6 +103,7 @@ impl RingLink {
             next_attach: Instant::now(),
             attach_failing: false,
             key_check: KeyCheck::default(),
+            unwritten_since: None,
         };
         if let Some(error @ RingError::ReaderLocked { .. }) = link.try_attach() {
             return Err(error);
@@ -113,6 +120,7 @@ impl RingLink {
                 info!(ring = %self.path.display(), "snapshot ring attached");
                 self.subscriber = Some(subscriber);
                 self.attach_failing = false;
+                self.unwritten_since = Some(Instant::now());
                 None
             }
             Err(error) => {
@@ -144,7 +152,25 @@ impl RingLink {
         }
         let subscriber = self.subscriber.as_mut()?;
         subscriber.heartbeat();
-        let (delivery, result) = match subscriber.poll() {
+        let received = subscriber.poll();
+        if !matches!(received, Received::Nothing) {
+            self.unwritten_since = None;
+        }
+        let unwritten_for = self.unwritten_since.map(|since| since.elapsed());
+        if unwritten_for.is_some_and(|elapsed| elapsed >= UNWRITTEN_WARNING) {
+            self.unwritten_since = None;
+            if subscriber.controlplane_heartbeat_unix_ms() == 0 {
+                warn!(
+                    ring = %self.path.display(),
+                    "the snapshot ring has no snapshot (generation 0) and no control plane \
+                     heartbeat {} s after it was attached: forwarding with the services of \
+                     the config file; check that spike-controlplane runs with \
+                     controlplane.ring set to this path",
+                    UNWRITTEN_WARNING.as_secs()
+                );
+            }
+        }
+        let (delivery, result) = match received {
             Received::Nothing => return None,
             Received::Snapshot(delivery) => {
                 let result = build(&delivery.payload, running, max_frame_data, shared).map(

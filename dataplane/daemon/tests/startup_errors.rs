@@ -43,7 +43,7 @@ fn config_errors_exit_2() {
             "table-size",
             base.replace("table_size = 65537", "table_size = 65536")
                 + &null_port_section("table-size", "0,1", ""),
-            &["service[0] (web).table_size", "65536"][..],
+            &["spike.toml:", "service[0] (web).table_size", "65536"][..],
         ),
         (
             "no-dpdk",
@@ -53,12 +53,15 @@ fn config_errors_exit_2() {
         (
             "zero-workers",
             base.clone() + &null_port_section("zero-workers", "0,1", "workers = 0"),
-            &["for dpdk.workers", "expected from 1 to 128 worker lcores"][..],
+            &[
+                "dpdk.workers: invalid value 0",
+                "expected from 1 to 128 worker lcores",
+            ][..],
         ),
         (
             "few-lcores",
             base.clone() + &null_port_section("few-lcores", "0,1", "workers = 2"),
-            &["invalid value 2 for dpdk.workers", "gives 1 worker lcores"][..],
+            &["dpdk.workers: invalid value 2", "gives 1 worker lcores"][..],
         ),
         (
             "unknown-key",
@@ -87,7 +90,7 @@ fn missing_config_file_exits_2() {
     let stderr = daemon.stderr_text();
 
     assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cannot read config file"), "{stderr}");
+    assert!(stderr.contains("cannot read the config file"), "{stderr}");
     assert!(stderr.contains("absent.toml"), "{stderr}");
 }
 
@@ -198,4 +201,23 @@ fn second_reader_of_ring_exits_1() {
     );
 
     first.stop_with("INT");
+}
+
+#[test]
+fn unwritten_ring_is_reported() {
+    let dir = TestDir::new("unwritten-ring");
+    let ring = format!(
+        "snapshot_ring = {:?}",
+        dir.file("ring").display().to_string()
+    );
+    let config = common::example_config() + &null_port_section("unwritten-ring", "0,1", &ring);
+    let path = dir.write_config(&config);
+    let mut daemon = common::Daemon::start(&dir, &path);
+
+    // No control plane writes the new ring, so the warning follows 5 s after attaching.
+    daemon.wait_log(
+        std::time::Duration::from_secs(20),
+        "the snapshot ring has no snapshot (generation 0)",
+    );
+    daemon.stop_with("INT");
 }

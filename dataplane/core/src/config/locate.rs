@@ -103,6 +103,41 @@ fn find(table: &Table, prefix: &str, offset: usize, found: &mut Option<String>) 
     }
 }
 
+/// Returns the first table header whose first name is not in `known`, with the
+/// position of that name.
+pub fn unknown_table(text: &str, known: &[&str]) -> Option<(String, (usize, usize))> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        let Some(header) = line.trim_start().strip_prefix('[') else {
+            continue;
+        };
+        let rest = header.trim_start_matches('[').trim_start();
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+            .collect();
+        if name.is_empty() || known.contains(&name.as_str()) {
+            continue;
+        }
+        let name_offset = start + line.len() - rest.len();
+        return Some((name, line_column(text, name_offset)));
+    }
+    None
+}
+
+/// Joins the lines of a parser's message with colons, so that a log line or a
+/// `PATH:LINE:COLUMN:` error stays one line.
+pub fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    lines.join(": ")
+}
+
 /// Removes ` (...)` notes, which name a service or a count, from a key path.
 fn strip_notes(key: &str) -> String {
     let mut plain = String::with_capacity(key.len());
@@ -169,6 +204,14 @@ mod tests {
             Some("service[0].backend[1].address")
         );
         assert_eq!(key_at(TEXT, 1).as_deref(), Some("node"));
+    }
+
+    #[test]
+    fn unknown_table_is_found() {
+        let text = "[node]\n  [[services]]\n[[service.backend]]\n";
+        let found = unknown_table(text, &["node", "service"]);
+        assert_eq!(found, Some(("services".to_owned(), (2, 5))));
+        assert_eq!(unknown_table(text, &["node", "service", "services"]), None);
     }
 
     #[test]

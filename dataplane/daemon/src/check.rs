@@ -1,0 +1,57 @@
+//! `--check-config`: everything about a config file that can be checked without DPDK,
+//! so that an operator can test a file before a reload, a restart or an upgrade.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use spike_core::{Config, Snapshot};
+use tracing::warn;
+
+use crate::error::{one_line, DaemonError};
+
+/// Loads and validates the file as a start would before EAL: every key, the `[dpdk]`
+/// section with the worker lcores of its `-l` list, and the Maglev tables of its
+/// services. Returns the warnings of a valid file.
+///
+/// # Errors
+///
+/// The [`DaemonError`] that a start would end with.
+pub fn check(path: &Path) -> Result<Vec<String>, DaemonError> {
+    let config = Config::load(path)?;
+    if config.dpdk.is_none() {
+        return Err(DaemonError::MissingDpdk {
+            path: path.display().to_string(),
+        });
+    }
+    Snapshot::build(&config, 1)?;
+    Ok(config.warnings())
+}
+
+/// Runs [`check`] and prints its outcome: each warning and `FILE: ok` on stdout, or the
+/// error on stderr.
+pub fn print(path: &Path) -> ExitCode {
+    match check(path) {
+        Ok(warnings) => {
+            for warning in warnings {
+                println!("{}: warning: {warning}", path.display());
+            }
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("spike-dataplane: {}", one_line(&error.to_string()));
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Logs the warnings of the config file at start. An invalid file logs nothing here:
+/// the start itself reports it.
+pub fn log_warnings(path: &Path) {
+    let Ok(config) = Config::load(path) else {
+        return;
+    };
+    for warning in config.warnings() {
+        warn!(config = %path.display(), "{warning}");
+    }
+}

@@ -1,0 +1,64 @@
+//! `--check-config`: a valid file prints its warnings and `FILE: ok` and exits 0, an
+//! invalid one prints one error line and exits 2, and neither starts DPDK.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::TestDir;
+
+fn check(dir: &TestDir, config: &str) -> (Output, String) {
+    let path = dir.write_config(config);
+    let output = Command::new(common::BINARY)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run spike-dataplane --check-config");
+    (output, path.display().to_string())
+}
+
+#[test]
+fn valid_config_prints_ok() {
+    let dir = TestDir::new("check-ok");
+    let eal_args = common::eal_args("check-ok", "0,1", &["--vdev", "net_null0"]);
+    let config = common::example_config() + &common::dpdk_section(&eal_args, "net_null0", "");
+    let (output, path) = check(&dir, &config);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(stdout.ends_with(&format!("{path}: ok\n")), "{stdout}");
+    // The example file keeps the example hash key, which the check warns about.
+    assert!(
+        stdout.contains(&format!("{path}: warning: hash.key is the example key")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("EAL"), "DPDK stayed off: {stdout}");
+    assert!(output.stderr.is_empty(), "{output:?}");
+}
+
+#[test]
+fn invalid_config_exits_2() {
+    let dir = TestDir::new("check-invalid");
+    let eal_args = common::eal_args("check-invalid", "0,1", &["--vdev", "net_null0"]);
+    let cases = [
+        (
+            common::dpdk_section(&eal_args, "net_null0", "workers = 2"),
+            "dpdk.workers: invalid value 2",
+        ),
+        (String::new(), "has no [dpdk] section"),
+    ];
+    for (section, message) in cases {
+        let (output, path) = check(&dir, &(common::example_config() + &section));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+
+        assert_eq!(output.status.code(), Some(2), "{message}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("spike-dataplane: {path}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(message), "{message}: {stderr}");
+        assert!(output.stdout.is_empty(), "{output:?}");
+    }
+}
