@@ -24,6 +24,10 @@ pub const CA_KEY_FILE: &str = "ca.key";
 /// How long a CA created by the keyserver is valid.
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
 
+/// Maximum lifetime accepted for a certificate or token: that of a CA the keyserver
+/// creates, since nothing it signs can be trusted for longer than the CA itself.
+pub const MAX_LIFETIME: Duration = CA_LIFETIME;
+
 /// Errors of loading, creating or using the CA.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -40,6 +44,9 @@ pub enum CaError {
     Sign(#[from] rcgen::Error),
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// A lifetime that reaches past the last date a certificate can carry.
+    #[error("a lifetime of {lifetime_secs} s from now is past the last representable date; use at most {max_secs} s", max_secs = MAX_LIFETIME.as_secs())]
+    LifetimeTooLong { lifetime_secs: u64 },
 }
 
 /// Purpose of a signed certificate, with the names it carries.
@@ -236,6 +243,7 @@ impl CertAuthority {
     ///
     /// # Errors
     ///
+    /// [`CaError::LifetimeTooLong`] if `now + lifetime` is not a representable date,
     /// [`CaError::Sign`] if a name is not encodable or signing fails.
     pub fn sign(
         &self,
@@ -247,7 +255,12 @@ impl CertAuthority {
         let (serial, serial_hex) = random_serial()?;
         let backdate = (lifetime / 10).min(Duration::from_secs(60));
         let not_before = now - backdate;
-        let not_after = now + lifetime;
+        let not_after = time::Duration::try_from(lifetime)
+            .ok()
+            .and_then(|lifetime| now.checked_add(lifetime))
+            .ok_or(CaError::LifetimeTooLong {
+                lifetime_secs: lifetime.as_secs(),
+            })?;
 
         let mut params = profile_params(profile)?;
         params.serial_number = Some(serial);
@@ -375,6 +388,22 @@ mod tests {
             Duration::from_secs(3600),
         );
         assert!(signed.is_ok(), "the imported CA signs");
+    }
+
+    #[test]
+    fn oversized_lifetime_returns_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = CertAuthority::load_or_create(dir.path()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let profile = Profile::Admin {
+            name: "admin".into(),
+        };
+        let lifetime = Duration::from_secs(99_999_999_999 * 86_400);
+        let result = ca.sign(&key, &profile, OffsetDateTime::now_utc(), lifetime);
+        assert!(
+            matches!(result, Err(CaError::LifetimeTooLong { .. })),
+            "{result:?}"
+        );
     }
 
     #[test]

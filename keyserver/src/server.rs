@@ -15,6 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
+use spike_keyproto::duration::format_duration;
 use spike_keyproto::tls::provider;
 use spike_keyproto::wire::{
     read_frame, write_frame, CertKind, CreatedToken, IssuedCert, Request, Response,
@@ -26,11 +27,11 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::ca::{CaError, CertAuthority, Profile, CA_CERT_FILE, CA_KEY_FILE};
+use crate::ca::{CaError, CertAuthority, Profile, CA_CERT_FILE, CA_KEY_FILE, MAX_LIFETIME};
 use crate::error::OpError;
 use crate::policy::{self, canonical_ip, SourceNet};
 use crate::ratelimit::FailureLimiter;
-use crate::store::{AuditEntry, IssuePolicy, PeerRecord, Store, StoreError, TokenRequest};
+use crate::store::{expiry, AuditEntry, IssuePolicy, PeerRecord, Store, StoreError, TokenRequest};
 use crate::token;
 
 /// Time a client gets to finish the TLS handshake.
@@ -94,6 +95,14 @@ pub enum StartError {
     StateDirIsFile(PathBuf),
     #[error("state directory {dir} holds no CA (ca.pem and ca.key); create one with `spike-keyserver init --state-dir {dir}` or pass the directory that holds them", dir = .0.display())]
     NoCa(PathBuf),
+    #[error("{setting} of {value} is outside 1s to {max}; pass a value in that range")]
+    OutOfRange {
+        setting: &'static str,
+        value: String,
+        max: String,
+    },
+    #[error("default token lifetime (--token-lifetime) {default} is longer than the maximum token lifetime (--max-token-lifetime) {max}; lower the first or raise the second")]
+    DefaultTokenLifetimeAboveMax { default: String, max: String },
     #[error(transparent)]
     Ca(#[from] CaError),
     #[error(transparent)]
@@ -102,6 +111,8 @@ pub enum StartError {
     ServerCert(#[from] OpError),
     #[error("TLS configuration failed: {0}")]
     Tls(String),
+    #[error("TLS configuration with the CA certificate {ca} failed: {reason}; check that it is a CA certificate or import another CA", ca = .ca.display())]
+    CaTls { ca: PathBuf, reason: String },
     #[error("cannot listen on {addr}: {source}; pick a free address with --listen")]
     Bind {
         addr: SocketAddr,
@@ -182,9 +193,73 @@ impl ResolvesServerCert for ServerCertSlot {
     }
 }
 
+/// Maximum failed-redemption window: a day. Longer windows would lock a source out for
+/// days after a few typos, and the window is added to `Instant`s, which must not overflow.
+pub const MAX_FAILURE_WINDOW: Duration = Duration::from_secs(86_400);
+
+impl ServeConfig {
+    /// Checks that every duration is in range and that the default token lifetime does not
+    /// exceed the maximum one, so that a contradictory configuration fails at start
+    /// rather than on the first token request.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::OutOfRange`] naming the setting, or
+    /// [`StartError::DefaultTokenLifetimeAboveMax`].
+    pub fn validate(&self) -> Result<(), StartError> {
+        let limits = [
+            (
+                "certificate lifetime (--cert-lifetime)",
+                self.cert_lifetime,
+                MAX_LIFETIME,
+            ),
+            (
+                "token lifetime (--token-lifetime)",
+                self.default_token_lifetime,
+                MAX_LIFETIME,
+            ),
+            (
+                "maximum token lifetime (--max-token-lifetime)",
+                self.max_token_lifetime,
+                MAX_LIFETIME,
+            ),
+            (
+                "failure window (--failure-window)",
+                self.failure_window,
+                MAX_FAILURE_WINDOW,
+            ),
+            (
+                "server certificate lifetime",
+                self.server_cert_lifetime,
+                MAX_LIFETIME,
+            ),
+        ];
+        for (setting, value, max) in limits {
+            if value.is_zero() || value > max {
+                return Err(StartError::OutOfRange {
+                    setting,
+                    value: format_duration(value),
+                    max: format_duration(max),
+                });
+            }
+        }
+        if self.default_token_lifetime > self.max_token_lifetime {
+            return Err(StartError::DefaultTokenLifetimeAboveMax {
+                default: format_duration(self.default_token_lifetime),
+                max: format_duration(self.max_token_lifetime),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Checks that `dir` is a directory holding at least one CA file, so that a wrong path
 /// gets a message naming it rather than a file error about ca.pem.
-fn check_state_dir(dir: &Path) -> Result<(), StartError> {
+///
+/// # Errors
+///
+/// [`StartError::NoStateDir`], [`StartError::StateDirIsFile`] or [`StartError::NoCa`].
+pub fn check_state_dir(dir: &Path) -> Result<(), StartError> {
     match std::fs::metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(StartError::NoStateDir(dir.to_path_buf()));
@@ -208,10 +283,12 @@ fn check_state_dir(dir: &Path) -> Result<(), StartError> {
 ///
 /// # Errors
 ///
-/// [`StartError::NoStateDir`], [`StartError::StateDirIsFile`] or [`StartError::NoCa`]
-/// when the state directory was not made by `init`. Other variants of [`StartError`]
+/// The errors of [`ServeConfig::validate`]. [`StartError::NoStateDir`],
+/// [`StartError::StateDirIsFile`] or [`StartError::NoCa`] when the state directory was not
+/// made by `init`. Other variants of [`StartError`]
 /// when a later step fails.
 pub async fn start(config: ServeConfig) -> Result<RunningKeyserver, StartError> {
+    config.validate()?;
     check_state_dir(&config.state_dir)?;
     let ca = CertAuthority::load(&config.state_dir)?;
     let store = Store::open(&config.state_dir)?;
@@ -267,13 +344,19 @@ fn server_tls_config(
     shared: &Shared,
     slot: Arc<ServerCertSlot>,
 ) -> Result<rustls::ServerConfig, StartError> {
+    let ca_error = |reason: String| StartError::CaTls {
+        ca: shared.config.state_dir.join(CA_CERT_FILE),
+        reason,
+    };
     let tls_error = |e: rustls::Error| StartError::Tls(e.to_string());
     let mut roots = RootCertStore::empty();
-    roots.add(shared.ca.cert_der().clone()).map_err(tls_error)?;
+    roots
+        .add(shared.ca.cert_der().clone())
+        .map_err(|e| ca_error(e.to_string()))?;
     let client_verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated()
         .build()
-        .map_err(|e| StartError::Tls(e.to_string()))?;
+        .map_err(|e| ca_error(e.to_string()))?;
 
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -692,6 +775,48 @@ fn create_token(
         token: new.text,
         token_id: new.id,
         principal: request.principal,
-        expires_at: now + lifetime.as_secs() as i64,
+        expires_at: expiry(now, lifetime),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_token_lifetime_above_maximum_rejected() {
+        let mut config = ServeConfig::new(PathBuf::from("/nonexistent"));
+        config.default_token_lifetime = Duration::from_secs(8 * 86_400);
+        config.max_token_lifetime = Duration::from_secs(7 * 86_400);
+        let error = config.validate().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "default token lifetime (--token-lifetime) 8d is longer than the maximum token \
+             lifetime (--max-token-lifetime) 7d; lower the first or raise the second"
+        );
+    }
+
+    #[test]
+    fn oversized_durations_rejected() {
+        let mut config = ServeConfig::new(PathBuf::from("/nonexistent"));
+        config.cert_lifetime = Duration::from_secs(u64::MAX);
+        assert!(matches!(
+            config.validate(),
+            Err(StartError::OutOfRange { setting, .. }) if setting.contains("--cert-lifetime")
+        ));
+
+        let mut config = ServeConfig::new(PathBuf::from("/nonexistent"));
+        config.failure_window = Duration::from_secs(2 * 86_400);
+        assert!(matches!(
+            config.validate(),
+            Err(StartError::OutOfRange { setting, .. }) if setting.contains("--failure-window")
+        ));
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        assert!(ServeConfig::new(PathBuf::from("/nonexistent"))
+            .validate()
+            .is_ok());
+    }
 }

@@ -295,7 +295,7 @@ impl Store {
             .map_err(&error)?;
         }
 
-        let expires_at = now + request.lifetime.as_secs() as i64;
+        let expires_at = expiry(now, request.lifetime);
         tx.execute(
             "INSERT INTO tokens (id, secret_hash, principal, source_cidr, created_by, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -936,6 +936,12 @@ fn insert_audit(conn: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// Returns the Unix time `lifetime` after `now`. It saturates instead of overflowing: such
+/// a time means "never" in practice, and the server bounds lifetimes far below it.
+pub fn expiry(now: i64, lifetime: Duration) -> i64 {
+    now.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
