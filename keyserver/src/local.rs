@@ -29,6 +29,10 @@ pub enum LocalError {
     Op(#[from] OpError),
     #[error("a CA already exists in {dir}; remove ca.pem and ca.key first to import another one")]
     CaExists { dir: PathBuf },
+    #[error("{} already exists; move or remove it first, or write to another output directory (an admin's certificate and key are never overwritten)", path.display())]
+    AdminFileExists { path: PathBuf },
+    #[error("{} is a file, not a directory; pass a directory path for {option}", path.display())]
+    NotADirectory { path: PathBuf, option: &'static str },
 }
 
 /// Paths of an admin's certificate and key.
@@ -37,6 +41,62 @@ pub struct AdminFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub serial: String,
+}
+
+/// Checks the arguments of `init` before it writes anything, so that a rejected `init`
+/// leaves no half-made state directory. Neither the state directory nor the admin output
+/// directory may be a file, and the admin name must be valid, with no `NAME.pem` or
+/// `NAME.key` in `out_dir` yet.
+///
+/// # Errors
+///
+/// [`LocalError::NotADirectory`], or those of [`check_admin_target`].
+pub fn check_init(state_dir: &Path, admin: Option<(&str, &Path)>) -> Result<(), LocalError> {
+    check_not_a_file(state_dir, "--state-dir")?;
+    if let Some((name, out_dir)) = admin {
+        check_not_a_file(out_dir, "--admin-out")?;
+        check_admin_target(name, out_dir)?;
+    }
+    Ok(())
+}
+
+/// Checks that `name` is a valid principal and that `out_dir` contains neither `NAME.pem` nor
+/// `NAME.key`, so that issuing never replaces an admin's existing identity.
+///
+/// # Errors
+///
+/// [`LocalError::Policy`] for an invalid name, [`LocalError::AdminFileExists`] naming the
+/// first file that exists.
+pub fn check_admin_target(name: &str, out_dir: &Path) -> Result<(), LocalError> {
+    policy::validate_principal(name)?;
+    for path in [
+        admin_cert_path(out_dir, name),
+        admin_key_path(out_dir, name),
+    ] {
+        // symlink_metadata: a dangling link is still a file that writing would replace.
+        if path.symlink_metadata().is_ok() {
+            return Err(LocalError::AdminFileExists { path });
+        }
+    }
+    Ok(())
+}
+
+fn check_not_a_file(path: &Path, option: &'static str) -> Result<(), LocalError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => Err(LocalError::NotADirectory {
+            path: path.to_path_buf(),
+            option,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn admin_cert_path(out_dir: &Path, name: &str) -> PathBuf {
+    out_dir.join(format!("{name}.pem"))
+}
+
+fn admin_key_path(out_dir: &Path, name: &str) -> PathBuf {
+    out_dir.join(format!("{name}.key"))
 }
 
 /// Creates the CA in `state_dir` (or imports the given one) and the database. Returns the
@@ -71,15 +131,17 @@ pub fn init(
 ///
 /// # Errors
 ///
-/// [`LocalError::Policy`] for an invalid name, [`LocalError::Op`] when the name belongs
-/// to a node or a revoked admin, or the failing file or database step.
+/// [`LocalError::Policy`] for an invalid name, [`LocalError::AdminFileExists`] when
+/// `NAME.pem` or `NAME.key` is already in `out_dir`, [`LocalError::Op`] when the name
+/// belongs to a node or a revoked admin, or the failing file or database step.
 pub fn issue_admin_cert(
     state_dir: &Path,
     name: &str,
     lifetime: Duration,
     out_dir: &Path,
 ) -> Result<AdminFiles, LocalError> {
-    policy::validate_principal(name)?;
+    check_not_a_file(out_dir, "--out-dir")?;
+    check_admin_target(name, out_dir)?;
     let ca = CertAuthority::load(state_dir)?;
     let mut store = Store::open(state_dir)?;
 
@@ -92,8 +154,8 @@ pub fn issue_admin_cert(
     // The key is written before the certificate is recorded: a failure afterwards leaves
     // an unused key file, never a recorded certificate whose key is lost.
     files::create_private_dir(out_dir)?;
-    let key_path = out_dir.join(format!("{name}.key"));
-    let cert_path = out_dir.join(format!("{name}.pem"));
+    let key_path = admin_key_path(out_dir, name);
+    let cert_path = admin_cert_path(out_dir, name);
     files::write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
     store.record_issued(&signed, &profile, "local")?;
     files::write_atomic(&cert_path, signed.pem.as_bytes(), 0o644)?;
@@ -102,4 +164,53 @@ pub fn issue_admin_cert(
         key: key_path,
         serial: signed.serial,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_files_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let out = dir.path().join("admin");
+        init(&state, None).unwrap();
+        let lifetime = Duration::from_secs(3600);
+        let first = issue_admin_cert(&state, "alice", lifetime, &out).unwrap();
+        let key_before = std::fs::read(&first.key).unwrap();
+
+        let result = issue_admin_cert(&state, "alice", lifetime, &out);
+        match result {
+            Err(LocalError::AdminFileExists { path }) => assert_eq!(path, first.cert),
+            other => panic!("expected AdminFileExists, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&first.key).unwrap(), key_before);
+    }
+
+    #[test]
+    fn init_checks_reject_bad_name_and_file_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let bad_name = check_init(&state, Some(("bad name!", dir.path())));
+        assert!(
+            matches!(bad_name, Err(LocalError::Policy(_))),
+            "{bad_name:?}"
+        );
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let file_state = check_init(&file, None);
+        assert!(
+            matches!(
+                file_state,
+                Err(LocalError::NotADirectory {
+                    option: "--state-dir",
+                    ..
+                })
+            ),
+            "{file_state:?}"
+        );
+        assert!(!state.exists());
+    }
 }
