@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use spike_keyproto::utc::rfc3339_and_unix;
 use spike_keyproto::wire::ErrorCode;
 
 use crate::ca::CaError;
@@ -15,9 +16,9 @@ pub enum OpError {
     /// Unknown identifier or wrong secret; one variant so that clients cannot probe ids.
     #[error("token not recognised: check that it was copied whole, or ask an administrator for a new one")]
     TokenUnknown,
-    #[error("token expired at {expired_at} (Unix seconds); ask an administrator for a new token")]
+    #[error("token expired at {}; ask an administrator for a new token", rfc3339_and_unix(*.expired_at))]
     TokenExpired { expired_at: i64 },
-    #[error("token already used at {used_at} (Unix seconds); a token is redeemed once, ask an administrator for a new one")]
+    #[error("token already used at {}; a token is redeemed once, ask an administrator for a new one", rfc3339_and_unix(*.used_at))]
     TokenUsed { used_at: i64 },
     #[error("token revoked; ask an administrator for a new token")]
     TokenRevoked,
@@ -102,5 +103,28 @@ impl OpError {
             self.code(),
             ErrorCode::Internal | ErrorCode::RateLimited | ErrorCode::NotAuthorized
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_times_shown_as_rfc3339() {
+        let expired = OpError::TokenExpired {
+            expired_at: 1_796_423_231,
+        };
+        assert_eq!(
+            expired.to_string(),
+            "token expired at 2026-12-04T22:27:11Z (Unix 1796423231); ask an administrator \
+             for a new token"
+        );
+        let used = OpError::TokenUsed { used_at: 0 };
+        assert!(
+            used.to_string()
+                .starts_with("token already used at 1970-01-01T00:00:00Z (Unix 0);"),
+            "{used}"
+        );
     }
 }
