@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use spike_keyproto::client::host_of;
-use spike_keyproto::duration::parse_duration;
-use spike_keyproto::tls::{self, ClientIdentity};
+use spike_keyproto::duration::{parse_duration_at_most, BoundedDurationError};
+use spike_keyproto::tls::{self, ClientIdentity, IdentityFiles};
+use spike_keyproto::utc::rfc3339_and_unix;
 use spike_keyproto::{call, Request, Response};
-use spike_keyserver::{local, ServeConfig};
+use spike_keyserver::ca::MAX_LIFETIME;
+use spike_keyserver::server::{check_state_dir, MAX_FAILURE_WINDOW};
+use spike_keyserver::{local, ServeConfig, StartError};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -21,17 +24,24 @@ use tracing_subscriber::EnvFilter;
 #[command(
     name = "spike-keyserver",
     version,
-    about = "Spike's certificate authority for node identities"
+    about = "Spike's certificate authority for node identities",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Exit statuses, shown under every `--help`.
+const EXIT_CODES: &str = "Exit status: 0 on success; 2 for invalid arguments, or a state \
+directory or output file that does not fit the command (fix the command line); 1 when the \
+command fails while running (files, network, the keyserver rejecting a request).";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create the CA (or import one) and the database in the state directory.
     Init {
+        /// Directory for the CA and the database; created when missing.
         #[arg(long)]
         state_dir: PathBuf,
         /// PEM file of an existing CA certificate to import instead of creating a CA.
@@ -43,27 +53,32 @@ enum Command {
         /// Also issue an admin certificate for this name.
         #[arg(long, requires = "admin_out")]
         admin: Option<String>,
-        /// Directory for the admin's NAME.pem and NAME.key.
-        #[arg(long)]
+        /// Directory for the admin's NAME.pem and NAME.key; existing files are never
+        /// replaced.
+        #[arg(long, requires = "admin")]
         admin_out: Option<PathBuf>,
-        /// Validity of the admin certificate, such as 30d or 12h.
-        #[arg(long, default_value = "30d", value_parser = parse_duration)]
+        /// Validity of the admin certificate, such as 30d or 12h (at most 3650d).
+        #[arg(long, default_value = "30d", value_parser = lifetime)]
         admin_lifetime: Duration,
     },
     /// Issue an admin client certificate (writes NAME.pem and NAME.key).
     AdminCert {
+        /// State directory made by `spike-keyserver init`.
         #[arg(long)]
         state_dir: PathBuf,
+        /// Admin name: a lower-case DNS label, such as alice.
         #[arg(long)]
         name: String,
+        /// Directory for NAME.pem and NAME.key; existing files are never replaced.
         #[arg(long)]
         out_dir: PathBuf,
-        /// Validity, such as 30d or 12h.
-        #[arg(long, default_value = "30d", value_parser = parse_duration)]
+        /// Validity, such as 30d or 12h (at most 3650d).
+        #[arg(long, default_value = "30d", value_parser = lifetime)]
         lifetime: Duration,
     },
     /// Print the SHA-256 fingerprint of the CA certificate, which nodes pin.
     Fingerprint {
+        /// State directory made by `spike-keyserver init`.
         #[arg(long)]
         state_dir: PathBuf,
     },
@@ -86,8 +101,8 @@ struct ServeArgs {
     /// with status 2 when the directory is missing, is a file or has no CA.
     #[arg(long)]
     state_dir: PathBuf,
-    /// Address and port to listen on.
-    #[arg(long, default_value = "127.0.0.1:7443")]
+    /// IP address and port to listen on, such as 127.0.0.1:7443 or [::1]:7443.
+    #[arg(long, default_value = "127.0.0.1:7443", value_parser = socket_addr)]
     listen: SocketAddr,
     /// DNS name or IP address in the keyserver's server certificate; repeatable. Defaults
     /// to localhost, 127.0.0.1 and ::1.
@@ -96,20 +111,20 @@ struct ServeArgs {
     /// Domain appended to a principal for a second DNS name in its certificates.
     #[arg(long)]
     dns_suffix: Option<String>,
-    /// Validity of node certificates.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    /// Validity of node certificates (at most 3650d).
+    #[arg(long, default_value = "24h", value_parser = lifetime)]
     cert_lifetime: Duration,
-    /// Token lifetime when the admin gives none.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    /// Token lifetime when the admin gives none; at most --max-token-lifetime.
+    #[arg(long, default_value = "1h", value_parser = lifetime)]
     token_lifetime: Duration,
-    /// Maximum token lifetime an admin may request.
-    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    /// Maximum token lifetime an admin may request (at most 3650d).
+    #[arg(long, default_value = "7d", value_parser = lifetime)]
     max_token_lifetime: Duration,
     /// Failed redemptions allowed per source address (IPv6: per /64) in each window.
     #[arg(long, default_value_t = 10)]
     max_failed_redemptions: u32,
-    /// Length of the failed-redemption window.
-    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    /// Length of the failed-redemption window (at most 1d).
+    #[arg(long, default_value = "1m", value_parser = failure_window)]
     failure_window: Duration,
 }
 
@@ -144,8 +159,9 @@ enum TokenCommand {
         /// Address or CIDR the node must redeem from.
         #[arg(long)]
         source: Option<String>,
-        /// Token lifetime (default: the keyserver's, one hour unless configured).
-        #[arg(long, value_parser = parse_duration)]
+        /// Token lifetime (default: the keyserver's, one hour unless configured). The
+        /// keyserver rejects values above its --max-token-lifetime.
+        #[arg(long, value_parser = lifetime)]
         lifetime: Option<Duration>,
         /// Extra DNS name for the principal's certificates; repeatable. Replaces the
         /// names stored for the principal.
@@ -164,6 +180,8 @@ enum TokenCommand {
     Revoke {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Id of the token, as printed by `token create` and `token list`.
+        #[arg(long)]
         token_id: String,
     },
 }
@@ -174,6 +192,8 @@ enum PrincipalCommand {
     Revoke {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Name of the principal to revoke.
+        #[arg(long)]
         principal: String,
     },
 }
@@ -207,7 +227,51 @@ enum CliError {
     Unexpected(Box<Response>),
 }
 
+impl CliError {
+    /// Returns whether the command line itself is at fault: invalid arguments, or a state
+    /// directory or output file that does not fit the command. Rerunning the same command
+    /// fails the same way, so a service manager should not restart it. Such errors exit
+    /// with status 2, as clap does for invalid arguments.
+    fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            CliError::Start(
+                StartError::NoStateDir(_)
+                    | StartError::StateDirIsFile(_)
+                    | StartError::NoCa(_)
+                    | StartError::OutOfRange { .. }
+                    | StartError::DefaultTokenLifetimeAboveMax { .. }
+            ) | CliError::Local(
+                local::LocalError::Policy(_)
+                    | local::LocalError::NotADirectory { .. }
+                    | local::LocalError::AdminFileExists { .. }
+                    | local::LocalError::CaExists { .. }
+            )
+        )
+    }
+}
+
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Parses a certificate or token lifetime, at most [`MAX_LIFETIME`].
+fn lifetime(input: &str) -> Result<Duration, BoundedDurationError> {
+    parse_duration_at_most(input, MAX_LIFETIME)
+}
+
+/// Parses the failed-redemption window, at most [`MAX_FAILURE_WINDOW`].
+fn failure_window(input: &str) -> Result<Duration, BoundedDurationError> {
+    parse_duration_at_most(input, MAX_FAILURE_WINDOW)
+}
+
+/// Parses an IP socket address. Its error explains that a host name is not accepted.
+fn socket_addr(input: &str) -> Result<SocketAddr, String> {
+    input.parse().map_err(|_| {
+        format!(
+            "{input:?} is not an IP address and port; pass an IP:PORT such as 127.0.0.1:7443 \
+             or [::1]:7443 (host names are not resolved here)"
+        )
+    })
+}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -234,15 +298,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("spike-keyserver: {e}");
-            match e {
-                // A state directory without a CA is a usage error: exit 2, as clap does
-                // for bad arguments, so that a service manager does not keep restarting.
-                CliError::Start(
-                    spike_keyserver::StartError::NoStateDir(_)
-                    | spike_keyserver::StartError::StateDirIsFile(_)
-                    | spike_keyserver::StartError::NoCa(_),
-                ) => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
+            if e.is_usage() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }
@@ -258,6 +317,9 @@ async fn run(command: Command) -> Result<(), CliError> {
             admin_out,
             admin_lifetime,
         } => {
+            // Every argument is checked before the first write, so a rejected init leaves
+            // no half-made state directory behind.
+            local::check_init(&state_dir, admin.as_deref().zip(admin_out.as_deref()))?;
             let import = match (import_ca_cert, import_ca_key) {
                 (Some(cert), Some(key)) => Some((
                     spike_keyserver::files::read_text(&cert)?,
@@ -296,6 +358,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Fingerprint { state_dir } => {
+            check_state_dir(&state_dir)?;
             let ca = spike_keyserver::ca::CertAuthority::load(&state_dir)
                 .map_err(local::LocalError::from)?;
             println!("{}", ca.fingerprint());
@@ -388,8 +451,10 @@ async fn token_command(command: TokenCommand) -> Result<(), CliError> {
             match admin_call(&admin, request).await? {
                 Response::TokenCreated(created) => {
                     eprintln!(
-                        "token {} for {} expires at {} (Unix seconds); it is shown only now",
-                        created.token_id, created.principal, created.expires_at
+                        "token {} for {} expires at {}; it is shown only now",
+                        created.token_id,
+                        created.principal,
+                        rfc3339_and_unix(created.expires_at)
                     );
                     println!("{}", created.token);
                     Ok(())
@@ -443,10 +508,18 @@ fn admin_tls_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::Client
     let ca_pem = spike_keyserver::files::read_text(ca)?;
     let cert_pem = spike_keyserver::files::read_text(cert)?;
     let key_pem = spike_keyserver::files::read_secret(key)?;
-    let ca_der = tls::certs_from_pem(&ca_pem, &ca.display().to_string())?.remove(0);
+    let ca_name = format!("--ca-cert {}", ca.display());
+    let cert_name = format!("--cert {}", cert.display());
+    let key_name = format!("--key {}", key.display());
+    let ca_der = tls::certs_from_pem(&ca_pem, &ca_name)?.remove(0);
     let identity = ClientIdentity {
-        chain: tls::certs_from_pem(&cert_pem, &cert.display().to_string())?,
-        key: tls::key_from_pem(&key_pem, &key.display().to_string())?,
+        chain: tls::certs_from_pem(&cert_pem, &cert_name)?,
+        key: tls::key_from_pem(&key_pem, &key_name)?,
     };
-    Ok(tls::client_config(ca_der, Some(identity))?)
+    let files = IdentityFiles {
+        ca: &ca_name,
+        cert: &cert_name,
+        key: &key_name,
+    };
+    Ok(tls::client_config_from_files(ca_der, identity, files)?)
 }

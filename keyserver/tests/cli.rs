@@ -1,0 +1,336 @@
+//! The command line of `spike-keyserver`, run as the real binary: argument checks happen
+//! before anything is written, messages name the option and the fix, and exit statuses
+//! are 2 for a bad command line and 1 for failures while running.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Time a command gets to exit. Every command here exits on its own within a second, so
+/// one still running (a `serve` that should have been rejected) is killed and fails.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
+
+fn keyserver(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spike-keyserver"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let stdout_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stdout.read_to_end(&mut text);
+        text
+    });
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > COMMAND_DEADLINE {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("spike-keyserver {args:?} still running after {COMMAND_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout_reader.join().unwrap(),
+        stderr: stderr_reader.join().unwrap(),
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn init_with_admin(state: &Path, admin_out: &Path) -> Output {
+    keyserver(&[
+        "init",
+        "--state-dir",
+        path(state),
+        "--admin",
+        "alice",
+        "--admin-out",
+        path(admin_out),
+    ])
+}
+
+#[test]
+fn oversized_admin_lifetime_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let output = keyserver(&[
+        "init",
+        "--state-dir",
+        path(&state),
+        "--admin",
+        "alice",
+        "--admin-out",
+        path(&dir.path().join("admin")),
+        "--admin-lifetime",
+        "99999999999d",
+    ]);
+
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("--admin-lifetime"), "{message}");
+    assert!(message.contains("99999999999d"), "{message}");
+    assert!(message.contains("maximum of 3650d"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    assert!(
+        !state.exists(),
+        "a rejected init created the state directory"
+    );
+}
+
+#[test]
+fn bad_admin_name_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let output = keyserver(&[
+        "init",
+        "--state-dir",
+        path(&state),
+        "--admin",
+        "Not A Name",
+        "--admin-out",
+        path(&dir.path().join("admin")),
+    ]);
+
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("Not A Name"), "{message}");
+    assert!(
+        !state.exists(),
+        "a rejected init created the state directory"
+    );
+    assert!(!dir.path().join("admin").exists());
+}
+
+#[test]
+fn rerun_init_keeps_admin_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let admin = dir.path().join("admin");
+    let first = init_with_admin(&state, &admin);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let key_before = std::fs::read(admin.join("alice.key")).unwrap();
+    let cert_before = std::fs::read(admin.join("alice.pem")).unwrap();
+
+    let second = init_with_admin(&state, &admin);
+    let message = stderr(&second);
+    assert_eq!(second.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains(&format!(
+            "{} already exists",
+            admin.join("alice.pem").display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("move or remove it"), "{message}");
+    assert_eq!(std::fs::read(admin.join("alice.key")).unwrap(), key_before);
+    assert_eq!(std::fs::read(admin.join("alice.pem")).unwrap(), cert_before);
+}
+
+#[test]
+fn contradictory_token_limits_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let init = keyserver(&["init", "--state-dir", path(&state)]);
+    assert_eq!(init.status.code(), Some(0), "{}", stderr(&init));
+
+    let output = keyserver(&[
+        "serve",
+        "--state-dir",
+        path(&state),
+        "--listen",
+        "127.0.0.1:0",
+        "--token-lifetime",
+        "8d",
+        "--max-token-lifetime",
+        "7d",
+    ]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("(--token-lifetime) 8d is longer than the maximum token lifetime"),
+        "{message}"
+    );
+    assert!(!message.contains("listening"), "{message}");
+}
+
+#[test]
+fn host_name_listen_address_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = keyserver(&[
+        "serve",
+        "--state-dir",
+        path(dir.path()),
+        "--listen",
+        "localhost:17443",
+    ]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("--listen"), "{message}");
+    assert!(message.contains("127.0.0.1:7443"), "{message}");
+    assert!(message.contains("[::1]:7443"), "{message}");
+    assert!(
+        !message.contains("invalid socket address syntax"),
+        "{message}"
+    );
+}
+
+#[test]
+fn fingerprint_missing_state_dir_matches_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let fingerprint = keyserver(&["fingerprint", "--state-dir", path(&missing)]);
+    let serve = keyserver(&[
+        "serve",
+        "--state-dir",
+        path(&missing),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+
+    assert_eq!(
+        fingerprint.status.code(),
+        Some(2),
+        "{}",
+        stderr(&fingerprint)
+    );
+    assert_eq!(fingerprint.status.code(), serve.status.code());
+    assert!(
+        stderr(&fingerprint).contains("does not exist"),
+        "{}",
+        stderr(&fingerprint)
+    );
+}
+
+#[test]
+fn help_documents_exit_statuses() {
+    let output = keyserver(&["--help"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("Exit status: 0 on success; 2"), "{text}");
+}
+
+#[test]
+fn principal_revoke_takes_flag() {
+    let output = keyserver(&["principal", "revoke", "--help"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("--principal <PRINCIPAL>"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mismatched_admin_key_names_files() {
+    let harness = common::Harness::start().await;
+    let admin = harness.dir.path().join("admin");
+    let bob = tempfile::tempdir().unwrap();
+    let state = harness.state_dir();
+    let issued = tokio::task::spawn_blocking(move || {
+        keyserver(&[
+            "admin-cert",
+            "--state-dir",
+            path(&state),
+            "--name",
+            "bob",
+            "--out-dir",
+            path(bob.path()),
+        ]);
+        bob
+    })
+    .await
+    .unwrap();
+
+    let cert = admin.join("alice.pem");
+    let key = issued.path().join("bob.key");
+    let ca = harness.state_dir().join("ca.pem");
+    let addr = harness.addr();
+    let output = tokio::task::spawn_blocking(move || {
+        keyserver(&[
+            "token",
+            "create",
+            "--server",
+            &addr,
+            "--ca-cert",
+            path(&ca),
+            "--cert",
+            path(&cert),
+            "--key",
+            path(&key),
+            "--principal",
+            "node-a",
+        ])
+    })
+    .await
+    .unwrap();
+
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains(&format!(
+            "--cert {} and key --key {} do not belong together",
+            admin.join("alice.pem").display(),
+            issued.path().join("bob.key").display()
+        )),
+        "{message}"
+    );
+    assert!(!message.contains("KeyMismatch"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiry_printed_as_rfc3339() {
+    let harness = common::Harness::start().await;
+    let admin = harness.dir.path().join("admin");
+    let ca = harness.state_dir().join("ca.pem");
+    let addr = harness.addr();
+    let output = tokio::task::spawn_blocking(move || {
+        keyserver(&[
+            "token",
+            "create",
+            "--server",
+            &addr,
+            "--ca-cert",
+            path(&ca),
+            "--cert",
+            path(&admin.join("alice.pem")),
+            "--key",
+            path(&admin.join("alice.key")),
+            "--principal",
+            "node-a",
+        ])
+    })
+    .await
+    .unwrap();
+
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{message}");
+    let expiry = message
+        .split(" expires at ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no expiry in {message}"));
+    // 2026-12-04T22:27:11Z: a date, a T, a time and a Z before the Unix value.
+    let stamp = expiry.split(' ').next().unwrap();
+    assert_eq!(stamp.len(), 20, "{message}");
+    assert_eq!(&stamp[10..11], "T", "{message}");
+    assert!(stamp.ends_with('Z'), "{message}");
+    assert!(expiry.contains("(Unix "), "{message}");
+}
