@@ -48,8 +48,8 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error(
-        "the file is empty: it needs at least [node] and [hash] (configs/spike.toml is a \
-         commented example)"
+        "the file is empty (blank lines and comments only): start from a commented example \
+         in configs/ of the source tree"
     )]
     Empty,
     /// A TOML syntax or type error, with the key it concerns when there is one.
