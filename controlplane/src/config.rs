@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
+use spike_core::config::{locate, Place};
 use spike_core::flow::HashFields;
 use spike_core::maglev;
 use spike_core::wire::MacAddr;
@@ -47,17 +48,18 @@ use crate::bgp::{self, BgpConfig};
 /// A config error, naming the key and what to do.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("{path}: cannot read the config file: {source}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("invalid config: {0}")]
+    #[error("invalid config: {}", locate::one_line(.0.message()))]
     Syntax(#[from] toml::de::Error),
     /// A type error, unknown or missing key in the control plane's keys.
-    #[error("invalid config at line {line}: {key}: {message}")]
+    #[error("line {line}, column {column}: {key}: {message}")]
     Located {
         line: usize,
+        column: usize,
         key: String,
         message: String,
     },
@@ -70,12 +72,78 @@ pub enum ConfigError {
     DataplaneSection(String),
     #[error("invalid config: {0}")]
     Kubernetes(#[from] spike_kube::ConfigError),
-    #[error("invalid value {value} for {key}: expected {expected}")]
+    #[error("{key}: invalid value {value}: expected {expected}")]
     Invalid {
         key: String,
         value: String,
         expected: String,
     },
+    /// One of the other errors, in one line, with the file and the place in it.
+    #[error("{place}: {message}")]
+    At { place: Place, message: String },
+}
+
+impl ConfigError {
+    /// Adds the file (when given) and the line and column in `text` to the error, as in
+    /// `PATH:LINE:COLUMN: key: message`.
+    fn place(self, text: &str, path: Option<&Path>) -> ConfigError {
+        let file = path.map(|path| path.display().to_string());
+        let at = |position: Option<(usize, usize)>, message: String| ConfigError::At {
+            place: Place {
+                path: file.clone(),
+                position,
+            },
+            message,
+        };
+        match self {
+            ConfigError::Read { .. } | ConfigError::At { .. } => self,
+            ConfigError::Core(error) => match path {
+                Some(path) => ConfigError::Core(error.in_file(path)),
+                None => ConfigError::Core(error),
+            },
+            ConfigError::Located {
+                line,
+                column,
+                key,
+                message,
+            } => at(Some((line, column)), format!("{key}: {message}")),
+            ConfigError::Invalid { ref key, .. } => {
+                let position = locate::position_of_key(text, key);
+                at(position, self.to_string())
+            }
+            ConfigError::DataplaneSection(ref section) => {
+                let position = locate::position_of_key(text, section);
+                at(position, format!("{section}: {self}"))
+            }
+            ConfigError::Kubernetes(ref error) => {
+                let position = locate::position_of_key(text, "kubernetes");
+                at(position, format!("kubernetes: {error}"))
+            }
+            ConfigError::Syntax(ref error) => {
+                let offset = error.span().map(|span| span.start);
+                let position = offset.map(|offset| locate::line_column(text, offset));
+                let message = locate::one_line(error.message());
+                if let Some((name, header)) = locate::unknown_table(text, &SECTIONS) {
+                    return at(
+                        Some(header),
+                        format!(
+                            "{name}: unknown section `{name}`, expected one of {} (TOML then \
+                             stopped at {}: {message})",
+                            expected_sections(),
+                            Place {
+                                path: None,
+                                position
+                            }
+                        ),
+                    );
+                }
+                match offset.and_then(|offset| locate::key_at(text, offset)) {
+                    Some(key) => at(position, format!("{key}: {message}")),
+                    None => at(position, message),
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn invalid(
@@ -326,6 +394,29 @@ fn default_fall() -> u32 {
     3
 }
 
+/// The top-level tables of the control plane's file, and those it reports as the
+/// dataplane's.
+const SECTIONS: [&str; 11] = [
+    "controlplane",
+    "node",
+    "vxlan",
+    "hash",
+    "service",
+    "kubernetes",
+    "bgp",
+    "conntrack",
+    "icmp",
+    "dpdk",
+    "cluster",
+];
+
+/// Lists the sections this file accepts, for a message about an unknown one.
+fn expected_sections() -> String {
+    let accepted = &SECTIONS[..SECTIONS.len() - DATAPLANE_SECTIONS.len()];
+    let quoted: Vec<String> = accepted.iter().map(|name| format!("`{name}`")).collect();
+    quoted.join(", ")
+}
+
 /// Sections of the dataplane's file that the dataplane never takes from a snapshot.
 const DATAPLANE_SECTIONS: [&str; 4] = ["conntrack", "icmp", "dpdk", "cluster"];
 
@@ -340,15 +431,26 @@ impl ControlConfig {
             path: path.display().to_string(),
             source,
         })?;
-        ControlConfig::parse(&text)
+        ControlConfig::parse_text(&text).map_err(|error| error.place(&text, Some(path)))
     }
 
     /// Parses and validates config text.
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming the first invalid key.
+    /// [`ConfigError`] naming the line, column and key of the first invalid key.
+    #[cfg(test)]
     pub fn parse(text: &str) -> Result<ControlConfig, ConfigError> {
+        ControlConfig::parse_text(text).map_err(|error| error.place(text, None))
+    }
+
+    fn parse_text(text: &str) -> Result<ControlConfig, ConfigError> {
+        if text
+            .lines()
+            .all(|line| line.trim().is_empty() || line.trim().starts_with('#'))
+        {
+            return Err(spike_core::config::ConfigError::Empty.into());
+        }
         let mut root: toml::Table = toml::from_str(text)?;
         for section in DATAPLANE_SECTIONS {
             if root.contains_key(section) {
@@ -400,6 +502,14 @@ impl ControlConfig {
             })
             .collect();
 
+        if !control.ring.is_absolute() {
+            return Err(invalid(
+                "controlplane.ring",
+                control.ring.display(),
+                "an absolute path, such as /dev/shm/spike-ring: the control plane creates \
+                 the ring there, and the dataplane's dpdk.snapshot_ring names the same path",
+            ));
+        }
         if !(1..=1024).contains(&control.ring_slot_size_mib) {
             return Err(invalid(
                 "controlplane.ring_slot_size_mib",
@@ -561,14 +671,17 @@ fn locate(text: &str, document: &ImDocument<&str>, error: &toml::de::Error) -> C
     let Some(span) = error.span() else {
         return ConfigError::Syntax(error.clone());
     };
+    let message = explain_message(error.message());
     let mut found = None;
     let headers = header_starts(document);
     find_key(document.as_table(), "", span.start, &headers, &mut found);
     let Some(Found { path, table }) = found else {
+        let (line, column) = locate::line_column(text, span.start);
         return ConfigError::Located {
-            line: line_of(text, span.start),
+            line,
+            column,
             key: "(top level)".to_owned(),
-            message: error.message().to_owned(),
+            message,
         };
     };
     // serde reports an unknown key of an internally tagged table, such as
@@ -584,26 +697,32 @@ fn locate(text: &str, document: &ImDocument<&str>, error: &toml::de::Error) -> C
         Some((name, key_span)) => (format!("{path}.{name}"), key_span.start),
         None => (path, span.start),
     };
+    let (line, column) = locate::line_column(text, offset);
     ConfigError::Located {
-        line: line_of(text, offset),
+        line,
+        column,
         key,
-        message: error.message().to_owned(),
+        message,
     }
+}
+
+/// Returns serde's message in one line, with what an address key needs where serde
+/// names only the syntax it expected.
+fn explain_message(message: &str) -> String {
+    let message = message.trim().replace('\n', " ");
+    if message.contains("invalid socket address syntax") {
+        return format!(
+            "{message}: expected an IP address and port such as \"127.0.0.1:9300\" or \
+             \"[::1]:9300\" (host names are not resolved)"
+        );
+    }
+    message
 }
 
 /// The deepest key found at an offset, with its table when it is one.
 struct Found<'a> {
     path: String,
     table: Option<&'a toml_edit::Table>,
-}
-
-/// 1-based line number of byte `offset`.
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&byte| byte == b'\n')
-        .count()
-        + 1
 }
 
 /// Start offsets of every `[table]` and `[[array]]` header, in order.
@@ -1125,8 +1244,11 @@ mod tests {
             let last_line = to.lines().last().unwrap().trim();
             let line = line_of_text(&changed, last_line);
             let error = ControlConfig::parse(&changed).unwrap_err().to_string();
-            let expected = format!("at line {line}: {path}");
-            assert!(error.contains(&expected), "{expected}: {error}");
+            assert!(
+                error.starts_with(&format!("line {line}, column ")),
+                "line {line}: {error}"
+            );
+            assert!(error.contains(&format!(": {path}")), "{path}: {error}");
         }
     }
 
@@ -1169,8 +1291,11 @@ mod tests {
             let last_line = to.lines().last().unwrap().trim();
             let line = line_of_text(&changed, last_line);
             let error = ControlConfig::parse(&changed).unwrap_err().to_string();
-            let expected = format!("at line {line}: {path}");
-            assert!(error.contains(&expected), "{expected}: {error}");
+            assert!(
+                error.starts_with(&format!("line {line}, column ")),
+                "line {line}: {error}"
+            );
+            assert!(error.contains(&format!(": {path}")), "{path}: {error}");
         }
     }
 
@@ -1352,6 +1477,76 @@ mod tests {
                 !error.contains(&format!("`{section}`")),
                 "{section}: {error}"
             );
+        }
+    }
+
+    #[test]
+    fn relative_ring_is_rejected() {
+        let text = BASE.replace("/dev/shm/spike-test", "spike-ring");
+        let error = ControlConfig::parse(&text).unwrap_err().to_string();
+        assert!(
+            error.contains("controlplane.ring: invalid value spike-ring"),
+            "{error}"
+        );
+        assert!(error.contains("an absolute path"), "{error}");
+    }
+
+    #[test]
+    fn metrics_listen_host_name_rejected() {
+        let text = BASE.replace("127.0.0.1:9300", "localhost:9300");
+        let error = ControlConfig::parse(&text).unwrap_err().to_string();
+        assert!(error.contains("controlplane.metrics_listen"), "{error}");
+        assert!(error.contains("an IP address and port"), "{error}");
+    }
+
+    #[test]
+    fn empty_file_is_called_empty() {
+        let error = ControlConfig::parse("\n# nothing\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("the file is empty"), "{error}");
+    }
+
+    #[test]
+    fn load_errors_name_file_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controlplane.toml");
+        let cases = [
+            (
+                "port = 80",
+                "port = 0",
+                "service[0] (web).port: invalid value 0",
+            ),
+            (
+                "port = 80",
+                "port = \"eighty\"",
+                "service[0].port: invalid type",
+            ),
+            (
+                "timeout_ms = 200",
+                "timeout_ms = 900",
+                "timeout_ms: invalid value 900",
+            ),
+            (
+                "ipv4 = \"192.0.2.1\"",
+                "ipv4 = 192.0.2.1",
+                "expected newline",
+            ),
+            (
+                "kind = \"http\"",
+                "kind = \"http\"\ncolour = 1",
+                "unknown field `colour`",
+            ),
+        ];
+        for (from, to, message) in cases {
+            let text = BASE.replacen(from, to, 1);
+            let line = line_of_text(&text, to.lines().last().unwrap().trim());
+            std::fs::write(&path, &text).unwrap();
+            let error = ControlConfig::load(&path).unwrap_err().to_string();
+            let place = format!("{}:{line}:", path.display());
+            assert!(error.starts_with(&place), "{place}: {error}");
+            assert!(error.contains(message), "{message}: {error}");
+            assert!(!error.contains('\n'), "one line: {error}");
         }
     }
 }

@@ -12,7 +12,8 @@
 //! through BIRD: SIGTERM leaves them announced (for a restart), SIGUSR1 withdraws them,
 //! waits `bgp.drain_s` and stops (see `bgp`). Exit codes: 0 after a stop, 2 for an
 //! invalid config, 1 for other failures, including a planned stop whose withdrawal
-//! failed.
+//! failed. `--check-config` validates the file without binding sockets or opening the
+//! ring and exits 0 or 2.
 
 mod bgp;
 mod config;
@@ -39,10 +40,19 @@ pub struct Args {
     /// Control plane config file (TOML).
     #[arg(short, long)]
     config: PathBuf,
+
+    /// Check the config file and exit, without binding sockets or opening the ring:
+    /// print warnings and "FILE: ok" (exit 0), or the error (exit 2, or 1 when the TLS
+    /// identity cannot be read). Run it before a reload or an upgrade.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.check_config {
+        return check_config(&args.config);
+    }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -62,6 +72,30 @@ fn main() -> ExitCode {
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+/// Validates the config as a start would before it binds the metrics socket, the TLS
+/// identity included, and prints the warnings and `FILE: ok`, or the error.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let config = match config::ControlConfig::load(path) {
+        Ok(config) => config,
+        Err(error) => return check_failed(&publish::RunError::from(error)),
+    };
+    if let Some(tls) = &config.metrics_tls {
+        if let Err(error) = metrics_tls::acceptor(tls) {
+            return check_failed(&publish::RunError::from(error));
+        }
+    }
+    for warning in config.base.warnings() {
+        println!("{}: warning: {warning}", path.display());
+    }
+    println!("{}: ok", path.display());
+    ExitCode::SUCCESS
+}
+
+fn check_failed(error: &publish::RunError) -> ExitCode {
+    eprintln!("spike-controlplane: {error}");
+    ExitCode::from(error.exit_code())
 }
 
 fn init_logging() {

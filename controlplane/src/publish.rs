@@ -89,6 +89,9 @@ struct Current {
 /// withdraws the VIPs first.
 pub async fn run(path: &Path) -> Result<(), RunError> {
     let mut config = Arc::new(ControlConfig::load(path)?);
+    for warning in config.base.warnings() {
+        warn!(config = %path.display(), "{warning}");
+    }
     let geometry = Geometry {
         slot_size: config.slot_size_bytes,
         ..Geometry::default()
@@ -195,6 +198,9 @@ pub async fn run(path: &Path) -> Result<(), RunError> {
                      restart spike-controlplane to apply it"
                 ),
                 Ok(reloaded) => {
+                    for warning in reloaded.base.warnings() {
+                        warn!(config = %path.display(), "{warning}");
+                    }
                     if let (Some(announcer), Some(bgp)) = (&announcer, &reloaded.bgp) {
                         announcer.update(bgp.clone());
                     }

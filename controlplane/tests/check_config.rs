@@ -1,0 +1,77 @@
+//! `--check-config`: a valid file prints its warnings and `FILE: ok` and exits 0, an
+//! invalid one prints one error line and exits 2, and the check creates no ring.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const CONTROLPLANE: &str = env!("CARGO_BIN_EXE_spike-controlplane");
+
+fn check(path: &Path) -> Output {
+    Command::new(CONTROLPLANE)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .expect("run spike-controlplane --check-config")
+}
+
+fn example() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/controlplane.toml");
+    std::fs::read_to_string(path).expect("read the example config")
+}
+
+#[test]
+fn valid_config_prints_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("ring");
+    let text = example().replace("/dev/shm/spike-ring", &ring.display().to_string());
+    let path = dir.path().join("controlplane.toml");
+    std::fs::write(&path, text).unwrap();
+
+    let output = check(&path);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        stdout.ends_with(&format!("{}: ok\n", path.display())),
+        "{stdout}"
+    );
+    // The example keeps the example hash key, which the check warns about.
+    assert!(
+        stdout.contains("warning: hash.key is the example key"),
+        "{stdout}"
+    );
+    assert!(!ring.exists(), "the check created no ring");
+}
+
+#[test]
+fn invalid_config_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("controlplane.toml");
+    let cases = [
+        (
+            ("port = 80", "port = 0"),
+            "service[0] (web).port: invalid value 0",
+        ),
+        (
+            ("ring = \"/dev/shm/spike-ring\"", "ring = \"spike-ring\""),
+            "controlplane.ring",
+        ),
+        (
+            ("\n[[service]]\n", "\n[[services]]\n"),
+            "unknown section `services`",
+        ),
+    ];
+    for ((from, to), message) in cases {
+        let text = example().replacen(from, to, 1);
+        std::fs::write(&path, text).unwrap();
+
+        let output = check(&path);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{message}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        let place = format!("spike-controlplane: {}:", path.display());
+        assert!(stderr.starts_with(&place), "{place}: {stderr}");
+        assert!(stderr.contains(message), "{message}: {stderr}");
+        assert!(output.stdout.is_empty(), "{output:?}");
+    }
+}
