@@ -32,7 +32,9 @@ pub enum MetricsTlsError {
     )]
     Identity {
         dir: PathBuf,
-        source: BootstrapError,
+        // Boxed because the bootstrap error, with the file names it carries, would make
+        // every result of this module that large.
+        source: Box<BootstrapError>,
     },
     /// `ca.pem` is missing or unreadable while client certificates are required.
     #[error(
@@ -58,7 +60,7 @@ pub fn acceptor(settings: &MetricsTls) -> Result<TlsAcceptor, MetricsTlsError> {
     let paths = IdentityPaths::new(&settings.identity_dir);
     let identity_error = |source| MetricsTlsError::Identity {
         dir: settings.identity_dir.clone(),
-        source,
+        source: Box::new(source),
     };
     let identity = ReloadingIdentity::load(paths.clone()).map_err(identity_error)?;
     log_validity(&paths);
