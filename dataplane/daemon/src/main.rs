@@ -29,7 +29,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Runs Spike's DPDK dataplane with the given config.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_help = AFTER_HELP)]
 pub struct Args {
     /// Dataplane config file (TOML) with a [dpdk] section.
     #[arg(short, long)]
@@ -48,6 +48,19 @@ pub struct Args {
     #[arg(long)]
     check_config: bool,
 }
+
+/// Signals, exit codes and logging, shown after the options in `--help`.
+const AFTER_HELP: &str = "\
+Signals:
+  SIGHUP           reload the config file; an invalid file keeps the running config
+  SIGINT, SIGTERM  stop forwarding, print the final counters on stdout and exit
+
+Exit codes:
+  0  clean stop, or --check-config found the file valid
+  1  DPDK or another runtime failure
+  2  invalid config or command line
+
+Logs go to stderr. RUST_LOG sets the filter (default: info), e.g. RUST_LOG=debug.";
 
 fn main() -> ExitCode {
     let args = Args::parse();
