@@ -678,6 +678,10 @@ const SECTIONS: [&str; 8] = [
 /// then looks like a duplicate (`[[service]]` after `[[services]]` and
 /// `[[service.backend]]`), so the header itself is the better place to report.
 fn unknown_section(text: &str, error: &toml::de::Error) -> Option<ConfigError> {
+    // Valid TOML gets serde's own unknown-field error, which already names the key.
+    if toml_edit::ImDocument::parse(text).is_ok() {
+        return None;
+    }
     let (name, position) = locate::unknown_table(text, &SECTIONS)?;
     let expected: Vec<String> = SECTIONS.iter().map(|name| format!("`{name}`")).collect();
     let (line, column) = error
@@ -1305,8 +1309,9 @@ fn vip_problem(vip: IpAddr, node: &NodeConfig) -> Option<&'static str> {
             "a routed address: routers never forward link-local fe80::/10"
         }
         IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
-            "a plain IPv4 or IPv6 address: IPv4-mapped addresses (::ffff:0:0/96) never \
-             appear in packets, so write the IPv4 address itself"
+            "a plain IPv4 or IPv6 address: an IPv4-mapped address (::ffff:0:0/96) stands for \
+             an IPv4 address inside a host and is not a destination on the network, so write \
+             the IPv4 address itself"
         }
         IpAddr::V6(v6) if node.ipv6 == Some(v6) => {
             "an address other than node.ipv6: that is this node's own underlay \
