@@ -364,3 +364,45 @@ fn metrics_over_tls_from_a_real_process() {
     assert!(refused.is_err(), "{refused:?}");
     process.assert_running();
 }
+
+#[test]
+fn rejected_reload_logs_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_health, health_port) = health_listener();
+    let metrics_port = free_port();
+    let path = dir.path().join("controlplane.toml");
+    let text = config(&dir.path().join("ring"), metrics_port, health_port, "");
+    fs::write(&path, &text).unwrap();
+    let mut process = Process::start(&path, dir.path().join("controlplane.log"));
+    wait_until("the metrics endpoint", || {
+        process.assert_running();
+        request(metrics_port, "GET", "/healthz")
+    });
+
+    // A repeated key is a TOML syntax error, whose message from the parser quotes the
+    // line over several lines.
+    fs::write(
+        &path,
+        text.replace("kind = \"tcp\"", "kind = \"tcp\"\nkind = \"tcp\""),
+    )
+    .unwrap();
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(process.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -HUP");
+    let line = wait_until("the rejected reload", || {
+        process.assert_running();
+        let log = process.log();
+        let line = log
+            .lines()
+            .find(|line| line.contains("config reload rejected"))?;
+        Some(line.to_owned())
+    });
+
+    let place = format!("{}:", path.display());
+    assert!(line.contains(&format!("error={place}")), "{line}");
+    assert!(line.contains("duplicate key"), "{line}");
+    assert!(!process.log().contains("\n   |"), "{}", process.log());
+}
