@@ -44,8 +44,11 @@ impl Backoff {
     /// that failed nodes spread out their retries, and doubles the base for next time.
     pub fn next_delay(&mut self, jitter: f64) -> Duration {
         let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        base.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
+        // Saturating, so that a huge --max-retry-delay cannot overflow the doubling.
+        self.next = self.next.saturating_mul(2).min(self.max);
+        let factor = 0.5 + jitter.clamp(0.0, 1.0) / 2.0;
+        // Fallible: near Duration::MAX the float product can round above it.
+        Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(base)
     }
 
     /// Starts over after a success.
@@ -84,5 +87,14 @@ mod tests {
         assert_eq!(delays, [1, 2, 4, 4].map(Duration::from_secs));
         backoff.reset();
         assert_eq!(backoff.next_delay(0.0), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn backoff_saturates_huge_delays() {
+        let mut backoff = Backoff::new(Duration::MAX / 2 + Duration::from_secs(1), Duration::MAX);
+        let first = backoff.next_delay(0.0);
+        assert!(first >= Duration::MAX / 4, "{first:?}");
+        let second = backoff.next_delay(1.0);
+        assert!(second > first, "{second:?}");
     }
 }
