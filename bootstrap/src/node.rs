@@ -10,7 +10,8 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair, PublicKeyData};
 use ring::rand::{SecureRandom, SystemRandom};
 use spike_keyproto::client::host_of;
 use spike_keyproto::files::{self, FileError};
-use spike_keyproto::tls::{self, ClientIdentity, TlsSetupError};
+use spike_keyproto::tls::{self, ClientIdentity, IdentityFiles, TlsSetupError};
+use spike_keyproto::utc::rfc3339_and_unix;
 use spike_keyproto::wire::IssuedCert;
 use spike_keyproto::{call, ClientError, ErrorCode, Request, Response};
 use tracing::{info, warn};
@@ -36,7 +37,7 @@ pub enum BootstrapError {
     KeyMismatch,
     #[error("certificate {path} cannot be read: {reason}")]
     BadCertificate { path: PathBuf, reason: String },
-    #[error("certificate {path} expired at {not_after} (Unix seconds); renewal needs a valid one, so redeem a new token")]
+    #[error("certificate {path} expired at {}; renewal needs a valid one, so redeem a new token", rfc3339_and_unix(*.not_after))]
     Expired { path: PathBuf, not_after: i64 },
     #[error("unexpected response from the keyserver: {0}")]
     Unexpected(String),
@@ -278,12 +279,20 @@ pub async fn renew_once(options: &RenewOptions) -> Result<Identity, BootstrapErr
     let cert_pem = files::read_text(&paths.cert())?;
     let key_pem = files::read_secret(&paths.key())?;
     let key = KeyPair::from_pem(&key_pem)?;
+    let ca_name = paths.ca().display().to_string();
+    let cert_name = paths.cert().display().to_string();
+    let key_name = paths.key().display().to_string();
     let identity = ClientIdentity {
-        chain: tls::certs_from_pem(&cert_pem, &paths.cert().display().to_string())?,
-        key: tls::key_from_pem(&key_pem, &paths.key().display().to_string())?,
+        chain: tls::certs_from_pem(&cert_pem, &cert_name)?,
+        key: tls::key_from_pem(&key_pem, &key_name)?,
     };
-    let ca_der = tls::certs_from_pem(&ca_pem, &paths.ca().display().to_string())?.remove(0);
-    let config = tls::client_config(ca_der, Some(identity))?;
+    let ca_der = tls::certs_from_pem(&ca_pem, &ca_name)?.remove(0);
+    let files = IdentityFiles {
+        ca: &ca_name,
+        cert: &cert_name,
+        key: &key_name,
+    };
+    let config = tls::client_config_from_files(ca_der, identity, files)?;
 
     let request = Request::Renew {
         csr_pem: csr_pem(&key)?,
@@ -368,4 +377,22 @@ pub async fn renew_loop(
         renewals += 1;
     }
     Ok(renewals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_time_shown_as_rfc3339() {
+        let error = BootstrapError::Expired {
+            path: PathBuf::from("/identity/cert.pem"),
+            not_after: 1_796_423_231,
+        };
+        assert_eq!(
+            error.to_string(),
+            "certificate /identity/cert.pem expired at 2026-12-04T22:27:11Z (Unix 1796423231); \
+             renewal needs a valid one, so redeem a new token"
+        );
+    }
 }
