@@ -11,9 +11,10 @@ use spike_bootstrap::{
     redeem, renew_loop, renew_once, Backoff, BootstrapError, IdentityPaths, RedeemOptions,
     RenewOptions,
 };
-use spike_keyproto::duration::parse_duration;
+use spike_keyproto::duration::{format_duration, parse_duration_at_most, BoundedDurationError};
 use spike_keyproto::files;
 use spike_keyproto::tls::parse_fingerprint;
+use spike_keyproto::utc::rfc3339;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
@@ -24,11 +25,24 @@ const TOKEN_ENV: &str = "SPIKE_BOOTSTRAP_TOKEN";
 /// file, and it is rejected before reading rather than sent to the keyserver.
 const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
+/// Maximum --timeout: a keyserver call that takes longer has failed.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Maximum retry delay: a day, the keyserver's default certificate lifetime, because a
+/// longer wait between renewal attempts would let such a certificate expire.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(86_400);
+
+/// Exit statuses, shown under `--help`.
+const EXIT_CODES: &str = "Exit status: 0 on success; 2 for invalid arguments or \
+contradictory options (fix the command line); 1 when the command fails while running \
+(files, network, the keyserver rejecting the request).";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "spike-bootstrap",
     version,
-    about = "Obtain and renew a Spike node's TLS identity"
+    about = "Obtain and renew a Spike node's TLS identity",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,8 +60,8 @@ struct Common {
     /// Directory of key.pem, cert.pem and ca.pem.
     #[arg(long)]
     dir: PathBuf,
-    /// Time limit of one keyserver call.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// Time limit of one keyserver call (at most 1h).
+    #[arg(long, default_value = "30s", value_parser = timeout)]
     timeout: Duration,
 }
 
@@ -57,9 +71,10 @@ enum Command {
     Redeem {
         #[command(flatten)]
         common: Common,
-        /// SHA-256 fingerprint of the keyserver's CA certificate (64 hex digits).
-        #[arg(long)]
-        ca_fingerprint: String,
+        /// SHA-256 fingerprint of the keyserver's CA certificate (64 hex digits), as
+        /// printed by `spike-keyserver fingerprint`.
+        #[arg(long, value_parser = parse_fingerprint)]
+        ca_fingerprint: [u8; 32],
         /// File holding the token. Without it, the token is read from $SPIKE_BOOTSTRAP_TOKEN;
         /// it is never taken from the command line, where other users could see it.
         #[arg(long)]
@@ -73,9 +88,10 @@ enum Command {
         #[arg(long = "loop")]
         run_loop: bool,
         /// First retry delay after a failed renewal; it doubles up to --max-retry-delay.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = retry_delay)]
         retry_delay: Duration,
-        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        /// Maximum retry delay (at most 1d).
+        #[arg(long, default_value = "5m", value_parser = retry_delay)]
         max_retry_delay: Duration,
         /// Stop the loop after this many renewals.
         #[arg(long)]
@@ -88,8 +104,6 @@ enum CliError {
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
     #[error(transparent)]
-    Tls(#[from] spike_keyproto::tls::TlsSetupError),
-    #[error(transparent)]
     File(#[from] files::FileError),
     #[error("no token given: pass --token-file FILE or set {TOKEN_ENV}")]
     NoToken,
@@ -97,8 +111,31 @@ enum CliError {
     EmptyTokenFile(PathBuf),
     #[error("token file {} has {size} bytes, more than the limit of {MAX_TOKEN_FILE_BYTES}; a token is one line of about 100 bytes, so check that this is the token file", path.display())]
     TokenFileTooBig { path: PathBuf, size: u64 },
+    #[error("--retry-delay {retry} is longer than --max-retry-delay {max}; lower the first or raise the second")]
+    RetryDelayAboveMax { retry: String, max: String },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+}
+
+impl CliError {
+    /// Returns whether the command line itself is at fault, which exits with status 2 as
+    /// clap does for invalid arguments.
+    fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            CliError::NoToken | CliError::RetryDelayAboveMax { .. }
+        )
+    }
+}
+
+/// Parses --timeout, at most [`MAX_TIMEOUT`].
+fn timeout(input: &str) -> Result<Duration, BoundedDurationError> {
+    parse_duration_at_most(input, MAX_TIMEOUT)
+}
+
+/// Parses a retry delay, at most [`MAX_RETRY_DELAY`].
+fn retry_delay(input: &str) -> Result<Duration, BoundedDurationError> {
+    parse_duration_at_most(input, MAX_RETRY_DELAY)
 }
 
 fn main() -> ExitCode {
@@ -115,7 +152,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("spike-bootstrap: {e}");
-            ExitCode::FAILURE
+            if e.is_usage() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -157,7 +198,7 @@ fn run(command: Command) -> Result<(), CliError> {
             let options = RedeemOptions {
                 server: common.server,
                 server_name: common.server_name,
-                ca_fingerprint: parse_fingerprint(&ca_fingerprint)?,
+                ca_fingerprint,
                 token,
                 paths: IdentityPaths::new(common.dir),
                 timeout: common.timeout,
@@ -165,7 +206,9 @@ fn run(command: Command) -> Result<(), CliError> {
             let identity = runtime.block_on(redeem(&options))?;
             println!(
                 "{} {} {}",
-                identity.principal, identity.serial, identity.not_after
+                identity.principal,
+                identity.serial,
+                rfc3339(identity.not_after)
             );
             Ok(())
         }
@@ -186,9 +229,17 @@ fn run(command: Command) -> Result<(), CliError> {
                 let identity = runtime.block_on(renew_once(&options))?;
                 println!(
                     "{} {} {}",
-                    identity.principal, identity.serial, identity.not_after
+                    identity.principal,
+                    identity.serial,
+                    rfc3339(identity.not_after)
                 );
                 return Ok(());
+            }
+            if retry_delay > max_retry_delay {
+                return Err(CliError::RetryDelayAboveMax {
+                    retry: format_duration(retry_delay),
+                    max: format_duration(max_retry_delay),
+                });
             }
             let backoff = Backoff::new(retry_delay, max_retry_delay);
             let stop = async {

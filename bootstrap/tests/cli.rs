@@ -1,0 +1,115 @@
+//! Arguments and exit statuses of `spike-bootstrap`, run as the real binary: 2 for a bad
+//! command line, 1 for failures while running, and TLS errors that name the files. The
+//! server address is loopback and is never dialled, because every case fails first.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bootstrap(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spike-bootstrap"))
+        .args(args)
+        .args(["--server", "127.0.0.1:9", "--timeout", "1s", "--dir"])
+        .arg(dir)
+        .env_remove("SPIKE_BOOTSTRAP_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn bad_fingerprint_is_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("identity");
+    let output = bootstrap(&["redeem", "--ca-fingerprint", "abc"], &identity);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("--ca-fingerprint"), "{message}");
+    assert!(!identity.exists());
+}
+
+#[test]
+fn missing_token_is_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fingerprint = "ab".repeat(32);
+    let output = bootstrap(
+        &["redeem", "--ca-fingerprint", &fingerprint],
+        &dir.path().join("identity"),
+    );
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("--token-file"), "{message}");
+}
+
+#[test]
+fn oversized_retry_delay_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = bootstrap(
+        &["renew", "--loop", "--retry-delay", "18446744073709551615s"],
+        dir.path(),
+    );
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("--retry-delay"), "{message}");
+    assert!(message.contains("maximum of 1d"), "{message}");
+}
+
+#[test]
+fn retry_delay_above_maximum_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = bootstrap(
+        &[
+            "renew",
+            "--loop",
+            "--retry-delay",
+            "1h",
+            "--max-retry-delay",
+            "5m",
+        ],
+        dir.path(),
+    );
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("--retry-delay 1h is longer than --max-retry-delay 5m"),
+        "{message}"
+    );
+}
+
+#[test]
+fn mismatched_key_names_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = rcgen::generate_simple_self_signed(vec!["node-a".into()]).unwrap();
+    let second = rcgen::generate_simple_self_signed(vec!["node-b".into()]).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), first.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), first.cert.pem()).unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, second.signing_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let output = bootstrap(&["renew"], dir.path());
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains(&format!(
+            "certificate {} and key {} do not belong together",
+            dir.path().join("cert.pem").display(),
+            key.display()
+        )),
+        "{message}"
+    );
+    assert!(!message.contains("KeyMismatch"), "{message}");
+}
+
+#[test]
+fn help_documents_exit_statuses() {
+    let output = Command::new(env!("CARGO_BIN_EXE_spike-bootstrap"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("Exit status: 0 on success; 2"), "{text}");
+}
