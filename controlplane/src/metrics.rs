@@ -38,6 +38,7 @@ pub struct Metrics {
     /// Services left out because a service of an earlier source (static first) has their
     /// VIP, protocol and port, or their name.
     pub conflicting_services: Gauge,
+    pub invalid_services: Gauge,
     pub kubernetes: KubernetesMetrics,
     /// 1 when the backend's next-hop MAC is configured or resolved, else 0 because the
     /// backend is left out of the table. Set only with `resolve_next_hops`.
@@ -62,6 +63,7 @@ impl Metrics {
             table_share_ppm: Family::default(),
             fingerprint: Family::default(),
             conflicting_services: Gauge::default(),
+            invalid_services: Gauge::default(),
             kubernetes: KubernetesMetrics {
                 skipped_nodes: Family::default(),
                 watch: Arc::default(),
@@ -135,6 +137,12 @@ impl Metrics {
             "Services left out because a service of an earlier source (static first) has \
              their VIP, protocol and port, or their name",
             self.conflicting_services.clone(),
+        );
+        registry.register(
+            "invalid_services",
+            "Services left out of the snapshot because the dataplane would reject them, for \
+             example a VIP equal to a node's address; the log names each and the reason",
+            self.invalid_services.clone(),
         );
         registry.register(
             "kubernetes_skipped_nodes",

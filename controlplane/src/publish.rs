@@ -83,6 +83,9 @@ struct Current {
     generation: u64,
     /// The VIPs of the recent generations that BGP may announce.
     vip_sets: bgp::Generations,
+    /// Services left out of the last publication because the core rejects them, with
+    /// the reason, so that each is logged once while it stays invalid.
+    invalid: BTreeSet<String>,
 }
 
 /// Runs until SIGINT or SIGTERM, or with `[bgp]` until SIGUSR1, the planned stop that
@@ -414,13 +417,33 @@ fn publish_resolved(
 /// Checks the snapshot's config as the dataplane will parse it, so that a service the
 /// dataplane would reject stops here with the reason instead of in the dataplane.
 fn validate(config: &Config) -> Result<(), String> {
-    // NOTE: one discovered service that the core rejects, such as a LoadBalancer IP equal
-    // to a node's address, holds back every later snapshot until it changes. Leaving out
-    // only that service would need a per-service check here.
     let text = payload::config_to_toml(config).map_err(|error| error.to_string())?;
     text.parse::<Config>()
         .map(drop)
         .map_err(|error| error.to_string())
+}
+
+/// Splits `services` into those the core accepts each on its own with `base`'s node
+/// and settings, and the rejected ones with their reasons. One discovered service with,
+/// say, a LoadBalancer IP equal to a node's address then costs only itself, not every
+/// later snapshot.
+fn leave_out_invalid(
+    base: &Config,
+    services: Vec<ServiceConfig>,
+) -> (Vec<ServiceConfig>, BTreeSet<String>) {
+    let mut kept = Vec::with_capacity(services.len());
+    let mut invalid = BTreeSet::new();
+    for service in services {
+        let mut alone = base.clone();
+        alone.services = vec![service.clone()];
+        match validate(&alone) {
+            Ok(()) => kept.push(service),
+            Err(error) => {
+                invalid.insert(format!("service {}: {error}", service.name));
+            }
+        }
+    }
+    (kept, invalid)
 }
 
 /// Encodes the merged service set and publishes it unless the ring already has it.
@@ -434,9 +457,23 @@ fn publish(
     let started = Instant::now();
     let mut merged = config.base.clone();
     merged.services = services;
-    if let Err(error) = validate(&merged) {
-        error!(%error, "snapshot not built: the merged config is invalid; the published one stays");
-        return;
+    let mut invalid = BTreeSet::new();
+    if validate(&merged).is_err() {
+        let (kept, rejected) = leave_out_invalid(&config.base, merged.services);
+        merged.services = kept;
+        invalid = rejected;
+        if let Err(error) = validate(&merged) {
+            error!(%error, "snapshot not built: the merged config is invalid; the published one stays");
+            return;
+        }
+    }
+    metrics.invalid_services.set(invalid.len() as i64);
+    {
+        let mut current = lock(current);
+        for reason in invalid.difference(&current.invalid) {
+            warn!(%reason, "service left out of the snapshot: the dataplane would reject it");
+        }
+        current.invalid = invalid;
     }
     let encoded = match payload::encode(&merged) {
         Ok(encoded) => encoded,
@@ -525,5 +562,40 @@ fn record_tables(encoded: &payload::Encoded, configured: &Config, metrics: &Metr
         for (backend, slots) in service.backends.iter().zip(table.slot_counts()) {
             share(&backend.name).set((u64::from(slots) * 1_000_000 / size) as i64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../configs/spike.toml");
+
+    #[test]
+    fn invalid_service_left_out() {
+        let base: Config = EXAMPLE.parse().expect("configs/spike.toml is valid");
+        let good = base.services[0].clone();
+        let mut on_node = good.clone();
+        on_node.name = "on-node".to_owned();
+        let node_address = base
+            .node
+            .ipv4
+            .expect("the example node has an IPv4 address");
+        on_node.vip = std::net::IpAddr::V4(node_address);
+        on_node.port = good.port.wrapping_add(1);
+        let mut merged = base.clone();
+        merged.services = vec![good.clone(), on_node.clone()];
+        assert!(
+            validate(&merged).is_err(),
+            "a VIP on the node's address must fail"
+        );
+
+        let (kept, invalid) = leave_out_invalid(&base, vec![good.clone(), on_node]);
+        assert_eq!(kept, vec![good]);
+        assert_eq!(invalid.len(), 1);
+        let reason = invalid.first().unwrap();
+        assert!(reason.starts_with("service on-node: "), "{reason}");
+        merged.services = kept;
+        assert_eq!(validate(&merged), Ok(()));
     }
 }
