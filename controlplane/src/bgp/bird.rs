@@ -475,7 +475,7 @@ mod tests {
                 .spawn()
                 .expect("bird not found: install Debian's bird2 (scripts/install-deps.sh)");
             let bird = Bird { child, directory };
-            // BIRD listens on its socket before it reads its config and answers only
+            // BIRD listens on its socket before it reads its config and replies only
             // once it has, so a reply to `show status` means the config was read and a
             // test may now change the routes file. 10 s bounds the wait.
             let runtime = runtime();
@@ -485,7 +485,7 @@ mod tests {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            panic!("BIRD did not answer on {} within 10 s", socket.display());
+            panic!("BIRD did not respond on {} within 10 s", socket.display());
         }
 
         fn client(&self) -> BirdClient {
