@@ -201,7 +201,7 @@ fn redirected(frame: &[u8]) -> Vec<u8> {
     outer[12..16].copy_from_slice(&PEER);
     outer[16..20].copy_from_slice(&NODE_IPV4);
     outer[10..12].copy_from_slice(&[0, 0]);
-    let checksum = internet_checksum(&outer);
+    let checksum = common::internet_checksum(&outer);
     outer[10..12].copy_from_slice(&checksum.to_be_bytes());
     let mut frame = NODE_MAC.to_vec();
     frame.extend_from_slice(&PEER_MAC);
@@ -273,7 +273,7 @@ fn ipv4_header(ident: u16, flags_offset: u16, payload_len: usize) -> Vec<u8> {
     header.extend_from_slice(&[64, 6, 0, 0]);
     header.extend_from_slice(&CLIENT);
     header.extend_from_slice(&WEB_VIP);
-    let checksum = internet_checksum(&header);
+    let checksum = common::internet_checksum(&header);
     header[10..12].copy_from_slice(&checksum.to_be_bytes());
     header
 }
@@ -286,15 +286,4 @@ fn frame(ip_header: Vec<u8>, payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(payload);
     frame.resize(frame.len().max(60), 0);
     frame
-}
-
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }

@@ -290,20 +290,9 @@ fn ipv4_header(dst: [u8; 4], protocol: u8, payload_len: usize, dont_fragment: bo
     header.extend_from_slice(&[64, protocol, 0, 0]);
     header.extend_from_slice(&CLIENT);
     header.extend_from_slice(&dst);
-    let checksum = internet_checksum(&header);
+    let checksum = common::internet_checksum(&header);
     header[10..12].copy_from_slice(&checksum.to_be_bytes());
     header
-}
-
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Builds a TCP ACK frame with `payload_len` bytes, padded to Ethernet's 60-byte

@@ -340,3 +340,15 @@ pub fn write_capture(path: &Path, frames: &[Vec<u8>]) {
         writer.write_packet(&packet).unwrap();
     }
 }
+
+/// Returns the Internet checksum (RFC 1071) of `bytes`, for headers the tests build.
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
