@@ -202,8 +202,8 @@ impl FlowHasher {
 
     /// Hashes the five-tuple of an IPv4 flow from its header bytes, as [`FlowHasher::hash`]
     /// with [`HashFields::FiveTuple`] does for the same flow. `addresses` is the 8 bytes of
-    /// source and destination address as the IPv4 header holds them, and `ports` the 4
-    /// bytes of source and destination port as the transport header holds them, both read
+    /// source and destination address in IPv4 header order, and `ports` the 4 bytes of
+    /// source and destination port in transport header order, both read
     /// little-endian.
     #[inline]
     pub fn hash_ipv4_five_tuple(&self, addresses: u64, ports: u32, protocol: u8) -> u64 {

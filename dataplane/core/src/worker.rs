@@ -241,7 +241,8 @@ struct ServiceCache {
     service: Option<u32>,
 }
 
-/// What backend selection needs to know of a flow besides its key and hash.
+/// The service and conntrack class of a flow: the input of backend selection besides the
+/// flow's key and hash.
 #[derive(Clone, Copy, Debug)]
 struct FlowKind {
     service: u32,
