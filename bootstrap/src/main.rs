@@ -88,13 +88,14 @@ enum Command {
         #[arg(long = "loop")]
         run_loop: bool,
         /// First retry delay after a failed renewal; it doubles up to --max-retry-delay.
-        #[arg(long, default_value = "5s", value_parser = retry_delay)]
+        /// Needs --loop.
+        #[arg(long, default_value = "5s", value_parser = retry_delay, requires = "run_loop")]
         retry_delay: Duration,
-        /// Maximum retry delay (at most 1d).
-        #[arg(long, default_value = "5m", value_parser = retry_delay)]
+        /// Maximum retry delay (at most 1d). Needs --loop.
+        #[arg(long, default_value = "5m", value_parser = retry_delay, requires = "run_loop")]
         max_retry_delay: Duration,
-        /// Stop the loop after this many renewals.
-        #[arg(long)]
+        /// Stop the loop after this many renewals; needs --loop.
+        #[arg(long, requires = "run_loop")]
         max_renewals: Option<u64>,
     },
 }

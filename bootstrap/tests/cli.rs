@@ -113,3 +113,19 @@ fn help_documents_exit_statuses() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("Exit status: 0 on success; 2"), "{text}");
 }
+
+#[test]
+fn loop_options_need_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    for option in [
+        ["--max-renewals", "3"],
+        ["--retry-delay", "10s"],
+        ["--max-retry-delay", "10m"],
+    ] {
+        let output = bootstrap(&["renew", option[0], option[1]], dir.path());
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{option:?}: {message}");
+        assert!(message.contains(option[0]), "{message}");
+        assert!(message.contains("--loop"), "{message}");
+    }
+}
