@@ -117,7 +117,8 @@ pub enum TraceError {
     LinkType { path: String, link: DataLink },
     #[error(
         "{path}: frame {frame} names interface {interface}, but interface {interface} is not \
-         defined (the section defines {defined}); the capture is damaged"
+         defined (the section defines {defined}); the file is damaged there and the frames \
+         before it were traced"
     )]
     UndefinedInterface {
         path: String,
@@ -149,7 +150,10 @@ impl TraceError {
     pub fn ends_capture_early(&self) -> bool {
         matches!(
             self,
-            TraceError::Cut { .. } | TraceError::Damaged { .. } | TraceError::BadBlock { .. }
+            TraceError::Cut { .. }
+                | TraceError::Damaged { .. }
+                | TraceError::BadBlock { .. }
+                | TraceError::UndefinedInterface { .. }
         )
     }
 }

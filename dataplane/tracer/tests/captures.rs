@@ -961,16 +961,23 @@ fn pcapng_packet_on_missing_interface_names_it() {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let input = dir.path().join("bad-interface.pcapng");
     let mut bytes = pcapng_start();
+    bytes.extend(pcapng_enhanced(0, &tcp_frame([10, 9, 9, 9], 10)));
     bytes.extend(pcapng_enhanced(7, &tcp_frame([10, 9, 9, 9], 10)));
+    bytes.extend(pcapng_enhanced(0, &tcp_frame([10, 9, 9, 9], 10)));
     std::fs::write(&input, bytes).expect("write the capture");
-    let result = run_trace(&["--input".as_ref(), input.as_os_str()]);
-    assert_eq!(result.status.code(), Some(2));
+    let result = run_trace(&["--input".as_ref(), input.as_os_str(), "--counters".as_ref()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
     let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(3), "{stderr}");
     assert!(
-        stderr.contains("frame 1 names interface 7, but interface 7 is not defined"),
+        stderr.contains("frame 2 names interface 7, but interface 7 is not defined"),
         "{stderr}"
     );
+    assert!(stderr.starts_with("spike-trace: warning: "), "{stderr}");
     assert!(!stderr.contains("NULL"), "{stderr}");
+    // Frame 1, on the defined interface, was traced before the damage.
+    assert!(stdout.trim_start().starts_with("1 "), "{stdout}");
+    assert!(stdout.contains("counters:\n  rx_packets 1\n"), "{stdout}");
 }
 
 #[test]
