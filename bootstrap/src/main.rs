@@ -1,6 +1,7 @@
 //! Command line of the node bootstrap: redeem a one-time token for the node's first
 //! certificate, then renew it once (for a systemd timer) or in a loop.
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ use spike_keyproto::duration::{format_duration, parse_duration_at_most, BoundedD
 use spike_keyproto::files;
 use spike_keyproto::tls::parse_fingerprint;
 use spike_keyproto::utc::rfc3339;
+use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
@@ -36,6 +38,13 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(86_400);
 const EXIT_CODES: &str = "Exit status: 0 on success; 2 for invalid arguments or \
 contradictory options (fix the command line); 1 when the command fails while running \
 (files, network, the keyserver rejecting the request).";
+
+/// Signals of `renew --loop`, shown under `renew --help`.
+const RENEW_SIGNALS: &str = "\
+Signals (with --loop):
+  SIGINT, SIGTERM  stop; a renewal attempt in progress ends first, then exit 0
+
+Logs go to stderr. RUST_LOG sets the filter (default: info), e.g. RUST_LOG=debug.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,6 +90,7 @@ enum Command {
         token_file: Option<PathBuf>,
     },
     /// Renew the certificate, once or (with --loop) at two thirds of each lifetime.
+    #[command(after_help = RENEW_SIGNALS)]
     Renew {
         #[command(flatten)]
         common: Common,
@@ -116,6 +126,8 @@ enum CliError {
     RetryDelayAboveMax { retry: String, max: String },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot listen for SIGINT and SIGTERM: {0}")]
+    Signals(std::io::Error),
 }
 
 impl CliError {
@@ -160,6 +172,21 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Returns a future that completes at the first SIGINT or SIGTERM. Both handlers are
+/// installed before it returns, so a service manager's SIGTERM arriving during a renewal
+/// attempt no longer kills the process: the loop sees it once the attempt ends.
+fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        info!(signal = name, "stop signal received");
+    })
 }
 
 /// Reads the token from `path`, rejecting an empty or oversized file locally.
@@ -243,11 +270,10 @@ fn run(command: Command) -> Result<(), CliError> {
                 });
             }
             let backoff = Backoff::new(retry_delay, max_retry_delay);
-            let stop = async {
-                let _ = tokio::signal::ctrl_c().await;
-                info!("stop signal received");
-            };
-            let renewals = runtime.block_on(renew_loop(&options, backoff, max_renewals, stop))?;
+            let renewals = runtime.block_on(async {
+                let stop = stop_signal().map_err(CliError::Signals)?;
+                Ok::<_, CliError>(renew_loop(&options, backoff, max_renewals, stop).await?)
+            })?;
             info!(renewals, "renewal loop ended");
             Ok(())
         }

@@ -349,8 +349,10 @@ pub async fn renew_loop(
             not_after, "waiting to renew"
         );
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            // Biased: a stop that came during the previous attempt wins over a due renewal.
+            biased;
             _ = &mut stop => return Ok(renewals),
+            _ = tokio::time::sleep(delay) => {}
         }
 
         backoff.reset();
@@ -368,8 +370,9 @@ pub async fn renew_loop(
                         .min(Duration::from_secs(left as u64));
                     warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "renewal failed");
                     tokio::select! {
-                        _ = tokio::time::sleep(retry) => {}
+                        biased;
                         _ = &mut stop => return Ok(renewals),
+                        _ = tokio::time::sleep(retry) => {}
                     }
                 }
             }
