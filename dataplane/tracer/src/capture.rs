@@ -471,9 +471,14 @@ impl CaptureReader {
         let field = |index: usize| input.u32_at(index * 4, header.endianness);
         let (seconds, fraction, captured, original) = (field(0), field(1), field(2), field(3));
         let captured = captured as usize;
-        if captured > MAX_RECORD_BYTES {
+        let limit = record_limit(header.snaplen);
+        if captured > limit {
             let part = format!("the record header of frame {frame}");
-            let expected = format!("at most {MAX_RECORD_BYTES} bytes");
+            let expected = if limit < MAX_RECORD_BYTES {
+                format!("at most {limit} bytes, the file header's snapshot length")
+            } else {
+                format!("at most {MAX_RECORD_BYTES} bytes")
+            };
             return Err(input.damaged(part, "captured length", captured as u64, expected));
         }
 
@@ -599,6 +604,17 @@ fn open_pcapng(input: &mut Input) -> Result<PcapNgParser, TraceError> {
         source,
     })?;
     Ok(parser)
+}
+
+/// Returns the largest captured length a pcap record can have: the file header's snapshot
+/// length, since no capture tool stores more of a frame than that, or
+/// [`MAX_RECORD_BYTES`] when the header gives 0 (which libpcap reads as "no limit") or
+/// more.
+fn record_limit(snaplen: u32) -> usize {
+    match usize::try_from(snaplen) {
+        Ok(0) | Err(_) => MAX_RECORD_BYTES,
+        Ok(snaplen) => snaplen.min(MAX_RECORD_BYTES),
+    }
 }
 
 /// Reads a pcap file header and checks that the capture contains Ethernet frames.

@@ -754,7 +754,8 @@ fn frames_longer_than_65535_bytes_are_written_whole() {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let input = dir.path().join("gro.pcap");
     // A GRO-merged segment of 65549 bytes, an ordinary frame, then a 300000-byte frame
-    // (local experimental EtherType) longer than any pcap snapshot length tools accept.
+    // (local experimental EtherType) longer than the snapshot length of the pcaps the
+    // tracer writes. The input's own snapshot length admits it.
     let big = tcp_frame([10, 9, 9, 9], 65535 - 40);
     let small = tcp_frame([10, 9, 9, 9], 100);
     assert_eq!(big.len(), 65549);
@@ -762,7 +763,7 @@ fn frames_longer_than_65535_bytes_are_written_whole() {
     huge.resize(300_000, 0xab);
     write_pcap_records(
         &input,
-        262_144,
+        524_288,
         &[
             (big.clone(), big.len()),
             (small.clone(), small.len()),
@@ -1176,6 +1177,34 @@ fn damaged_pcap_headers_are_named() {
         ),
         "{stderr}"
     );
+    assert!(stdout.contains("  rx_packets 1\n"), "{stdout}");
+}
+
+#[test]
+fn record_longer_than_snapshot_length_is_damage() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("oversized.pcap");
+    let frame = tcp_frame([10, 9, 9, 9], 10);
+    let oversized = tcp_frame([10, 9, 9, 9], 1000);
+    write_pcap_records(
+        &input,
+        96,
+        &[
+            (frame.clone(), frame.len()),
+            (oversized.clone(), oversized.len()),
+        ],
+    );
+    // Cut inside the oversized record, which a cut capture would also do.
+    let bytes = std::fs::read(&input).expect("read the capture");
+    let (code, stdout, stderr) = trace_bytes("oversized.pcap", &bytes[..bytes.len() - 500]);
+    assert_eq!(code, Some(3), "{stderr}");
+    let expected = format!(
+        "the record header of frame 2 has captured length {}, expected at most 96 bytes, the \
+         file header's snapshot length; the file is damaged there",
+        oversized.len()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!stderr.contains("capture ends inside"), "{stderr}");
     assert!(stdout.contains("  rx_packets 1\n"), "{stdout}");
 }
 
