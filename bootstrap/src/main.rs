@@ -35,7 +35,9 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(86_400);
 
 /// Exit statuses, shown under `--help`.
-const EXIT_CODES: &str = "Exit status: 0 on success; 2 for invalid arguments or \
+const EXIT_CODES: &str = "Durations need a unit: s, m, h or d, such as 90s, 15m, 24h or 30d.
+
+Exit status: 0 on success; 2 for invalid arguments or \
 contradictory options (fix the command line); 1 when the command fails while running \
 (files, network, the keyserver rejecting the request).";
 
@@ -69,7 +71,7 @@ struct Common {
     /// Directory of key.pem, cert.pem and ca.pem.
     #[arg(long)]
     dir: PathBuf,
-    /// Time limit of one keyserver call (at most 1h).
+    /// Time limit of one keyserver call, such as 30s or 2m (at most 1h).
     #[arg(long, default_value = "30s", value_parser = timeout)]
     timeout: Duration,
 }
@@ -97,11 +99,11 @@ enum Command {
         /// Keep running and renew whenever due.
         #[arg(long = "loop")]
         run_loop: bool,
-        /// First retry delay after a failed renewal; it doubles up to --max-retry-delay.
-        /// Needs --loop.
+        /// First retry delay after a failed renewal, such as 5s; it doubles up to
+        /// --max-retry-delay. Needs --loop.
         #[arg(long, default_value = "5s", value_parser = retry_delay, requires = "run_loop")]
         retry_delay: Duration,
-        /// Maximum retry delay (at most 1d). Needs --loop.
+        /// Maximum retry delay, such as 5m (at most 1d). Needs --loop.
         #[arg(long, default_value = "5m", value_parser = retry_delay, requires = "run_loop")]
         max_retry_delay: Duration,
         /// Stop the loop after this many renewals; needs --loop.

@@ -33,7 +33,9 @@ struct Cli {
 }
 
 /// Exit statuses, shown under every `--help`.
-const EXIT_CODES: &str = "Exit status: 0 on success; 2 for invalid arguments, or a state \
+const EXIT_CODES: &str = "Durations need a unit: s, m, h or d, such as 90s, 15m, 24h or 30d.
+
+Exit status: 0 on success; 2 for invalid arguments, or a state \
 directory or output file that does not fit the command (fix the command line); 1 when the \
 command fails while running (files, network, the keyserver rejecting a request).";
 
@@ -111,19 +113,20 @@ struct ServeArgs {
     /// Domain appended to a principal for a second DNS name in its certificates.
     #[arg(long)]
     dns_suffix: Option<String>,
-    /// Validity of node certificates (at most 3650d).
+    /// Validity of node certificates, such as 24h or 30d (at most 3650d).
     #[arg(long, default_value = "24h", value_parser = lifetime)]
     cert_lifetime: Duration,
-    /// Token lifetime when the admin gives none; at most --max-token-lifetime.
+    /// Token lifetime when the admin gives none, such as 15m or 1h; at most
+    /// --max-token-lifetime.
     #[arg(long, default_value = "1h", value_parser = lifetime)]
     token_lifetime: Duration,
-    /// Maximum token lifetime an admin may request (at most 3650d).
+    /// Maximum token lifetime an admin may request, such as 7d (at most 3650d).
     #[arg(long, default_value = "7d", value_parser = lifetime)]
     max_token_lifetime: Duration,
     /// Failed redemptions allowed per source address (IPv6: per /64) in each window.
     #[arg(long, default_value_t = 10)]
     max_failed_redemptions: u32,
-    /// Length of the failed-redemption window (at most 1d).
+    /// Length of the failed-redemption window, such as 90s or 5m (at most 1d).
     #[arg(long, default_value = "1m", value_parser = failure_window)]
     failure_window: Duration,
 }
@@ -159,8 +162,8 @@ enum TokenCommand {
         /// Address or CIDR the node must redeem from.
         #[arg(long)]
         source: Option<String>,
-        /// Token lifetime (default: the keyserver's, one hour unless configured). The
-        /// keyserver rejects values above its --max-token-lifetime.
+        /// Token lifetime, such as 15m or 2h (default: the keyserver's, one hour unless
+        /// configured). The keyserver rejects values above its --max-token-lifetime.
         #[arg(long, value_parser = lifetime)]
         lifetime: Option<Duration>,
         /// Extra DNS name for the principal's certificates; repeatable. Replaces the

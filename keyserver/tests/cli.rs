@@ -334,3 +334,30 @@ async fn token_expiry_printed_as_rfc3339() {
     assert!(stamp.ends_with('Z'), "{message}");
     assert!(expiry.contains("(Unix "), "{message}");
 }
+
+#[test]
+fn bare_number_duration_needs_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let output = keyserver(&[
+        "init",
+        "--state-dir",
+        path(&state),
+        "--admin",
+        "alice",
+        "--admin-out",
+        path(&dir.path().join("admin")),
+        "--admin-lifetime",
+        "90",
+    ]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("--admin-lifetime"), "{message}");
+    assert!(message.contains("\"90\" has no unit"), "{message}");
+    assert!(message.contains("90s or 90m"), "{message}");
+    assert!(!state.exists());
+
+    let help = keyserver(&["--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("Durations need a unit"), "{text}");
+}

@@ -1,23 +1,29 @@
 //! Durations written as a number and a unit (`90s`, `15m`, `1h`, `7d`), as used on the
-//! command lines of the keyserver and the bootstrap.
+//! command lines of the keyserver and the bootstrap. The unit is required.
 
 use std::time::Duration;
 
 /// A duration string that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: expected a positive whole number and a unit s, m, h or d, such as 90s or 1h")]
-pub struct DurationError {
-    pub input: String,
+pub enum DurationError {
+    #[error("invalid duration {input:?}: expected a positive whole number and a unit s, m, h or d, such as 90s, 15m, 24h or 30d")]
+    Invalid { input: String },
+    /// A bare number: seconds and days differ by a factor of 86400, so the unit is never
+    /// guessed.
+    #[error(
+        "duration {input:?} has no unit; write it with s, m, h or d, such as {input}s or {input}m"
+    )]
+    NoUnit { input: String },
 }
 
-/// Parses `NUMBER UNIT` with unit `s`, `m`, `h` or `d`; a bare number means seconds.
+/// Parses `NUMBER UNIT` with unit `s`, `m`, `h` or `d`. The unit is required.
 ///
 /// # Errors
 ///
-/// [`DurationError`] for an empty, zero, negative, overflowing or unit-less-and-invalid
-/// value.
+/// [`DurationError::NoUnit`] for a bare number, [`DurationError::Invalid`] for an empty,
+/// zero, negative or overflowing value or an unknown unit.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let error = || DurationError {
+    let error = || DurationError::Invalid {
         input: input.to_string(),
     };
     let trimmed = input.trim();
@@ -28,7 +34,12 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
 
     let value: u64 = number.parse().map_err(|_| error())?;
     let unit_secs = match unit {
-        "" | "s" => 1,
+        "" => {
+            return Err(DurationError::NoUnit {
+                input: trimmed.to_string(),
+            })
+        }
+        "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
@@ -92,13 +103,7 @@ mod tests {
 
     #[test]
     fn parse_duration_units() {
-        let cases = [
-            ("90", 90),
-            ("90s", 90),
-            ("15m", 900),
-            ("1h", 3600),
-            ("7d", 604_800),
-        ];
+        let cases = [("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604_800)];
         for (input, secs) in cases {
             assert_eq!(
                 parse_duration(input),
@@ -113,6 +118,16 @@ mod tests {
         for input in ["", "0s", "h", "1w", "-5s", "1.5h", "99999999999999999999d"] {
             assert!(parse_duration(input).is_err(), "{input}");
         }
+    }
+
+    #[test]
+    fn bare_number_needs_unit() {
+        let error = parse_duration("90").unwrap_err();
+        assert_eq!(error, DurationError::NoUnit { input: "90".into() });
+        assert_eq!(
+            error.to_string(),
+            "duration \"90\" has no unit; write it with s, m, h or d, such as 90s or 90m"
+        );
     }
 
     #[test]
