@@ -1173,11 +1173,20 @@ fn damaged_pcap_headers_are_named() {
     assert!(
         stderr.contains(
             "the record header of frame 2 has captured length 4294967295, expected at most \
-             16777216 bytes"
+             65535 bytes, the file header's snapshot length"
         ),
         "{stderr}"
     );
     assert!(stdout.contains("  rx_packets 1\n"), "{stdout}");
+
+    // A snapshot length of 0 sets no limit of its own; the reader's bound applies.
+    damaged[16..20].copy_from_slice(&0u32.to_le_bytes());
+    let (code, _, stderr) = trace_bytes("damaged-no-snaplen.pcap", &damaged);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("captured length 4294967295, expected at most 16777216 bytes;"),
+        "{stderr}"
+    );
 }
 
 #[test]
