@@ -78,6 +78,15 @@ pub enum TraceError {
         present: usize,
         expected: usize,
     },
+    /// A pcapng file whose first section header block has a length or magic field that no
+    /// capture tool writes: no frame can be read.
+    #[error("{path} is not a readable capture: its file header has {field} {value}, expected {expected}")]
+    HeaderDamaged {
+        path: String,
+        field: &'static str,
+        value: u64,
+        expected: String,
+    },
     /// The file ends inside a record, as when it is copied while the capture tool still
     /// writes it. Every whole frame before the record was traced.
     #[error(
@@ -595,9 +604,45 @@ impl CaptureReader {
 }
 
 /// Reads a pcapng file's first section header block and returns a parser for the rest.
+/// That block is the file header: a cut or damage in it leaves no frame to trace, so it is
+/// reported as an unusable file, as a cut pcap file header is.
 fn open_pcapng(input: &mut Input) -> Result<PcapNgParser, TraceError> {
-    if input.read_block(Endianness::Big, 0)?.is_none() {
-        return Err(input.cut(block_part(PCAPNG_SECTION_HEADER, 0), 0, 12));
+    match input.read_block(Endianness::Big, 0) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(TraceError::HeaderCut {
+                path: input.path.clone(),
+                present: 0,
+                expected: PCAPNG_MIN_SECTION_HEADER_LEN,
+            })
+        }
+        Err(TraceError::Cut {
+            path,
+            present,
+            expected,
+            ..
+        }) => {
+            return Err(TraceError::HeaderCut {
+                path,
+                present,
+                expected,
+            })
+        }
+        Err(TraceError::Damaged {
+            path,
+            field,
+            value,
+            expected,
+            ..
+        }) => {
+            return Err(TraceError::HeaderDamaged {
+                path,
+                field,
+                value,
+                expected,
+            })
+        }
+        Err(error) => return Err(error),
     }
     let (_, parser) = PcapNgParser::new(&input.record).map_err(|source| TraceError::Format {
         path: input.path.clone(),

@@ -1246,6 +1246,30 @@ fn pcapng_cut_block_names_frame() {
     assert!(stderr.contains(&expected), "{stderr}");
 }
 
+#[test]
+fn pcapng_cut_section_header_is_an_unusable_file() {
+    let start = pcapng_start();
+    let (code, stdout, stderr) = trace_bytes("cut-header.pcapng", &start[..20]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("is not a capture: its file header ends after 20 of 28 bytes"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("were traced"), "{stderr}");
+
+    let mut damaged = start.clone();
+    damaged[4..8].copy_from_slice(&30u32.to_le_bytes());
+    let (code, stdout, stderr) = trace_bytes("damaged-header.pcapng", &damaged);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("is not a readable capture: its file header has block length 30"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("were traced"), "{stderr}");
+}
+
 /// Encodes pcapng options, each `(code, value)`, and the end-of-options marker.
 fn pcapng_options(options: &[(u16, &[u8])]) -> Vec<u8> {
     let mut bytes = Vec::new();
