@@ -78,7 +78,7 @@ impl Profile {
         match self {
             Profile::Node { principal, .. } => principal,
             Profile::Admin { name } => name,
-            Profile::Server { .. } => "keyserver",
+            Profile::Server { .. } => crate::policy::KEYSERVER_PRINCIPAL,
         }
     }
 }

@@ -50,6 +50,8 @@ pub enum OpError {
     TokenNotFound { token_id: String },
     #[error("principal {principal:?} not found; it has no token or certificate yet")]
     PrincipalNotFound { principal: String },
+    #[error("principal {principal:?} is reserved for the keyserver's own server certificate and cannot be revoked; the keyserver issues itself a new one at every start")]
+    ReservedPrincipal { principal: String },
     #[error("principal {principal:?} is an {existing} principal and cannot also be a {requested} principal; pick another name")]
     KindConflict {
         principal: String,
@@ -80,6 +82,7 @@ impl OpError {
             | OpError::BadLifetime { .. }
             | OpError::TokenNotFound { .. }
             | OpError::PrincipalNotFound { .. }
+            | OpError::ReservedPrincipal { .. }
             | OpError::KindConflict { .. } => ErrorCode::BadRequest,
             OpError::Store(_) | OpError::Ca(_) => ErrorCode::Internal,
         }

@@ -13,17 +13,36 @@ pub enum PolicyError {
     /// A DNS name that is not a valid host name.
     #[error("invalid DNS name {name:?}: use dot-separated labels of lower-case letters, digits and '-', 253 characters at most")]
     BadDnsName { name: String },
+    /// A name the keyserver uses for itself.
+    #[error("principal name {name:?} is reserved for the keyserver's own server certificates; pick another name")]
+    ReservedPrincipal { name: String },
     /// A source restriction that is neither an address nor a CIDR block.
     #[error("invalid source address or CIDR {input:?}: expected for example 10.1.2.3, 10.1.0.0/16 or fd00::/8")]
     BadCidr { input: String },
 }
 
-/// Checks that `name` can be a principal: one DNS label, so that it is also a host name.
+/// Principal under which the keyserver records its own server certificates. No token or
+/// admin certificate can be made for it, and it cannot be revoked.
+pub const KEYSERVER_PRINCIPAL: &str = "keyserver";
+
+/// Returns whether `name` is reserved for the keyserver itself.
+pub fn is_reserved(name: &str) -> bool {
+    name == KEYSERVER_PRINCIPAL
+}
+
+/// Checks that `name` can be a principal: one DNS label, so that it is also a host name,
+/// and not reserved.
 ///
 /// # Errors
 ///
-/// [`PolicyError::BadPrincipal`] otherwise.
+/// [`PolicyError::ReservedPrincipal`] for a reserved name, [`PolicyError::BadPrincipal`]
+/// for one that is not a DNS label.
 pub fn validate_principal(name: &str) -> Result<(), PolicyError> {
+    if is_reserved(name) {
+        return Err(PolicyError::ReservedPrincipal {
+            name: name.to_string(),
+        });
+    }
     if is_dns_label(name) {
         Ok(())
     } else {
@@ -167,6 +186,12 @@ mod tests {
         for bad in ["", "-a", "a-", "Node", "a.b", "a_b", &"x".repeat(64)] {
             assert!(validate_principal(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            validate_principal("keyserver"),
+            Err(PolicyError::ReservedPrincipal {
+                name: "keyserver".into()
+            })
+        );
     }
 
     #[test]

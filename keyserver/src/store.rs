@@ -713,7 +713,8 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`OpError::PrincipalNotFound`] for an unknown principal.
+    /// [`OpError::PrincipalNotFound`] for an unknown principal,
+    /// [`OpError::ReservedPrincipal`] for the keyserver's own name.
     pub fn revoke_principal(
         &mut self,
         principal: &str,
@@ -735,6 +736,13 @@ impl Store {
             .optional()
             .map_err(&error)?;
         match revoked_at {
+            // A database made before the name was reserved may hold a node of that name,
+            // hence the lookup first.
+            None if policy::is_reserved(principal) => {
+                return Err(OpError::ReservedPrincipal {
+                    principal: principal.to_string(),
+                })
+            }
             None => {
                 return Err(OpError::PrincipalNotFound {
                     principal: principal.to_string(),

@@ -448,3 +448,31 @@ async fn renew_loop_renews_and_server_reloads() {
     let served_after = reloading.current().cert[0].to_vec();
     assert_ne!(served_before, served_after);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyserver_principal_is_reserved() {
+    let harness = Harness::start().await;
+    let revoke = Request::RevokePrincipal {
+        principal: "keyserver".into(),
+    };
+    let (code, message) = rejection(harness.call_as(&harness.admin, revoke).await);
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(message.contains("reserved"), "{message}");
+    assert!(!message.contains("not found"), "{message}");
+
+    let create = Request::CreateToken {
+        principal: "keyserver".into(),
+        source_cidr: None,
+        lifetime_secs: None,
+        dns_names: Vec::new(),
+    };
+    let (code, message) = rejection(harness.call_as(&harness.admin, create).await);
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(message.contains("reserved"), "{message}");
+
+    let unknown = Request::RevokePrincipal {
+        principal: "node-never".into(),
+    };
+    let (_, message) = rejection(harness.call_as(&harness.admin, unknown).await);
+    assert!(message.contains("not found"), "{message}");
+}
