@@ -707,6 +707,9 @@ fn admin(
             info!(%admin, %principal, %token_id, "token revoked");
             Response::Done
         }
+        Request::RevokePrincipal { principal } if principal == admin => {
+            return Err(OpError::RevokeSelf { principal });
+        }
         Request::RevokePrincipal { principal } => {
             shared
                 .store()

@@ -450,6 +450,28 @@ async fn renew_loop_renews_and_server_reloads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_cannot_revoke_itself() {
+    let harness = Harness::start().await;
+    let revoke = Request::RevokePrincipal {
+        principal: "alice".into(),
+    };
+    let (code, message) = rejection(harness.call_as(&harness.admin, revoke).await);
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(
+        message.contains("\"alice\" is the admin making this request"),
+        "{message}"
+    );
+    assert!(message.contains("another admin"), "{message}");
+
+    // Still an admin.
+    let listed = harness
+        .call_as(&harness.admin, Request::ListTokens { all: true })
+        .await
+        .unwrap();
+    assert!(matches!(listed, Response::Tokens { .. }), "{listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyserver_principal_is_reserved() {
     let harness = Harness::start().await;
     let revoke = Request::RevokePrincipal {
