@@ -79,7 +79,7 @@ pub enum TraceError {
         expected: usize,
     },
     /// A pcapng file whose first section header block has a length or magic field that no
-    /// capture tool writes: no frame can be read.
+    /// capture tool writes, so no frame can be read.
     #[error("{path} is not a readable capture: its file header has {field} {value}, expected {expected}")]
     HeaderDamaged {
         path: String,
@@ -604,8 +604,8 @@ impl CaptureReader {
 }
 
 /// Reads a pcapng file's first section header block and returns a parser for the rest.
-/// That block is the file header: a cut or damage in it leaves no frame to trace, so it is
-/// reported as an unusable file, as a cut pcap file header is.
+/// That block is the file header, so a cut or damage in it leaves no frame to trace. It is
+/// reported like a cut pcap file header.
 fn open_pcapng(input: &mut Input) -> Result<PcapNgParser, TraceError> {
     match input.read_block(Endianness::Big, 0) {
         Ok(Some(_)) => {}
@@ -651,10 +651,8 @@ fn open_pcapng(input: &mut Input) -> Result<PcapNgParser, TraceError> {
     Ok(parser)
 }
 
-/// Returns the largest captured length a pcap record can have: the file header's snapshot
-/// length, since no capture tool stores more of a frame than that, or
-/// [`MAX_RECORD_BYTES`] when the header gives 0 (which libpcap reads as "no limit") or
-/// more.
+/// Returns the largest captured length of a pcap record: the file header's snapshot length,
+/// or [`MAX_RECORD_BYTES`] when the header gives 0 or more than that.
 fn record_limit(snaplen: u32) -> usize {
     match usize::try_from(snaplen) {
         Ok(0) | Err(_) => MAX_RECORD_BYTES,

@@ -1179,7 +1179,7 @@ fn damaged_pcap_headers_are_named() {
     );
     assert!(stdout.contains("  rx_packets 1\n"), "{stdout}");
 
-    // A snapshot length of 0 sets no limit of its own; the reader's bound applies.
+    // A snapshot length of 0 sets no limit, so the reader's own bound applies.
     damaged[16..20].copy_from_slice(&0u32.to_le_bytes());
     let (code, _, stderr) = trace_bytes("damaged-no-snaplen.pcap", &damaged);
     assert_eq!(code, Some(3), "{stderr}");
@@ -1190,7 +1190,7 @@ fn damaged_pcap_headers_are_named() {
 }
 
 #[test]
-fn record_longer_than_snapshot_length_is_damage() {
+fn record_over_snaplen_is_damage() {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let input = dir.path().join("oversized.pcap");
     let frame = tcp_frame([10, 9, 9, 9], 10);
@@ -1247,7 +1247,7 @@ fn pcapng_cut_block_names_frame() {
 }
 
 #[test]
-fn pcapng_cut_section_header_is_an_unusable_file() {
+fn pcapng_cut_header_is_unusable() {
     let start = pcapng_start();
     let (code, stdout, stderr) = trace_bytes("cut-header.pcapng", &start[..20]);
     assert_eq!(code, Some(2), "{stderr}");
