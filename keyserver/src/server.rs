@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rcgen::{CertificateSigningRequestParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
@@ -307,11 +308,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningKeyserver, StartError> 
         config,
     });
 
-    let slot = Arc::new(ServerCertSlot {
-        current: RwLock::new(issue_server_cert(&shared)?),
-    });
-    let acceptor = TlsAcceptor::from(Arc::new(server_tls_config(&shared, slot.clone())?));
-
+    // Every step that can fail comes before the server certificate is issued, so a start
+    // that fails (an address in use, say) records no certificate.
+    let client_verifier = client_verifier(&shared)?;
     let listen = shared.config.listen;
     let listener = TcpListener::bind(listen)
         .await
@@ -323,6 +322,11 @@ pub async fn start(config: ServeConfig) -> Result<RunningKeyserver, StartError> 
         addr: listen,
         source,
     })?;
+
+    let slot = Arc::new(ServerCertSlot {
+        current: RwLock::new(issue_server_cert(&shared)?),
+    });
+    let acceptor = TlsAcceptor::from(Arc::new(server_tls_config(client_verifier, slot.clone())?));
     info!(%local_addr, fingerprint = %shared.ca.fingerprint(), "keyserver listening");
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -340,27 +344,29 @@ pub async fn start(config: ServeConfig) -> Result<RunningKeyserver, StartError> 
     })
 }
 
-fn server_tls_config(
-    shared: &Shared,
-    slot: Arc<ServerCertSlot>,
-) -> Result<rustls::ServerConfig, StartError> {
+/// Builds the verifier of client certificates: optional, and chaining to the CA.
+fn client_verifier(shared: &Shared) -> Result<Arc<dyn ClientCertVerifier>, StartError> {
     let ca_error = |reason: String| StartError::CaTls {
         ca: shared.config.state_dir.join(CA_CERT_FILE),
         reason,
     };
-    let tls_error = |e: rustls::Error| StartError::Tls(e.to_string());
     let mut roots = RootCertStore::empty();
     roots
         .add(shared.ca.cert_der().clone())
         .map_err(|e| ca_error(e.to_string()))?;
-    let client_verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated()
         .build()
-        .map_err(|e| ca_error(e.to_string()))?;
+        .map_err(|e| ca_error(e.to_string()))
+}
 
+fn server_tls_config(
+    client_verifier: Arc<dyn ClientCertVerifier>,
+    slot: Arc<ServerCertSlot>,
+) -> Result<rustls::ServerConfig, StartError> {
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(tls_error)?
+        .map_err(|e| StartError::Tls(e.to_string()))?
         .with_client_cert_verifier(client_verifier)
         .with_cert_resolver(slot);
     Ok(config)

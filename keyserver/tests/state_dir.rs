@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use spike_keyserver::local;
+use spike_keyserver::store::Store;
 
 /// Runs the real binary's `serve` on `state_dir`; it must exit before listening.
 fn serve(state_dir: &Path) -> Output {
@@ -96,4 +97,40 @@ fn half_present_ca_reported() {
     let message = stderr(&output);
     assert!(message.contains("ca.key"), "{message}");
     assert!(!dir.path().join("ca.key").exists());
+}
+
+#[test]
+fn address_in_use_issues_no_server_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    local::init(dir.path(), None).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_spike-keyserver"))
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args(["--listen", &addr])
+        .output()
+        .unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains(&format!("cannot listen on {addr}")),
+        "{message}"
+    );
+
+    let store = Store::open(dir.path()).unwrap();
+    let server_certs: i64 = store
+        .connection()
+        .query_row(
+            "SELECT COUNT(*) FROM certs WHERE kind = 'server'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        server_certs, 0,
+        "a failed start issued a server certificate"
+    );
 }
