@@ -70,6 +70,14 @@ pub enum ConfigError {
         "[{0}] belongs in the dataplane's config file: move it there and remove it from this one"
     )]
     DataplaneSection(String),
+    /// The file has a dataplane-only section and no `[controlplane]`: the operator gave the
+    /// control plane the dataplane's file.
+    #[error(
+        "this looks like a spike-dataplane config (it has [{0}] and no [controlplane]); \
+         spike-controlplane reads its own file with a [controlplane] section, such as \
+         configs/controlplane.toml of the source tree: pass that file with --config"
+    )]
+    DataplaneFile(String),
     #[error("invalid config: {0}")]
     Kubernetes(#[from] spike_kube::ConfigError),
     #[error("{key}: invalid value {value}: expected {expected}")]
@@ -114,6 +122,9 @@ impl ConfigError {
             ConfigError::DataplaneSection(ref section) => {
                 let position = locate::position_of_key(text, section);
                 at(position, format!("{section}: {self}"))
+            }
+            ConfigError::DataplaneFile(ref section) => {
+                at(locate::position_of_key(text, section), self.to_string())
             }
             ConfigError::Kubernetes(ref error) => {
                 let position = locate::position_of_key(text, "kubernetes");
@@ -452,6 +463,14 @@ impl ControlConfig {
             return Err(spike_core::config::ConfigError::Empty.into());
         }
         let mut root: toml::Table = toml::from_str(text)?;
+        if !root.contains_key("controlplane") {
+            let dataplane = DATAPLANE_SECTIONS
+                .iter()
+                .find(|section| root.contains_key(**section));
+            if let Some(section) = dataplane {
+                return Err(ConfigError::DataplaneFile((*section).to_owned()));
+            }
+        }
         for section in DATAPLANE_SECTIONS {
             if root.contains_key(section) {
                 return Err(ConfigError::DataplaneSection(section.to_owned()));
@@ -1450,6 +1469,18 @@ mod tests {
             assert!(error.contains(&expected), "{section}: {error}");
             assert!(error.contains("move it there"), "{section}: {error}");
         }
+    }
+
+    #[test]
+    fn dataplane_file_is_recognised() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/spike.toml");
+        let error = ControlConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("this looks like a spike-dataplane config (it has [conntrack]"),
+            "{error}"
+        );
+        assert!(error.contains("pass that file with --config"), "{error}");
+        assert!(error.contains("spike.toml:"), "{error}");
     }
 
     #[test]
