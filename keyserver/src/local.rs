@@ -12,6 +12,7 @@ use crate::ca::{CaError, CertAuthority, Profile};
 use crate::error::OpError;
 use crate::files::{self, FileError};
 use crate::policy::{self, PolicyError};
+use crate::server::{check_state_dir, StateDirError};
 use crate::store::{Store, StoreError};
 
 /// Errors of the local commands.
@@ -27,6 +28,8 @@ pub enum LocalError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Op(#[from] OpError),
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
     #[error("a CA already exists in {dir}; remove ca.pem and ca.key first to import another one")]
     CaExists { dir: PathBuf },
     #[error("{} already exists; move or remove it first, or write to another output directory (an admin's certificate and key are never overwritten)", path.display())]
@@ -131,6 +134,7 @@ pub fn init(
 ///
 /// # Errors
 ///
+/// [`LocalError::StateDir`] when `state_dir` is missing, unreadable or holds no CA,
 /// [`LocalError::Policy`] for an invalid name, [`LocalError::AdminFileExists`] when
 /// `NAME.pem` or `NAME.key` is already in `out_dir`, [`LocalError::Op`] when the name
 /// belongs to a node or a revoked admin, or the failing file or database step.
@@ -140,6 +144,7 @@ pub fn issue_admin_cert(
     lifetime: Duration,
     out_dir: &Path,
 ) -> Result<AdminFiles, LocalError> {
+    check_state_dir(state_dir)?;
     check_not_a_file(out_dir, "--out-dir")?;
     check_admin_target(name, out_dir)?;
     let ca = CertAuthority::load(state_dir)?;

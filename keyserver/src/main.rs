@@ -15,7 +15,7 @@ use spike_keyproto::tls::{self, ClientIdentity, IdentityFiles};
 use spike_keyproto::utc::rfc3339_and_unix;
 use spike_keyproto::{call, Request, Response};
 use spike_keyserver::ca::MAX_LIFETIME;
-use spike_keyserver::server::{check_state_dir, MAX_FAILURE_WINDOW};
+use spike_keyserver::server::{check_state_dir, StateDirError, MAX_FAILURE_WINDOW};
 use spike_keyserver::{local, ServeConfig, StartError};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
@@ -100,7 +100,7 @@ enum Command {
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// State directory made by `spike-keyserver init`. serve never creates a CA: it exits
-    /// with status 2 when the directory is missing, is a file or has no CA.
+    /// with status 2 when the directory is missing, unreadable, a file or has no CA.
     #[arg(long)]
     state_dir: PathBuf,
     /// IP address and port to listen on, such as 127.0.0.1:7443 or [::1]:7443.
@@ -221,6 +221,8 @@ enum CliError {
     #[error(transparent)]
     Start(#[from] spike_keyserver::StartError),
     #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    #[error(transparent)]
     Client(#[from] spike_keyproto::ClientError),
     #[error(transparent)]
     Tls(#[from] tls::TlsSetupError),
@@ -239,17 +241,17 @@ impl CliError {
         matches!(
             self,
             CliError::Start(
-                StartError::NoStateDir(_)
-                    | StartError::StateDirIsFile(_)
-                    | StartError::NoCa(_)
+                StartError::StateDir(_)
                     | StartError::OutOfRange { .. }
                     | StartError::DefaultTokenLifetimeAboveMax { .. }
-            ) | CliError::Local(
-                local::LocalError::Policy(_)
-                    | local::LocalError::NotADirectory { .. }
-                    | local::LocalError::AdminFileExists { .. }
-                    | local::LocalError::CaExists { .. }
-            )
+            ) | CliError::StateDir(_)
+                | CliError::Local(
+                    local::LocalError::StateDir(_)
+                        | local::LocalError::Policy(_)
+                        | local::LocalError::NotADirectory { .. }
+                        | local::LocalError::AdminFileExists { .. }
+                        | local::LocalError::CaExists { .. }
+                )
         )
     }
 }

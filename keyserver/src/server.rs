@@ -87,15 +87,28 @@ impl ServeConfig {
     }
 }
 
+/// A state directory that `init` did not make, or that this user cannot read. Every
+/// command reports it the same way, as a usage error.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    #[error("state directory {dir} does not exist; create the CA with `spike-keyserver init --state-dir {dir}` or pass the directory that holds ca.pem", dir = .0.display())]
+    Missing(PathBuf),
+    #[error("state directory {dir} is a file, not a directory; pass the directory that holds ca.pem and ca.key", dir = .0.display())]
+    IsFile(PathBuf),
+    #[error("state directory {dir} holds no CA (ca.pem and ca.key); create one with `spike-keyserver init --state-dir {dir}` or pass the directory that holds them", dir = .0.display())]
+    NoCa(PathBuf),
+    #[error("state directory {dir} cannot be read: {source}; run the command as the keyserver's user (the directory is mode 0700) or pass the directory that holds ca.pem", dir = .dir.display())]
+    Unreadable {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Errors of starting the keyserver.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("state directory {dir} does not exist; create the CA with `spike-keyserver init --state-dir {dir}` or pass the directory that holds ca.pem", dir = .0.display())]
-    NoStateDir(PathBuf),
-    #[error("state directory {dir} is a file, not a directory; pass the directory that holds ca.pem and ca.key", dir = .0.display())]
-    StateDirIsFile(PathBuf),
-    #[error("state directory {dir} holds no CA (ca.pem and ca.key); create one with `spike-keyserver init --state-dir {dir}` or pass the directory that holds them", dir = .0.display())]
-    NoCa(PathBuf),
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
     #[error("{setting} of {value} is outside 1s to {max}; pass a value in that range")]
     OutOfRange {
         setting: &'static str,
@@ -254,24 +267,31 @@ impl ServeConfig {
     }
 }
 
-/// Checks that `dir` is a directory holding at least one CA file, so that a wrong path
-/// gets a message naming it rather than a file error about ca.pem.
+/// Checks that `dir` is a readable directory holding at least one CA file, so that a
+/// wrong path gets a message naming it rather than a file error about ca.pem.
 ///
 /// # Errors
 ///
-/// [`StartError::NoStateDir`], [`StartError::StateDirIsFile`] or [`StartError::NoCa`].
-pub fn check_state_dir(dir: &Path) -> Result<(), StartError> {
+/// A [`StateDirError`] naming the directory.
+pub fn check_state_dir(dir: &Path) -> Result<(), StateDirError> {
+    let unreadable = |source| StateDirError::Unreadable {
+        dir: dir.to_path_buf(),
+        source,
+    };
     match std::fs::metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StartError::NoStateDir(dir.to_path_buf()));
+            return Err(StateDirError::Missing(dir.to_path_buf()));
         }
-        Ok(meta) if !meta.is_dir() => return Err(StartError::StateDirIsFile(dir.to_path_buf())),
-        // Other failures, such as permissions, surface with their own message when the CA
-        // files are read.
-        _ => {}
+        Err(e) => return Err(unreadable(e)),
+        Ok(meta) if !meta.is_dir() => return Err(StateDirError::IsFile(dir.to_path_buf())),
+        Ok(_) => {}
     }
-    if !dir.join(CA_CERT_FILE).exists() && !dir.join(CA_KEY_FILE).exists() {
-        return Err(StartError::NoCa(dir.to_path_buf()));
+    // try_exists, unlike exists, tells a directory this user may not search from one
+    // without a CA.
+    let cert = dir.join(CA_CERT_FILE).try_exists().map_err(unreadable)?;
+    let key = dir.join(CA_KEY_FILE).try_exists().map_err(unreadable)?;
+    if !cert && !key {
+        return Err(StateDirError::NoCa(dir.to_path_buf()));
     }
     Ok(())
 }
@@ -284,9 +304,8 @@ pub fn check_state_dir(dir: &Path) -> Result<(), StartError> {
 ///
 /// # Errors
 ///
-/// The errors of [`ServeConfig::validate`]. [`StartError::NoStateDir`],
-/// [`StartError::StateDirIsFile`] or [`StartError::NoCa`] when the state directory was not
-/// made by `init`. Other variants of [`StartError`]
+/// The errors of [`ServeConfig::validate`]. [`StartError::StateDir`] when the state
+/// directory was not made by `init` or cannot be read. Other variants of [`StartError`]
 /// when a later step fails.
 pub async fn start(config: ServeConfig) -> Result<RunningKeyserver, StartError> {
     config.validate()?;

@@ -361,3 +361,38 @@ fn bare_number_duration_needs_unit() {
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("Durations need a unit"), "{text}");
 }
+
+#[test]
+fn bad_state_dir_is_usage_error_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = dir.path().join("out");
+    // Missing, and a path through a file, which the system cannot even look up.
+    for state in [dir.path().join("missing"), file.join("state")] {
+        let state = path(&state);
+        let commands: [&[&str]; 3] = [
+            &["serve", "--state-dir", state, "--listen", "127.0.0.1:0"],
+            &["fingerprint", "--state-dir", state],
+            &[
+                "admin-cert",
+                "--state-dir",
+                state,
+                "--name",
+                "bob",
+                "--out-dir",
+                path(&out),
+            ],
+        ];
+        for args in commands {
+            let output = keyserver(args);
+            let message = stderr(&output);
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+            assert!(
+                message.contains(&format!("state directory {state}")),
+                "{args:?}: {message}"
+            );
+        }
+    }
+    assert!(!out.exists(), "admin-cert created its output directory");
+}
