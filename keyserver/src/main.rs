@@ -39,6 +39,21 @@ Exit status: 0 on success; 2 for invalid arguments, or a state \
 directory or output file that does not fit the command (fix the command line); 1 when the \
 command fails while running (files, network, the keyserver rejecting a request).";
 
+/// Signals, exit codes and logging of `serve`, shown after its options in `--help`.
+const SERVE_HELP: &str = "\
+Signals:
+  SIGINT, SIGTERM  stop accepting connections and exit
+
+Exit codes:
+  0  clean stop after a signal
+  1  runtime failure: the address is in use, CA files or the database fail
+  2  invalid command line, or a state directory that is missing, unreadable, a file or
+     holds no CA
+
+Durations need a unit: s, m, h or d, such as 90s, 15m, 24h or 30d.
+
+Logs go to stderr. RUST_LOG sets the filter (default: info), e.g. RUST_LOG=debug.";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create the CA (or import one) and the database in the state directory.
@@ -85,6 +100,7 @@ enum Command {
         state_dir: PathBuf,
     },
     /// Run the keyserver.
+    #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
     /// Manage one-time tokens (admin).
     #[command(subcommand)]

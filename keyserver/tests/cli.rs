@@ -396,3 +396,13 @@ fn bad_state_dir_is_usage_error_everywhere() {
     }
     assert!(!out.exists(), "admin-cert created its output directory");
 }
+
+#[test]
+fn serve_help_lists_signals_exit_codes_and_logging() {
+    let output = keyserver(&["serve", "--help"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    for expected in ["Signals:", "SIGTERM", "SIGINT", "Exit codes:", "RUST_LOG"] {
+        assert!(text.contains(expected), "{expected} missing from {text}");
+    }
+}
