@@ -44,9 +44,20 @@ pub enum CaError {
     Sign(#[from] rcgen::Error),
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// An imported certificate that may not sign others.
+    #[error("{} is not a CA certificate: it lacks {missing}; import the certificate of a CA, or run init without --import-ca-cert to create one", cert.display())]
+    NotACa { cert: PathBuf, missing: String },
     /// A lifetime that reaches past the last date a certificate can carry.
     #[error("a lifetime of {lifetime_secs} s from now is past the last representable date; use at most {max_secs} s", max_secs = MAX_LIFETIME.as_secs())]
     LifetimeTooLong { lifetime_secs: u64 },
+}
+
+/// An existing CA to import, with the certificate's path for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct CaImport<'a> {
+    pub cert_path: &'a Path,
+    pub cert_pem: &'a str,
+    pub key_pem: &'a str,
 }
 
 /// Purpose of a signed certificate, with the names it carries.
@@ -149,9 +160,16 @@ impl CertAuthority {
     ///
     /// # Errors
     ///
-    /// [`CaError::Invalid`] if they do not parse or the key does not match the certificate.
-    pub fn import(state_dir: &Path, cert_pem: &str, key_pem: &str) -> Result<Self, CaError> {
+    /// [`CaError::Invalid`] if they do not parse or the key does not match the certificate,
+    /// [`CaError::NotACa`] if the certificate may not sign others. Nothing is written then.
+    pub fn import(state_dir: &Path, import: &CaImport<'_>) -> Result<Self, CaError> {
+        let CaImport {
+            cert_path,
+            cert_pem,
+            key_pem,
+        } = *import;
         let ca = Self::from_pem(state_dir, cert_pem, key_pem)?;
+        check_can_sign(&ca.cert_der, cert_path)?;
         files::create_private_dir(state_dir)?;
         files::write_atomic(&state_dir.join(CA_KEY_FILE), key_pem.as_bytes(), 0o600)?;
         files::write_atomic(&state_dir.join(CA_CERT_FILE), cert_pem.as_bytes(), 0o644)?;
@@ -280,6 +298,30 @@ impl CertAuthority {
     }
 }
 
+/// Checks that a CA certificate has basicConstraints CA:TRUE and the keyCertSign key
+/// usage, without which verifiers reject what it signs.
+fn check_can_sign(cert_der: &[u8], cert_path: &Path) -> Result<(), CaError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|e| CaError::Invalid {
+            dir: cert_path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let mut missing = Vec::new();
+    if !matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca) {
+        missing.push("basicConstraints CA:TRUE");
+    }
+    if !matches!(cert.key_usage(), Ok(Some(usage)) if usage.value.key_cert_sign()) {
+        missing.push("the keyCertSign key usage");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(CaError::NotACa {
+        cert: cert_path.to_path_buf(),
+        missing: missing.join(" and "),
+    })
+}
+
 fn profile_params(profile: &Profile) -> Result<CertificateParams, CaError> {
     let (names, usages): (&[String], _) = match profile {
         Profile::Node { dns_names, .. } => (
@@ -355,7 +397,12 @@ mod tests {
         let (ca, _) = CertAuthority::load_or_create(source.path()).unwrap();
         let other_key = KeyPair::generate().unwrap().serialize_pem();
         let target = tempfile::tempdir().unwrap();
-        let result = CertAuthority::import(target.path(), ca.cert_pem(), &other_key);
+        let import = CaImport {
+            cert_path: Path::new("ca.pem"),
+            cert_pem: ca.cert_pem(),
+            key_pem: &other_key,
+        };
+        let result = CertAuthority::import(target.path(), &import);
         assert!(matches!(result, Err(CaError::Invalid { .. })));
     }
 
@@ -366,7 +413,12 @@ mod tests {
         let key_pem = std::fs::read_to_string(source.path().join(CA_KEY_FILE)).unwrap();
         let target = tempfile::tempdir().unwrap();
 
-        let imported = CertAuthority::import(target.path(), ca.cert_pem(), &key_pem).unwrap();
+        let import = CaImport {
+            cert_path: Path::new("ca.pem"),
+            cert_pem: ca.cert_pem(),
+            key_pem: &key_pem,
+        };
+        let imported = CertAuthority::import(target.path(), &import).unwrap();
         assert_eq!(imported.fingerprint(), ca.fingerprint());
         let reloaded = CertAuthority::load(target.path()).unwrap();
         assert_eq!(reloaded.fingerprint(), ca.fingerprint());
@@ -388,6 +440,42 @@ mod tests {
             Duration::from_secs(3600),
         );
         assert!(signed.is_ok(), "the imported CA signs");
+    }
+
+    /// Imports a self-signed certificate made by `params` and returns the error.
+    fn import_self_signed(params: CertificateParams) -> (tempfile::TempDir, CaError) {
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let target = tempfile::tempdir().unwrap();
+        let import = CaImport {
+            cert_path: Path::new("/import/leaf.pem"),
+            cert_pem: &cert.pem(),
+            key_pem: &key.serialize_pem(),
+        };
+        let error = CertAuthority::import(&target.path().join("state"), &import).unwrap_err();
+        (target, error)
+    }
+
+    #[test]
+    fn import_rejects_certificate_that_is_not_a_ca() {
+        let leaf = CertificateParams::new(vec!["leaf.example".to_string()]).unwrap();
+        let (target, error) = import_self_signed(leaf);
+        assert_eq!(
+            error.to_string(),
+            "/import/leaf.pem is not a CA certificate: it lacks basicConstraints CA:TRUE and \
+             the keyCertSign key usage; import the certificate of a CA, or run init without \
+             --import-ca-cert to create one"
+        );
+        assert!(!target.path().join("state").exists(), "nothing is written");
+
+        let mut no_cert_sign = CertificateParams::default();
+        no_cert_sign.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        no_cert_sign.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let (_, error) = import_self_signed(no_cert_sign);
+        assert!(
+            matches!(&error, CaError::NotACa { missing, .. } if missing == "the keyCertSign key usage"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rcgen::KeyPair;
 use time::OffsetDateTime;
 
-use crate::ca::{CaError, CertAuthority, Profile};
+use crate::ca::{CaError, CaImport, CertAuthority, Profile};
 use crate::error::OpError;
 use crate::files::{self, FileError};
 use crate::policy::{self, PolicyError};
@@ -110,10 +110,10 @@ fn admin_key_path(out_dir: &Path, name: &str) -> PathBuf {
 /// [`LocalError::CaExists`] when importing over an existing CA, or the failing step.
 pub fn init(
     state_dir: &Path,
-    import: Option<(&str, &str)>,
+    import: Option<&CaImport<'_>>,
 ) -> Result<(CertAuthority, bool), LocalError> {
     let (ca, created) = match import {
-        Some((cert_pem, key_pem)) => {
+        Some(import) => {
             if state_dir.join(crate::ca::CA_CERT_FILE).exists()
                 || state_dir.join(crate::ca::CA_KEY_FILE).exists()
             {
@@ -121,7 +121,7 @@ pub fn init(
                     dir: state_dir.to_path_buf(),
                 });
             }
-            (CertAuthority::import(state_dir, cert_pem, key_pem)?, true)
+            (CertAuthority::import(state_dir, import)?, true)
         }
         None => CertAuthority::load_or_create(state_dir)?,
     };

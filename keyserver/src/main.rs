@@ -14,7 +14,7 @@ use spike_keyproto::duration::{parse_duration_at_most, BoundedDurationError};
 use spike_keyproto::tls::{self, ClientIdentity, IdentityFiles};
 use spike_keyproto::utc::rfc3339_and_unix;
 use spike_keyproto::{call, Request, Response};
-use spike_keyserver::ca::MAX_LIFETIME;
+use spike_keyserver::ca::{CaError, CaImport, MAX_LIFETIME};
 use spike_keyserver::server::{check_state_dir, StateDirError, MAX_FAILURE_WINDOW};
 use spike_keyserver::{local, ServeConfig, StartError};
 use tracing::{error, info};
@@ -267,6 +267,7 @@ impl CliError {
                         | local::LocalError::NotADirectory { .. }
                         | local::LocalError::AdminFileExists { .. }
                         | local::LocalError::CaExists { .. }
+                        | local::LocalError::Ca(CaError::NotACa { .. })
                 )
         )
     }
@@ -345,11 +346,18 @@ async fn run(command: Command) -> Result<(), CliError> {
                 (Some(cert), Some(key)) => Some((
                     spike_keyserver::files::read_text(&cert)?,
                     spike_keyserver::files::read_secret(&key)?,
+                    cert,
                 )),
                 _ => None,
             };
-            let import_refs = import.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
-            let (ca, created) = local::init(&state_dir, import_refs)?;
+            let import_refs = import
+                .as_ref()
+                .map(|(cert_pem, key_pem, cert_path)| CaImport {
+                    cert_path,
+                    cert_pem,
+                    key_pem,
+                });
+            let (ca, created) = local::init(&state_dir, import_refs.as_ref())?;
             let state = if created {
                 "created"
             } else {

@@ -406,3 +406,37 @@ fn serve_help_lists_signals_exit_codes_and_logging() {
         assert!(text.contains(expected), "{expected} missing from {text}");
     }
 }
+
+#[test]
+fn import_of_a_certificate_that_is_not_a_ca_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = rcgen::generate_simple_self_signed(vec!["leaf.example".into()]).unwrap();
+    let cert = dir.path().join("leaf.pem");
+    let key = dir.path().join("leaf.key");
+    std::fs::write(&cert, leaf.cert.pem()).unwrap();
+    std::fs::write(&key, leaf.signing_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let state = dir.path().join("state");
+
+    let output = keyserver(&[
+        "init",
+        "--state-dir",
+        path(&state),
+        "--import-ca-cert",
+        path(&cert),
+        "--import-ca-key",
+        path(&key),
+    ]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains(&format!("{} is not a CA certificate", cert.display())),
+        "{message}"
+    );
+    assert!(message.contains("basicConstraints CA:TRUE"), "{message}");
+    assert!(message.contains("keyCertSign"), "{message}");
+    assert!(
+        !state.exists(),
+        "a rejected import created the state directory"
+    );
+}
