@@ -509,6 +509,7 @@ impl ControlConfig {
             .enumerate()
             .map(|(index, raw)| raw.map(|raw| validate_check(index, raw, &base)).transpose())
             .collect::<Result<Vec<_>, _>>()?;
+        check_health_addresses(&raw_addresses, &base)?;
         let health_addresses = raw_addresses
             .into_iter()
             .zip(&base.services)
@@ -520,6 +521,14 @@ impl ControlConfig {
                     .collect()
             })
             .collect();
+        if control.metrics_listen.port() == 0 {
+            return Err(invalid(
+                "controlplane.metrics_listen",
+                control.metrics_listen,
+                "an IP address and a port from 1 to 65535, such as 127.0.0.1:9300: port 0 \
+                 would make the kernel pick a port that no scraper knows",
+            ));
+        }
 
         if !control.ring.is_absolute() {
             return Err(invalid(
@@ -582,6 +591,18 @@ fn parse_kubernetes(raw: RawKubernetes) -> Result<KubernetesSettings, ConfigErro
         .enumerate()
         .map(|(index, entry)| parse_service_settings(index, entry, raw.hash, table_size))
         .collect::<Result<Vec<_>, _>>()?;
+    if let ApiServerConfig::Kubeconfig { path, .. } = &raw.api_server {
+        check_kubeconfig(path)?;
+    }
+    for (index, &ip) in raw.services.load_balancer_ips.iter().enumerate() {
+        if let Some(kind) = special_address(ip) {
+            return Err(invalid(
+                format!("kubernetes.services.load_balancer_ips[{index}]"),
+                ip,
+                &format!("a LoadBalancer IP that clients reach over the network, not {kind}"),
+            ));
+        }
+    }
     let discovery = KubernetesConfig {
         api_server: raw.api_server,
         namespace: raw.namespace,
@@ -596,6 +617,80 @@ fn parse_kubernetes(raw: RawKubernetes) -> Result<KubernetesSettings, ConfigErro
         next_hop_macs,
         service_settings,
     })
+}
+
+/// Checks that `kubernetes.api_server.path` names a kubeconfig file that exists. A
+/// relative path is rejected rather than resolved, as `controlplane.ring` is, so that the
+/// file read never depends on the directory the control plane starts in.
+fn check_kubeconfig(path: &Path) -> Result<(), ConfigError> {
+    const KEY: &str = "kubernetes.api_server.path";
+    if !path.is_absolute() {
+        return Err(invalid(
+            KEY,
+            path.display(),
+            "an absolute path to the kubeconfig file, such as /etc/spike/kubeconfig",
+        ));
+    }
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() => Ok(()),
+        Ok(_) => Err(invalid(
+            KEY,
+            path.display(),
+            "a kubeconfig file, not a directory",
+        )),
+        Err(error) => Err(invalid(
+            KEY,
+            path.display(),
+            &format!("an existing kubeconfig file ({error}): copy it there or fix the path"),
+        )),
+    }
+}
+
+/// Names the kind of special-purpose address `ip` is, or returns `None` for an ordinary
+/// unicast address.
+fn special_address(ip: IpAddr) -> Option<&'static str> {
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    };
+    if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if link_local {
+        Some("a link-local address")
+    } else {
+        None
+    }
+}
+
+/// Rejects a `health_address` that a check cannot reach a backend at. Loopback stays
+/// valid: it checks a backend that runs on this host, as in tests.
+fn check_health_addresses(
+    addresses: &[Vec<Option<IpAddr>>],
+    base: &Config,
+) -> Result<(), ConfigError> {
+    for ((index, service), addresses) in base.services.iter().enumerate().zip(addresses) {
+        for (backend, address) in addresses.iter().enumerate() {
+            let Some(address) = *address else {
+                continue;
+            };
+            let kind = special_address(address).filter(|_| !address.is_loopback());
+            if let Some(kind) = kind {
+                return Err(invalid(
+                    format!(
+                        "service[{index}] ({}).backend[{backend}].health_address",
+                        service.name
+                    ),
+                    address,
+                    &format!("the unicast address the backend's checks connect to, not {kind}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks a Maglev table size given at `key`.
@@ -645,6 +740,13 @@ fn parse_service_settings(
             ))
         }
     };
+    if raw.port == Some(0) {
+        return Err(invalid(
+            format!("{key}.port"),
+            0,
+            "a Service port from 1 to 65535",
+        ));
+    }
     let table_size = match raw.table_size {
         Some(size) => table_size(&format!("{key}.table_size"), size)?,
         None => default_table_size,
@@ -960,7 +1062,28 @@ fn validate_check(
     let service = &base.services[index];
     let key = format!("service[{index}] ({}).health_check", service.name);
     let kind = match raw.kind.as_str() {
-        "tcp" => CheckKind::Tcp,
+        "tcp" => {
+            let http_keys = [
+                ("path", raw.path.clone()),
+                (
+                    "expected_status",
+                    raw.expected_status.map(|s| s.to_string()),
+                ),
+            ];
+            for (name, value) in http_keys {
+                if let Some(value) = value {
+                    return Err(invalid(
+                        format!("{key}.{name}"),
+                        value,
+                        &format!(
+                            "no {name} with kind = \"tcp\", which only connects: remove it, \
+                             or set kind = \"http\" to send GET requests"
+                        ),
+                    ));
+                }
+            }
+            CheckKind::Tcp
+        }
         "http" => CheckKind::Http {
             path: raw.path.unwrap_or_else(|| "/".to_owned()),
             expected_status: raw.expected_status.unwrap_or(200),
@@ -1469,6 +1592,83 @@ mod tests {
             assert!(error.contains(&expected), "{section}: {error}");
             assert!(error.contains("move it there"), "{section}: {error}");
         }
+    }
+
+    #[test]
+    fn unusable_addresses_and_ports_are_rejected() {
+        let kubernetes = format!("{BASE}{KUBERNETES}");
+        let labels = "match_labels = { spike = \"yes\" }";
+        let cases = [
+            (
+                kubernetes.replace(
+                    labels,
+                    &format!("{labels}\nload_balancer_ips = [\"198.51.100.7\", \"127.0.0.1\"]"),
+                ),
+                "kubernetes.services.load_balancer_ips[1]: invalid value 127.0.0.1: expected a \
+                 LoadBalancer IP that clients reach over the network, not a loopback address",
+            ),
+            (
+                BASE.replace(
+                    "health_address = \"127.0.0.1\"",
+                    "health_address = \"169.254.0.10\"",
+                ),
+                "service[0] (web).backend[0].health_address: invalid value 169.254.0.10: expected \
+                 the unicast address the backend's checks connect to, not a link-local address",
+            ),
+            (
+                BASE.replace("kind = \"http\"", "kind = \"tcp\""),
+                "service[0] (web).health_check.path: invalid value /healthz: expected no path \
+                 with kind = \"tcp\"",
+            ),
+            (
+                BASE.replace("127.0.0.1:9300", "127.0.0.1:0"),
+                "controlplane.metrics_listen: invalid value 127.0.0.1:0: expected an IP address \
+                 and a port from 1 to 65535",
+            ),
+            (
+                format!("{kubernetes}\n[[kubernetes.service_settings]]\nport = 0\n"),
+                "kubernetes.service_settings[0].port: invalid value 0: expected a Service port",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = ControlConfig::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+
+    #[test]
+    fn kubeconfig_must_exist_at_an_absolute_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().join("kubeconfig");
+        std::fs::write(&existing, "apiVersion: v1\n").unwrap();
+        let with_path = |path: &str| {
+            let url = "mode = \"url\"\n        url = \"http://127.0.0.1:8001\"";
+            let kubeconfig = format!("mode = \"kubeconfig\"\npath = {path:?}");
+            format!("{BASE}{}", KUBERNETES.replace(url, &kubeconfig))
+        };
+
+        let error = ControlConfig::parse(&with_path("kubeconfig"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "kubernetes.api_server.path: invalid value kubeconfig: expected an absolute path"
+            ),
+            "{error}"
+        );
+        let missing = dir.path().join("missing");
+        let error = ControlConfig::parse(&with_path(&missing.display().to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("expected an existing kubeconfig file"),
+            "{error}"
+        );
+        let error = ControlConfig::parse(&with_path(&dir.path().display().to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a directory"), "{error}");
+        ControlConfig::parse(&with_path(&existing.display().to_string())).unwrap();
     }
 
     #[test]

@@ -75,3 +75,29 @@ fn invalid_config_exits_2() {
         assert!(output.stdout.is_empty(), "{output:?}");
     }
 }
+
+#[test]
+fn missing_kubeconfig_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("controlplane.toml");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let section = format!(
+        "[kubernetes.api_server]\nmode = \"kubeconfig\"\npath = {:?}\n\n\
+         [kubernetes.services]\nmatch_labels = {{ spike = \"yes\" }}\n",
+        kubeconfig.display().to_string()
+    );
+    std::fs::write(&path, format!("{}\n{section}", example())).unwrap();
+
+    let output = check(&path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let expected = format!(
+        "kubernetes.api_server.path: invalid value {}: expected an existing kubeconfig file",
+        kubeconfig.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    std::fs::write(&kubeconfig, "apiVersion: v1\n").unwrap();
+    let output = check(&path);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+}

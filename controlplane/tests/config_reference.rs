@@ -7,6 +7,7 @@
 mod reference;
 
 use std::fs;
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -14,11 +15,12 @@ use std::time::{Duration, Instant};
 const CONTROLPLANE: &str = env!("CARGO_BIN_EXE_spike-controlplane");
 
 /// A valid config with every table that contains tables or arrays of tables, so that the
-/// probes can reach into them. `RING` is replaced by a path in a temporary directory.
+/// probes can reach into them. `RING` is replaced by a path in a temporary directory and
+/// `PORT` by a free port, because the control plane rejects port 0.
 const BASE: &str = r#"
 [controlplane]
 ring = "RING"
-metrics_listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:PORT"
 
 [node]
 mac = "02:53:50:00:00:01"
@@ -92,7 +94,14 @@ fn parse(dir: &std::path::Path, text: &str) -> Result<(), String> {
 fn reference_lists_every_controlplane_key() {
     let dir = tempfile::tempdir().unwrap();
     let ring = dir.path().join("ring").display().to_string();
-    let text = BASE.replace("RING", &ring);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = BASE
+        .replace("RING", &ring)
+        .replace("PORT", &port.to_string());
     let base: toml::Table = toml::from_str(&text).unwrap();
     let parse = |text: &str| parse(dir.path(), text);
     let base_error = toml::to_string(&base).map(|text| parse(&text));
