@@ -35,7 +35,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Runs Spike's control plane with the given config.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_help = AFTER_HELP)]
 pub struct Args {
     /// Control plane config file (TOML).
     #[arg(short, long)]
@@ -47,6 +47,20 @@ pub struct Args {
     #[arg(long)]
     check_config: bool,
 }
+
+/// Signals, exit codes and logging, shown after the options in `--help`.
+const AFTER_HELP: &str = "\
+Signals:
+  SIGHUP           reload the config file; an invalid file keeps the running config
+  SIGINT, SIGTERM  stop; with [bgp], the VIPs stay announced for a restart
+  SIGUSR1          with [bgp], withdraw the VIPs, wait bgp.drain_s and stop
+
+Exit codes:
+  0  clean stop, or --check-config found the file valid
+  1  runtime failure, a failed withdrawal on SIGUSR1, or an unreadable TLS identity
+  2  invalid config or command line
+
+Logs go to stderr. RUST_LOG sets the filter (default: info), e.g. RUST_LOG=debug.";
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -101,3 +101,20 @@ fn missing_kubeconfig_exits_2() {
     let output = check(&path);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
 }
+
+#[test]
+fn help_lists_signals_exit_codes_and_logging() {
+    let output = Command::new(CONTROLPLANE).arg("--help").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    for expected in [
+        "Signals:\n  SIGHUP ",
+        "  SIGINT, SIGTERM ",
+        "  SIGUSR1 ",
+        "Exit codes:\n  0 ",
+        "  2  invalid config or command line",
+        "RUST_LOG sets the filter",
+    ] {
+        assert!(stdout.contains(expected), "{expected}: {stdout}");
+    }
+}
