@@ -60,6 +60,10 @@ Exit codes:
   1  DPDK or another runtime failure
   2  invalid config or command line
 
+Environment:
+  RUNTIME_DIRECTORY  directory of the lock file that keeps a second dataplane off the
+                     port (default: /run/spike); systemd sets it from RuntimeDirectory=
+
 Logs go to stderr. RUST_LOG sets the filter (default: info), e.g. RUST_LOG=debug.";
 
 fn main() -> ExitCode {

@@ -62,3 +62,18 @@ fn invalid_config_exits_2() {
         assert!(output.stdout.is_empty(), "{output:?}");
     }
 }
+
+#[test]
+fn help_names_runtime_directory() {
+    let output = Command::new(common::BINARY)
+        .arg("--help")
+        .output()
+        .expect("run spike-dataplane --help");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        stdout.contains("Environment:\n  RUNTIME_DIRECTORY "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(default: /run/spike)"), "{stdout}");
+}
