@@ -11,7 +11,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use spike_keyproto::client::host_of;
 use spike_keyproto::files::{self, FileError};
 use spike_keyproto::tls::{self, ClientIdentity, IdentityFiles, TlsSetupError};
-use spike_keyproto::utc::rfc3339_and_unix;
+use spike_keyproto::utc::{rfc3339, rfc3339_and_unix};
 use spike_keyproto::wire::IssuedCert;
 use spike_keyproto::{call, ClientError, ErrorCode, Request, Response};
 use tracing::{info, warn};
@@ -217,8 +217,21 @@ pub async fn redeem(options: &RedeemOptions) -> Result<Identity, BootstrapError>
 
     files::write_atomic(&paths.ca(), issued.ca_pem.as_bytes(), 0o644)?;
     files::write_atomic(&paths.cert(), issued.cert_pem.as_bytes(), 0o644)?;
+    warn_if_shortened(&issued);
     info!(principal = %issued.principal, serial = %issued.serial, not_after = issued.not_after, "identity issued");
     Ok(Identity::from(&issued))
+}
+
+/// Warns when the keyserver cut the certificate's validity to its CA's expiry: renewals
+/// stop working then, until the keyserver has a new CA and the node a new token.
+fn warn_if_shortened(issued: &IssuedCert) {
+    if issued.shortened_to_ca_expiry {
+        warn!(
+            not_after = %rfc3339(issued.not_after),
+            "the certificate ends with the keyserver's CA certificate; renewal fails after that \
+             until the keyserver has a new CA and this node redeems a new token"
+        );
+    }
 }
 
 fn check_public_key(cert_pem: &str, key: &KeyPair) -> Result<(), BootstrapError> {
@@ -312,6 +325,7 @@ pub async fn renew_once(options: &RenewOptions) -> Result<Identity, BootstrapErr
     check_public_key(&issued.cert_pem, &key)?;
 
     files::write_atomic(&paths.cert(), issued.cert_pem.as_bytes(), 0o644)?;
+    warn_if_shortened(&issued);
     info!(principal = %issued.principal, serial = %issued.serial, not_after = issued.not_after, "certificate renewed");
     Ok(Identity::from(&issued))
 }

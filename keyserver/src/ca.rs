@@ -10,6 +10,7 @@ use rcgen::{
 };
 use rustls::pki_types::CertificateDer;
 use spike_keyproto::tls::{fingerprint, to_hex};
+use spike_keyproto::utc::rfc3339;
 use spike_keyproto::wire::CertKind;
 use time::OffsetDateTime;
 
@@ -47,6 +48,9 @@ pub enum CaError {
     /// An imported certificate that may not sign others.
     #[error("{} is not a CA certificate: it lacks {missing}; import the certificate of a CA, or run init without --import-ca-cert to create one", cert.display())]
     NotACa { cert: PathBuf, missing: String },
+    /// The CA certificate's validity has ended.
+    #[error("the CA certificate expired at {}; no client would trust what it signs, so import or create a new CA", rfc3339(*.not_after))]
+    CaExpired { not_after: i64 },
     /// A lifetime that reaches past the last date a certificate can carry.
     #[error("a lifetime of {lifetime_secs} s from now is past the last representable date; use at most {max_secs} s", max_secs = MAX_LIFETIME.as_secs())]
     LifetimeTooLong { lifetime_secs: u64 },
@@ -107,12 +111,17 @@ pub struct SignedCert {
     pub not_before: i64,
     /// Unix seconds.
     pub not_after: i64,
+    /// Whether `not_after` was cut to the CA certificate's expiry, so that the certificate
+    /// is valid for less than the requested lifetime.
+    pub shortened_to_ca_expiry: bool,
 }
 
 /// The CA certificate and the issuer built from its key.
 pub struct CertAuthority {
     cert_der: CertificateDer<'static>,
     cert_pem: String,
+    /// End of the CA certificate's validity; nothing signed lasts longer.
+    not_after: OffsetDateTime,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -229,11 +238,13 @@ impl CertAuthority {
             ));
         }
 
+        let not_after = parsed.validity().not_after.to_datetime();
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)
             .map_err(|e| invalid(format!("CA certificate: {e}")))?;
         Ok(Self {
             cert_pem: cert_pem.to_string(),
             cert_der,
+            not_after,
             issuer,
         })
     }
@@ -253,14 +264,24 @@ impl CertAuthority {
         fingerprint(&self.cert_der)
     }
 
+    /// Returns the end of the CA certificate's validity, Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.not_after.unix_timestamp()
+    }
+
     /// Signs a certificate of `profile` for `public_key`, valid from shortly before `now`
-    /// for `lifetime`.
+    /// for `lifetime`, but never past the CA certificate's own expiry.
     ///
     /// The validity starts up to one minute early (a tenth of the lifetime at most) so that
-    /// peers whose clocks lag slightly still accept a fresh certificate.
+    /// peers whose clocks lag slightly still accept a fresh certificate. A validity that
+    /// would outlast the CA is cut to end with it and marked
+    /// [`SignedCert::shortened_to_ca_expiry`]: verifiers reject a chain once its CA has
+    /// expired, so the later part could never be used, and a node near the CA's end still
+    /// gets a working certificate rather than an error.
     ///
     /// # Errors
     ///
+    /// [`CaError::CaExpired`] once the CA certificate has expired,
     /// [`CaError::LifetimeTooLong`] if `now + lifetime` is not a representable date,
     /// [`CaError::Sign`] if a name is not encodable or signing fails.
     pub fn sign(
@@ -273,12 +294,19 @@ impl CertAuthority {
         let (serial, serial_hex) = random_serial()?;
         let backdate = (lifetime / 10).min(Duration::from_secs(60));
         let not_before = now - backdate;
-        let not_after = time::Duration::try_from(lifetime)
+        let requested_end = time::Duration::try_from(lifetime)
             .ok()
             .and_then(|lifetime| now.checked_add(lifetime))
             .ok_or(CaError::LifetimeTooLong {
                 lifetime_secs: lifetime.as_secs(),
             })?;
+        if self.not_after <= now {
+            return Err(CaError::CaExpired {
+                not_after: self.not_after(),
+            });
+        }
+        let shortened_to_ca_expiry = requested_end > self.not_after;
+        let not_after = requested_end.min(self.not_after);
 
         let mut params = profile_params(profile)?;
         params.serial_number = Some(serial);
@@ -294,6 +322,7 @@ impl CertAuthority {
             serial: serial_hex,
             not_before: not_before.unix_timestamp(),
             not_after: not_after.unix_timestamp(),
+            shortened_to_ca_expiry,
         })
     }
 }
@@ -475,6 +504,50 @@ mod tests {
         assert!(
             matches!(&error, CaError::NotACa { missing, .. } if missing == "the keyCertSign key usage"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn validity_cut_to_ca_expiry() {
+        let now = OffsetDateTime::now_utc();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::hours(1);
+        let ca_cert = params.self_signed(&ca_key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let import = CaImport {
+            cert_path: Path::new("ca.pem"),
+            cert_pem: &ca_cert.pem(),
+            key_pem: &ca_key.serialize_pem(),
+        };
+        let ca = CertAuthority::import(dir.path(), &import).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let profile = Profile::Admin {
+            name: "admin".into(),
+        };
+
+        let long = ca
+            .sign(&key, &profile, now, Duration::from_secs(2 * 3600))
+            .unwrap();
+        assert!(long.shortened_to_ca_expiry);
+        assert_eq!(long.not_after, ca.not_after());
+        let (_, parsed) = x509_parser::parse_x509_certificate(&long.der).unwrap();
+        assert_eq!(parsed.validity().not_after.timestamp(), ca.not_after());
+
+        let short = ca
+            .sign(&key, &profile, now, Duration::from_secs(1800))
+            .unwrap();
+        assert!(!short.shortened_to_ca_expiry);
+        assert_eq!(short.not_after, now.unix_timestamp() + 1800);
+
+        let later = now + time::Duration::hours(2);
+        let expired = ca.sign(&key, &profile, later, Duration::from_secs(60));
+        assert!(
+            matches!(expired, Err(CaError::CaExpired { not_after }) if not_after == ca.not_after()),
+            "{expired:?}"
         );
     }
 

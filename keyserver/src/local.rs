@@ -44,6 +44,10 @@ pub struct AdminFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub serial: String,
+    /// End of the certificate's validity, Unix seconds.
+    pub not_after: i64,
+    /// Whether the validity was cut to the CA certificate's expiry.
+    pub shortened_to_ca_expiry: bool,
 }
 
 /// Checks the arguments of `init` before it writes anything, so that a rejected `init`
@@ -168,6 +172,8 @@ pub fn issue_admin_cert(
         cert: cert_path,
         key: key_path,
         serial: signed.serial,
+        not_after: signed.not_after,
+        shortened_to_ca_expiry: signed.shortened_to_ca_expiry,
     })
 }
 

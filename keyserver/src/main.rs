@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use spike_keyproto::client::host_of;
 use spike_keyproto::duration::{parse_duration_at_most, BoundedDurationError};
 use spike_keyproto::tls::{self, ClientIdentity, IdentityFiles};
-use spike_keyproto::utc::rfc3339_and_unix;
+use spike_keyproto::utc::{rfc3339, rfc3339_and_unix};
 use spike_keyproto::{call, Request, Response};
 use spike_keyserver::ca::{CaError, CaImport, MAX_LIFETIME};
 use spike_keyserver::server::{check_state_dir, StateDirError, MAX_FAILURE_WINDOW};
@@ -414,6 +414,13 @@ fn print_admin_files(files: &local::AdminFiles) {
         files.serial,
         files.key.display()
     );
+    if files.shortened_to_ca_expiry {
+        eprintln!(
+            "the admin certificate ends at {}, when the CA certificate expires, before the \
+             requested lifetime; replace the CA before then",
+            rfc3339(files.not_after)
+        );
+    }
 }
 
 async fn serve(args: ServeArgs) -> Result<(), CliError> {

@@ -18,6 +18,7 @@ use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 use spike_keyproto::duration::format_duration;
 use spike_keyproto::tls::provider;
+use spike_keyproto::utc::rfc3339;
 use spike_keyproto::wire::{
     read_frame, write_frame, CertKind, CreatedToken, IssuedCert, Request, Response,
 };
@@ -418,6 +419,13 @@ fn issue_server_cert(shared: &Shared) -> Result<Arc<CertifiedKey>, StartError> {
         CertificateDer::from(signed.der.clone()),
         shared.ca.cert_der().clone(),
     ];
+    if signed.shortened_to_ca_expiry {
+        warn!(
+            serial = %signed.serial,
+            not_after = %rfc3339(signed.not_after),
+            "server certificate cut to end with the CA certificate; replace the CA before then"
+        );
+    }
     info!(serial = %signed.serial, not_after = signed.not_after, "issued keyserver server certificate");
     Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
 }
@@ -657,6 +665,14 @@ fn renew(
 }
 
 fn issued_response(shared: &Shared, principal: String, signed: crate::ca::SignedCert) -> Response {
+    if signed.shortened_to_ca_expiry {
+        warn!(
+            %principal,
+            serial = %signed.serial,
+            not_after = %rfc3339(signed.not_after),
+            "certificate cut to end with the CA certificate; replace the CA before then"
+        );
+    }
     Response::Issued(IssuedCert {
         principal,
         serial: signed.serial,
@@ -664,6 +680,7 @@ fn issued_response(shared: &Shared, principal: String, signed: crate::ca::Signed
         ca_pem: shared.ca.cert_pem().to_string(),
         not_before: signed.not_before,
         not_after: signed.not_after,
+        shortened_to_ca_expiry: signed.shortened_to_ca_expiry,
     })
 }
 

@@ -498,3 +498,19 @@ async fn keyserver_principal_is_reserved() {
     let (_, message) = rejection(harness.call_as(&harness.admin, unknown).await);
     assert!(message.contains("not found"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_end_with_the_ca() {
+    // The CA lasts 3650 days from its creation, so a 3650-day certificate issued later
+    // would outlive it.
+    let harness = Harness::start_with(|config| {
+        config.cert_lifetime = Duration::from_secs(3650 * 86_400);
+    })
+    .await;
+    let created = harness.create_token("node-long", None, None).await;
+    let issued = harness.redeem(&created.token).await.unwrap();
+
+    let ca = spike_keyserver::ca::CertAuthority::load(&harness.state_dir()).unwrap();
+    assert!(issued.shortened_to_ca_expiry);
+    assert_eq!(issued.not_after, ca.not_after());
+}

@@ -117,6 +117,11 @@ pub struct IssuedCert {
     pub not_before: i64,
     /// Validity end, Unix seconds.
     pub not_after: i64,
+    /// Whether `not_after` was cut to the CA certificate's expiry, so the certificate is
+    /// valid for less than the keyserver's configured lifetime. Absent (false) from
+    /// keyservers that predate the field.
+    #[serde(default)]
+    pub shortened_to_ca_expiry: bool,
 }
 
 /// A newly created token. The keyserver keeps only a hash of it, so this response is the
