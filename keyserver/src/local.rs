@@ -7,13 +7,17 @@ use std::time::Duration;
 
 use rcgen::KeyPair;
 use time::OffsetDateTime;
+use tracing::warn;
 
-use crate::ca::{CaError, CaImport, CertAuthority, Profile};
+use crate::ca::{CaError, CaImport, CertAuthority, Profile, CA_CERT_FILE, CA_KEY_FILE};
 use crate::error::OpError;
 use crate::files::{self, FileError};
 use crate::policy::{self, PolicyError};
 use crate::server::{check_state_dir, StateDirError};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, DB_FILE};
+
+/// The database and the WAL files SQLite keeps next to it.
+const DB_FILES: [&str; 3] = [DB_FILE, "state.db-wal", "state.db-shm"];
 
 /// Errors of the local commands.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,12 @@ pub enum LocalError {
     AdminFileExists { path: PathBuf },
     #[error("{} is a file, not a directory; pass a directory path for {option}", path.display())]
     NotADirectory { path: PathBuf, option: &'static str },
+    #[error("{option} {} cannot be created or written ({source}); pass a directory this user can write to", path.display())]
+    NotWritable {
+        path: PathBuf,
+        option: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Paths of an admin's certificate and key.
@@ -50,20 +60,152 @@ pub struct AdminFiles {
     pub shortened_to_ca_expiry: bool,
 }
 
+/// An admin certificate that `init` issues along with the CA.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminRequest<'a> {
+    pub name: &'a str,
+    pub out_dir: &'a Path,
+    pub lifetime: Duration,
+}
+
+/// What [`init_with_admin`] made or found.
+#[derive(Debug)]
+pub struct Initialized {
+    pub ca: CertAuthority,
+    /// Whether the CA is new.
+    pub created: bool,
+    pub admin: Option<AdminFiles>,
+}
+
 /// Checks the arguments of `init` before it writes anything, so that a rejected `init`
-/// leaves no half-made state directory. Neither the state directory nor the admin output
-/// directory may be a file, and the admin name must be valid, with no `NAME.pem` or
-/// `NAME.key` in `out_dir` yet.
+/// leaves no half-made state directory. The state directory and the admin output
+/// directory must be directories this user can create or write, and the admin name must
+/// be valid, with no `NAME.pem` or `NAME.key` in `out_dir` yet.
 ///
 /// # Errors
 ///
-/// [`LocalError::NotADirectory`], or those of [`check_admin_target`].
+/// [`LocalError::NotADirectory`], [`LocalError::NotWritable`], or those of
+/// [`check_admin_target`].
 pub fn check_init(state_dir: &Path, admin: Option<(&str, &Path)>) -> Result<(), LocalError> {
-    check_not_a_file(state_dir, "--state-dir")?;
+    check_output_dir(state_dir, "--state-dir")?;
     if let Some((name, out_dir)) = admin {
-        check_not_a_file(out_dir, "--admin-out")?;
+        check_output_dir(out_dir, "--admin-out")?;
         check_admin_target(name, out_dir)?;
     }
+    Ok(())
+}
+
+/// Runs `init`: checks every output location, creates (or imports) the CA and the
+/// database, and issues the admin certificate when asked. When a step fails after the
+/// checks, the files and directories this run created are removed again, so that a rerun
+/// starts from the same state; files that existed before are never touched.
+///
+/// # Errors
+///
+/// Those of [`check_init`], [`init`] and [`issue_admin_cert`].
+pub fn init_with_admin(
+    state_dir: &Path,
+    import: Option<&CaImport<'_>>,
+    admin: Option<&AdminRequest<'_>>,
+) -> Result<Initialized, LocalError> {
+    check_init(state_dir, admin.map(|a| (a.name, a.out_dir)))?;
+    let undo = Undo::before(state_dir, admin);
+    let result = init(state_dir, import).and_then(|(ca, created)| {
+        let admin = admin
+            .map(|a| issue_admin_cert(state_dir, a.name, a.lifetime, a.out_dir))
+            .transpose()?;
+        Ok(Initialized { ca, created, admin })
+    });
+    if result.is_err() {
+        undo.run();
+    }
+    result
+}
+
+/// Paths that did not exist before `init`, to be removed again if it fails.
+struct Undo {
+    files: Vec<PathBuf>,
+    /// Deepest first, so that each is empty by the time it is removed.
+    dirs: Vec<PathBuf>,
+}
+
+impl Undo {
+    fn before(state_dir: &Path, admin: Option<&AdminRequest<'_>>) -> Self {
+        let mut files: Vec<PathBuf> = [CA_CERT_FILE, CA_KEY_FILE]
+            .into_iter()
+            .chain(DB_FILES)
+            .map(|name| state_dir.join(name))
+            .collect();
+        let mut dirs = missing_dirs(state_dir);
+        if let Some(admin) = admin {
+            files.push(admin_key_path(admin.out_dir, admin.name));
+            files.push(admin_cert_path(admin.out_dir, admin.name));
+            dirs.extend(missing_dirs(admin.out_dir));
+        }
+        files.retain(|path| path.symlink_metadata().is_err());
+        Self { files, dirs }
+    }
+
+    fn run(self) {
+        for path in self.files.iter().filter(|p| p.symlink_metadata().is_ok()) {
+            match std::fs::remove_file(path) {
+                Ok(()) => warn!(path = %path.display(), "removed a file of the failed init"),
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "cannot remove a file of the failed init")
+                }
+            }
+        }
+        // remove_dir leaves a directory that something else wrote into meanwhile.
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Returns `path` and those of its ancestors that do not exist, deepest first.
+fn missing_dirs(path: &Path) -> Vec<PathBuf> {
+    path.ancestors()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .take_while(|dir| dir.symlink_metadata().is_err())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Checks that `dir` is a directory, or can be created as one, and that this user can
+/// write there. The check creates and removes a probe file in `dir` or in its deepest
+/// existing ancestor, which is the only reliable test (permissions, read-only mounts and
+/// pseudo file systems such as /proc all refuse differently).
+fn check_output_dir(dir: &Path, option: &'static str) -> Result<(), LocalError> {
+    check_not_a_file(dir, option)?;
+    let not_writable = |source| LocalError::NotWritable {
+        path: dir.to_path_buf(),
+        option,
+        source,
+    };
+    let existing = dir
+        .ancestors()
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.symlink_metadata().is_ok())
+        .unwrap_or(Path::new("/"));
+    if !existing.is_dir() {
+        return Err(not_writable(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", existing.display()),
+        )));
+    }
+    let probe = existing.join(format!(".spike-keyserver-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(not_writable)?;
+    let _ = std::fs::remove_file(&probe);
     Ok(())
 }
 
@@ -149,7 +291,7 @@ pub fn issue_admin_cert(
     out_dir: &Path,
 ) -> Result<AdminFiles, LocalError> {
     check_state_dir(state_dir)?;
-    check_not_a_file(out_dir, "--out-dir")?;
+    check_output_dir(out_dir, "--out-dir")?;
     check_admin_target(name, out_dir)?;
     let ca = CertAuthority::load(state_dir)?;
     let mut store = Store::open(state_dir)?;

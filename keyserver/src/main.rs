@@ -265,6 +265,7 @@ impl CliError {
                     local::LocalError::StateDir(_)
                         | local::LocalError::Policy(_)
                         | local::LocalError::NotADirectory { .. }
+                        | local::LocalError::NotWritable { .. }
                         | local::LocalError::AdminFileExists { .. }
                         | local::LocalError::CaExists { .. }
                         | local::LocalError::Ca(CaError::NotACa { .. })
@@ -339,9 +340,6 @@ async fn run(command: Command) -> Result<(), CliError> {
             admin_out,
             admin_lifetime,
         } => {
-            // Every argument is checked before the first write, so a rejected init leaves
-            // no half-made state directory behind.
-            local::check_init(&state_dir, admin.as_deref().zip(admin_out.as_deref()))?;
             let import = match (import_ca_cert, import_ca_key) {
                 (Some(cert), Some(key)) => Some((
                     spike_keyserver::files::read_text(&cert)?,
@@ -357,21 +355,28 @@ async fn run(command: Command) -> Result<(), CliError> {
                     cert_pem,
                     key_pem,
                 });
-            let (ca, created) = local::init(&state_dir, import_refs.as_ref())?;
-            let state = if created {
+            let admin_request =
+                admin
+                    .as_deref()
+                    .zip(admin_out.as_deref())
+                    .map(|(name, out_dir)| local::AdminRequest {
+                        name,
+                        out_dir,
+                        lifetime: admin_lifetime,
+                    });
+            // Every output location is checked before the first write, and a later failure
+            // removes what this run wrote, so a failed init leaves no half-made state.
+            let done =
+                local::init_with_admin(&state_dir, import_refs.as_ref(), admin_request.as_ref())?;
+            let state = if done.created {
                 "created"
             } else {
                 "already present"
             };
             eprintln!("CA {state} in {}", state_dir.display());
-            println!("{}", ca.fingerprint());
-            if let (Some(name), Some(out_dir)) = (admin, admin_out) {
-                print_admin_files(&local::issue_admin_cert(
-                    &state_dir,
-                    &name,
-                    admin_lifetime,
-                    &out_dir,
-                )?);
+            println!("{}", done.ca.fingerprint());
+            if let Some(files) = &done.admin {
+                print_admin_files(files);
             }
             Ok(())
         }

@@ -440,3 +440,52 @@ fn import_of_a_certificate_that_is_not_a_ca_rejected() {
         "a rejected import created the state directory"
     );
 }
+
+#[test]
+fn unwritable_admin_out_checked_before_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // /proc refuses new entries, even for root.
+    let output = init_with_admin(&state, Path::new("/proc/nope"));
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains("--admin-out /proc/nope cannot be created or written"),
+        "{message}"
+    );
+    assert!(
+        !state.exists(),
+        "a rejected init created the state directory"
+    );
+}
+
+#[test]
+fn failed_init_removes_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let admin = dir.path().join("admin");
+    // A directory where the key's temporary file goes passes every check but makes the
+    // key write fail after the CA exists.
+    let blocker = admin.join(".alice.key.tmp");
+    std::fs::create_dir_all(&blocker).unwrap();
+
+    let output = init_with_admin(&state, &admin);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains(".alice.key.tmp"), "{message}");
+    assert!(!state.exists(), "the failed init left {}", state.display());
+    assert!(
+        blocker.is_dir(),
+        "a directory that existed before was removed"
+    );
+    let left: Vec<_> = std::fs::read_dir(&admin)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [".alice.key.tmp"]);
+
+    // With the obstacle gone, the same command succeeds.
+    std::fs::remove_dir(&blocker).unwrap();
+    let retry = init_with_admin(&state, &admin);
+    assert_eq!(retry.status.code(), Some(0), "{}", stderr(&retry));
+}

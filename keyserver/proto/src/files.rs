@@ -69,12 +69,18 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileE
         .mode(mode)
         .open(&temp)
         .map_err(io_error("creating", &temp))?;
-    file.write_all(contents)
-        .map_err(io_error("writing", &temp))?;
-    file.sync_all().map_err(io_error("syncing", &temp))?;
+    // From here on a failure removes the temporary file, which would otherwise stay behind
+    // with part of a key in it.
+    let written = file
+        .write_all(contents)
+        .map_err(io_error("writing", &temp))
+        .and_then(|()| file.sync_all().map_err(io_error("syncing", &temp)))
+        .and_then(|()| fs::rename(&temp, path).map_err(io_error("renaming into place", path)));
     drop(file);
-
-    fs::rename(&temp, path).map_err(io_error("renaming into place", path))?;
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_error("syncing directory", dir))
@@ -127,6 +133,16 @@ mod tests {
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(read_secret(&path).unwrap(), "two");
+    }
+
+    #[test]
+    fn failed_write_atomic_removes_its_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // Renaming a file over a directory fails after the temporary file is written.
+        let target = dir.path().join("key.pem");
+        fs::create_dir(&target).unwrap();
+        assert!(write_atomic(&target, b"secret", 0o600).is_err());
+        assert!(!dir.path().join(".key.pem.tmp").exists());
     }
 
     #[test]
