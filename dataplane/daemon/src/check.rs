@@ -4,27 +4,28 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use spike_core::{Config, Snapshot};
+use spike_core::Snapshot;
 use tracing::warn;
 
+use crate::config;
 use crate::error::{one_line, DaemonError};
 
 /// Loads and validates the file as a start would before EAL: every key, the `[dpdk]`
-/// section with the worker lcores of its `-l` list, and the Maglev tables of its
-/// services. Returns the warnings of a valid file.
+/// section with its snapshot ring path and the lcores of its EAL lcore list, and the
+/// Maglev tables of its services. Returns the warnings of a valid file.
 ///
 /// # Errors
 ///
 /// The [`DaemonError`] that a start would end with.
 pub fn check(path: &Path) -> Result<Vec<String>, DaemonError> {
-    let config = Config::load(path)?;
+    let config::Loaded { config, warnings } = config::load(path)?;
     if config.dpdk.is_none() {
         return Err(DaemonError::MissingDpdk {
             path: path.display().to_string(),
         });
     }
     Snapshot::build(&config, 1)?;
-    Ok(config.warnings())
+    Ok(warnings)
 }
 
 /// Runs [`check`] and prints its outcome: each warning and `FILE: ok` on stdout, or the
@@ -48,10 +49,10 @@ pub fn print(path: &Path) -> ExitCode {
 /// Logs the warnings of the config file at start. An invalid file logs nothing here:
 /// the start itself reports it.
 pub fn log_warnings(path: &Path) {
-    let Ok(config) = Config::load(path) else {
+    let Ok(loaded) = config::load(path) else {
         return;
     };
-    for warning in config.warnings() {
+    for warning in loaded.warnings {
         warn!(config = %path.display(), "{warning}");
     }
 }

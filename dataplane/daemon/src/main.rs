@@ -12,6 +12,7 @@
 //! `--check-config` validates the file without DPDK and exits 0 or 2.
 
 mod check;
+mod config;
 mod error;
 mod poll;
 mod reap;

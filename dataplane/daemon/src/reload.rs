@@ -62,7 +62,7 @@ pub fn reload(
     max_frame_data: usize,
     shared: &Shared,
 ) -> Result<(Arc<Snapshot>, u32), ReloadError> {
-    let config = Config::load(path)?;
+    let config = crate::config::load(path)?.config;
     check_restart_keys(running, &config)?;
     check_mtu(config.node.mtu, max_frame_data)?;
 

@@ -69,7 +69,7 @@ impl Signals {
 ///
 /// A [`DaemonError`] for an invalid config, a DPDK failure or a failed worker.
 pub fn run(args: &Args) -> Result<(), DaemonError> {
-    let config = Config::load(&args.config)?;
+    let config = crate::config::load(&args.config)?.config;
     let dpdk = config
         .dpdk
         .clone()

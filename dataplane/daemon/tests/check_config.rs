@@ -77,3 +77,84 @@ fn help_names_runtime_directory() {
     );
     assert!(stdout.contains("(default: /run/spike)"), "{stdout}");
 }
+
+#[test]
+fn dpdk_section_checks_name_the_value() {
+    let dir = TestDir::new("check-dpdk");
+    let ring_dir = dir.path().display().to_string();
+    let with_lcores = |lcores: &str| common::eal_args("check-dpdk", lcores, &[]);
+    let cases = [
+        (
+            common::dpdk_section(&with_lcores("0,1"), "net_null0", "snapshot_ring = \"\""),
+            "dpdk.snapshot_ring: invalid value \"\": expected the absolute path".to_owned(),
+        ),
+        (
+            common::dpdk_section(
+                &with_lcores("0,1"),
+                "net_null0",
+                &format!("snapshot_ring = {ring_dir:?}"),
+            ),
+            format!("dpdk.snapshot_ring: invalid value {ring_dir}: expected the path of the ring file, not a directory"),
+        ),
+        (
+            common::dpdk_section(&with_lcores("zero"), "net_null0", ""),
+            "dpdk.eal_args: invalid value \"zero\" in -l \"zero\"".to_owned(),
+        ),
+        (
+            common::dpdk_section(&with_lcores("0-2-1"), "net_null0", ""),
+            "dpdk.eal_args: invalid value \"0-2-1\" in -l".to_owned(),
+        ),
+        (
+            common::dpdk_section(&["--lcores".to_owned(), "0@1".to_owned()], "net_null0", ""),
+            "dpdk.workers: invalid value 1: expected at most 0".to_owned(),
+        ),
+    ];
+    for (section, message) in cases {
+        let (output, path) = check(&dir, &(common::example_config() + &section));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+
+        assert_eq!(output.status.code(), Some(2), "{message}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("spike-dataplane: {path}:")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(&message), "{message}: {stderr}");
+    }
+}
+
+#[test]
+fn idle_lcores_are_a_warning() {
+    let dir = TestDir::new("check-idle");
+    let eal_args = common::eal_args("check-idle", "0-3", &[]);
+    let config = common::example_config() + &common::dpdk_section(&eal_args, "net_null0", "");
+    let (output, path) = check(&dir, &config);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        stdout.contains(&format!(
+            "{path}: warning: dpdk.eal_args gives 3 worker lcores besides the main lcore, but \
+             dpdk.workers = 1: the extra 2 stay idle"
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn controlplane_file_is_recognised() {
+    let path = common::repository_root().join("configs/controlplane.toml");
+    let output = Command::new(common::BINARY)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run spike-dataplane --check-config");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("controlplane: this looks like a spike-controlplane config"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pass that file with --config"), "{stderr}");
+}
