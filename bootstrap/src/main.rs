@@ -2,15 +2,15 @@
 //! certificate, then renew it once (for a systemd timer) or in a loop.
 
 use std::future::Future;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use spike_bootstrap::{
-    redeem, renew_loop, renew_once, Backoff, BootstrapError, IdentityPaths, RedeemOptions,
-    RenewOptions,
+    redeem, renew_loop, renew_once, Backoff, BootstrapError, Identity, IdentityPaths,
+    RedeemOptions, RenewOptions,
 };
 use spike_keyproto::duration::{format_duration, parse_duration_at_most, BoundedDurationError};
 use spike_keyproto::files;
@@ -130,6 +130,25 @@ enum CliError {
     Runtime(std::io::Error),
     #[error("cannot listen for SIGINT and SIGTERM: {0}")]
     Signals(std::io::Error),
+    #[error(
+        "the identity files are in place, but writing the summary to standard output failed: {0}"
+    )]
+    Stdout(std::io::Error),
+}
+
+/// Prints the principal, serial and expiry of `identity` on one line. A closed pipe or a
+/// full disk comes back as an error, where `println!` would panic.
+fn print_identity(identity: &Identity) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "{} {} {}",
+        identity.principal,
+        identity.serial,
+        rfc3339(identity.not_after)
+    )
+    .and_then(|()| stdout.flush())
+    .map_err(CliError::Stdout)
 }
 
 impl CliError {
@@ -234,13 +253,7 @@ fn run(command: Command) -> Result<(), CliError> {
                 timeout: common.timeout,
             };
             let identity = runtime.block_on(redeem(&options))?;
-            println!(
-                "{} {} {}",
-                identity.principal,
-                identity.serial,
-                rfc3339(identity.not_after)
-            );
-            Ok(())
+            print_identity(&identity)
         }
         Command::Renew {
             common,
@@ -257,13 +270,7 @@ fn run(command: Command) -> Result<(), CliError> {
             };
             if !run_loop {
                 let identity = runtime.block_on(renew_once(&options))?;
-                println!(
-                    "{} {} {}",
-                    identity.principal,
-                    identity.serial,
-                    rfc3339(identity.not_after)
-                );
-                return Ok(());
+                return print_identity(&identity);
             }
             if retry_delay > max_retry_delay {
                 return Err(CliError::RetryDelayAboveMax {

@@ -1,7 +1,7 @@
 //! Command line of the Spike keyserver: run the service, set up its state directory, and
 //! administer tokens, principals and certificates over mutual TLS.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +17,7 @@ use spike_keyproto::{call, Request, Response};
 use spike_keyserver::ca::{CaError, CaImport, MAX_LIFETIME};
 use spike_keyserver::server::{check_state_dir, StateDirError, MAX_FAILURE_WINDOW};
 use spike_keyserver::{local, ServeConfig, StartError};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -246,6 +246,24 @@ enum CliError {
     File(#[from] spike_keyserver::files::FileError),
     #[error("unexpected response from the keyserver: {0:?}")]
     Unexpected(Box<Response>),
+    #[error("writing to standard output failed: {0}")]
+    Stdout(std::io::Error),
+    /// The keyserver keeps only a hash of a token, so one that could not be printed is lost
+    /// and must be revoked.
+    #[error("token {token_id} for {principal} was created, but writing it to standard output failed ({source}); it cannot be shown again, so revoke it with `spike-keyserver token revoke --token-id {token_id}` and the same --server, --ca-cert, --cert and --key, then create a new one")]
+    TokenNotPrinted {
+        token_id: String,
+        principal: String,
+        source: std::io::Error,
+    },
+}
+
+/// Writes `text` and a newline to standard output and flushes it. A closed pipe or a full
+/// disk comes back as an error, where `println!` would panic.
+fn print_line(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}")?;
+    stdout.flush()
 }
 
 impl CliError {
@@ -374,7 +392,7 @@ async fn run(command: Command) -> Result<(), CliError> {
                 "already present"
             };
             eprintln!("CA {state} in {}", state_dir.display());
-            println!("{}", done.ca.fingerprint());
+            print_line(&done.ca.fingerprint()).map_err(CliError::Stdout)?;
             if let Some(files) = &done.admin {
                 print_admin_files(files);
             }
@@ -395,7 +413,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             check_state_dir(&state_dir)?;
             let ca = spike_keyserver::ca::CertAuthority::load(&state_dir)
                 .map_err(local::LocalError::from)?;
-            println!("{}", ca.fingerprint());
+            print_line(&ca.fingerprint()).map_err(CliError::Stdout)?;
             Ok(())
         }
         Command::Serve(args) => serve(args).await,
@@ -442,11 +460,15 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     config.failure_window = args.failure_window;
 
     let mut running = spike_keyserver::start(config).await?;
-    // Scripts and tests read this line to learn the bound port and the CA fingerprint.
-    println!(
+    // Scripts and tests read this line to learn the bound port and the CA fingerprint. A
+    // service whose standard output is closed still serves; the log has the same facts.
+    let listening = format!(
         "listening {} fingerprint {}",
         running.local_addr, running.ca_fingerprint
     );
+    if let Err(e) = print_line(&listening) {
+        warn!(error = %e, "cannot write the listening line to standard output");
+    }
 
     let shutdown = running.shutdown_handle();
     tokio::spawn(async move {
@@ -497,8 +519,11 @@ async fn token_command(command: TokenCommand) -> Result<(), CliError> {
                         created.principal,
                         rfc3339_and_unix(created.expires_at)
                     );
-                    println!("{}", created.token);
-                    Ok(())
+                    print_line(&created.token).map_err(|source| CliError::TokenNotPrinted {
+                        token_id: created.token_id.clone(),
+                        principal: created.principal.clone(),
+                        source,
+                    })
                 }
                 other => Err(CliError::Unexpected(Box::new(other))),
             }
@@ -525,8 +550,7 @@ fn expect_done(response: Response) -> Result<(), CliError> {
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
     let text =
         serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("\"cannot encode: {e}\""));
-    println!("{text}");
-    Ok(())
+    print_line(&text).map_err(CliError::Stdout)
 }
 
 async fn admin_call(admin: &AdminArgs, request: Request) -> Result<Response, CliError> {

@@ -9,23 +9,52 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use spike_keyproto::{Request, Response};
+
 /// Time a command gets to exit. Every command here exits on its own within a second, so
 /// one still running (a `serve` that should have been rejected) is killed and fails.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
 
 fn keyserver(args: &[&str]) -> Output {
+    keyserver_with_stdout(args, StdoutTo::Pipe)
+}
+
+/// Where a command's standard output goes.
+enum StdoutTo {
+    /// A pipe read to the end.
+    Pipe,
+    /// A pipe whose reading end is closed at once, as `| true` does.
+    ClosedPipe,
+    /// /dev/full, where every write fails with ENOSPC.
+    Full,
+}
+
+fn keyserver_with_stdout(args: &[&str], to: StdoutTo) -> Output {
+    let stdout = match to {
+        StdoutTo::Pipe | StdoutTo::ClosedPipe => Stdio::piped(),
+        StdoutTo::Full => std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+            .into(),
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_spike-keyserver"))
         .args(args)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
+    let mut stdout = child.stdout.take();
+    if matches!(to, StdoutTo::ClosedPipe) {
+        drop(stdout.take());
+    }
     let mut stderr = child.stderr.take().unwrap();
     let stdout_reader = std::thread::spawn(move || {
         let mut text = Vec::new();
-        let _ = stdout.read_to_end(&mut text);
+        if let Some(stdout) = stdout.as_mut() {
+            let _ = stdout.read_to_end(&mut text);
+        }
         text
     });
     let stderr_reader = std::thread::spawn(move || {
@@ -488,4 +517,80 @@ fn failed_init_removes_what_it_wrote() {
     std::fs::remove_dir(&blocker).unwrap();
     let retry = init_with_admin(&state, &admin);
     assert_eq!(retry.status.code(), Some(0), "{}", stderr(&retry));
+}
+
+/// Runs an admin command against the harness's keyserver as alice.
+async fn admin_command(harness: &common::Harness, args: &[&str], to: StdoutTo) -> Output {
+    let admin = harness.dir.path().join("admin");
+    let ca = harness.state_dir().join("ca.pem");
+    let mut full: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    full.extend(["--server".into(), harness.addr()]);
+    for (flag, file) in [
+        ("--ca-cert", ca),
+        ("--cert", admin.join("alice.pem")),
+        ("--key", admin.join("alice.key")),
+    ] {
+        full.extend([flag.to_string(), path(&file).to_string()]);
+    }
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = full.iter().map(String::as_str).collect();
+        keyserver_with_stdout(&args, to)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_stdout_is_an_error_not_a_panic() {
+    let harness = common::Harness::start().await;
+    harness.create_token("node-a", None, None).await;
+    for (args, to) in [
+        (&["token", "list"][..], StdoutTo::ClosedPipe),
+        (&["cert", "list"][..], StdoutTo::Full),
+    ] {
+        let output = admin_command(&harness, args, to).await;
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert!(
+            message.contains("writing to standard output failed"),
+            "{args:?}: {message}"
+        );
+        assert!(!message.contains("panicked"), "{args:?}: {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unprinted_token_named_for_revocation() {
+    let harness = common::Harness::start().await;
+    let output = admin_command(
+        &harness,
+        &["token", "create", "--principal", "node-a"],
+        StdoutTo::Full,
+    )
+    .await;
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+
+    let Response::Tokens { tokens } = harness
+        .call_as(&harness.admin, Request::ListTokens { all: false })
+        .await
+        .unwrap()
+    else {
+        panic!("expected tokens");
+    };
+    let [token] = &tokens[..] else {
+        panic!("expected one token, got {tokens:?}");
+    };
+    assert!(
+        message.contains(&format!(
+            "token {} for node-a was created, but writing it to standard output failed",
+            token.token_id
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("token revoke --token-id {}", token.token_id)),
+        "{message}"
+    );
 }
