@@ -1637,7 +1637,7 @@ mod tests {
     }
 
     #[test]
-    fn kubeconfig_must_exist_at_an_absolute_path() {
+    fn kubeconfig_path_is_checked() {
         let dir = tempfile::tempdir().unwrap();
         let existing = dir.path().join("kubeconfig");
         std::fs::write(&existing, "apiVersion: v1\n").unwrap();

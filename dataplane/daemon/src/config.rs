@@ -22,7 +22,7 @@ const MAX_CPU: u32 = 1024;
 #[derive(Debug)]
 pub struct Loaded {
     pub config: Config,
-    /// What is valid but likely a mistake, one sentence each.
+    /// Valid but likely mistaken settings, one sentence each.
     pub warnings: Vec<String>,
 }
 
@@ -75,8 +75,8 @@ fn check_not_controlplane(raw: &toml::Table, text: &str) -> Result<(), ConfigErr
     })
 }
 
-/// Rejects `snapshot_ring = ""`, which spike-core reads as no ring: leaving the key out
-/// says that, and an empty string is more likely an unset template variable.
+/// Rejects `snapshot_ring = ""`, which spike-core reads as no ring. Leaving the key out
+/// means the same, and an empty string is more likely an unset template variable.
 fn check_ring_not_empty(raw: &toml::Table) -> Result<(), ConfigError> {
     let ring = raw
         .get("dpdk")
@@ -198,8 +198,8 @@ fn lcore_list(option: &str, list: &str) -> Result<BTreeSet<u32>, ConfigError> {
     ids(list, MAX_LCORE).map_err(|token| bad(&token))
 }
 
-/// Parses ids and ranges separated by commas, each below `limit`; on failure returns the
-/// token that is not one.
+/// Parses ids and ranges separated by commas, each below `limit`. On failure it returns
+/// the token that is not one.
 fn ids(list: &str, limit: u32) -> Result<BTreeSet<u32>, String> {
     let mut found = BTreeSet::new();
     for token in list.split(',') {
@@ -277,7 +277,7 @@ fn lcores_map(map: &str) -> Result<usize, ConfigError> {
     Ok(lcores.len())
 }
 
-/// Splits a `--lcores` map at the commas outside parentheses; an unbalanced parenthesis
+/// Splits a `--lcores` map at the commas outside parentheses. An unbalanced parenthesis
 /// is an error.
 fn split_groups(map: &str) -> Result<Vec<&str>, ()> {
     let mut groups = Vec::new();
