@@ -218,7 +218,7 @@ pub async fn redeem(options: &RedeemOptions) -> Result<Identity, BootstrapError>
     files::write_atomic(&paths.ca(), issued.ca_pem.as_bytes(), 0o644)?;
     files::write_atomic(&paths.cert(), issued.cert_pem.as_bytes(), 0o644)?;
     warn_if_shortened(&issued);
-    info!(principal = %issued.principal, serial = %issued.serial, not_after = issued.not_after, "identity issued");
+    info!(principal = %issued.principal, serial = %issued.serial, not_after = %rfc3339(issued.not_after), "identity issued");
     Ok(Identity::from(&issued))
 }
 
@@ -326,7 +326,7 @@ pub async fn renew_once(options: &RenewOptions) -> Result<Identity, BootstrapErr
 
     files::write_atomic(&paths.cert(), issued.cert_pem.as_bytes(), 0o644)?;
     warn_if_shortened(&issued);
-    info!(principal = %issued.principal, serial = %issued.serial, not_after = issued.not_after, "certificate renewed");
+    info!(principal = %issued.principal, serial = %issued.serial, not_after = %rfc3339(issued.not_after), "certificate renewed");
     Ok(Identity::from(&issued))
 }
 
@@ -360,7 +360,8 @@ pub async fn renew_loop(
         let delay = renewal_delay(not_before, not_after, now_unix(), random_fraction()?);
         info!(
             renew_in_secs = delay.as_secs(),
-            not_after, "waiting to renew"
+            not_after = %rfc3339(not_after),
+            "waiting to renew"
         );
         tokio::select! {
             // Biased: a stop that came during the previous attempt wins over a due renewal.

@@ -13,6 +13,7 @@ use spike_keyproto::client::host_of;
 use spike_keyproto::duration::{parse_duration_at_most, BoundedDurationError};
 use spike_keyproto::tls::{self, ClientIdentity, IdentityFiles};
 use spike_keyproto::utc::{rfc3339, rfc3339_and_unix};
+use spike_keyproto::wire::{CertInfo, CertKind, TokenInfo, TokenStatus};
 use spike_keyproto::{call, Request, Response};
 use spike_keyserver::ca::{CaError, CaImport, MAX_LIFETIME};
 use spike_keyserver::server::{check_state_dir, StateDirError, MAX_FAILURE_WINDOW};
@@ -423,7 +424,9 @@ async fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Cert(CertCommand::List { admin, principal }) => {
             match admin_call(&admin, Request::ListCerts { principal }).await? {
-                Response::Certs { certs } => print_json(&certs),
+                Response::Certs { certs } => {
+                    print_json(&certs.iter().map(CertRow::from).collect::<Vec<_>>())
+                }
                 other => Err(CliError::Unexpected(Box::new(other))),
             }
         }
@@ -530,7 +533,9 @@ async fn token_command(command: TokenCommand) -> Result<(), CliError> {
         }
         TokenCommand::List { admin, all } => {
             match admin_call(&admin, Request::ListTokens { all }).await? {
-                Response::Tokens { tokens } => print_json(&tokens),
+                Response::Tokens { tokens } => {
+                    print_json(&tokens.iter().map(TokenRow::from).collect::<Vec<_>>())
+                }
                 other => Err(CliError::Unexpected(Box::new(other))),
             }
         }
@@ -544,6 +549,57 @@ fn expect_done(response: Response) -> Result<(), CliError> {
     match response {
         Response::Done => Ok(()),
         other => Err(CliError::Unexpected(Box::new(other))),
+    }
+}
+
+/// A token as `token list` prints it: times in RFC 3339 UTC, which operators read and
+/// which sort as text (jq's `fromdate` parses them), instead of the wire's Unix seconds.
+#[derive(Debug, serde::Serialize)]
+struct TokenRow<'a> {
+    token_id: &'a str,
+    principal: &'a str,
+    source_cidr: Option<&'a str>,
+    created_at: String,
+    expires_at: String,
+    status: TokenStatus,
+}
+
+impl<'a> From<&'a TokenInfo> for TokenRow<'a> {
+    fn from(token: &'a TokenInfo) -> Self {
+        Self {
+            token_id: &token.token_id,
+            principal: &token.principal,
+            source_cidr: token.source_cidr.as_deref(),
+            created_at: rfc3339(token.created_at),
+            expires_at: rfc3339(token.expires_at),
+            status: token.status,
+        }
+    }
+}
+
+/// A certificate as `cert list` prints it, with times in RFC 3339 UTC.
+#[derive(Debug, serde::Serialize)]
+struct CertRow<'a> {
+    serial: &'a str,
+    principal: &'a str,
+    kind: CertKind,
+    not_before: String,
+    not_after: String,
+    issued_at: String,
+    principal_revoked: bool,
+}
+
+impl<'a> From<&'a CertInfo> for CertRow<'a> {
+    fn from(cert: &'a CertInfo) -> Self {
+        Self {
+            serial: &cert.serial,
+            principal: &cert.principal,
+            kind: cert.kind,
+            not_before: rfc3339(cert.not_before),
+            not_after: rfc3339(cert.not_after),
+            issued_at: rfc3339(cert.issued_at),
+            principal_revoked: cert.principal_revoked,
+        }
     }
 }
 

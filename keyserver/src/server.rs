@@ -426,7 +426,7 @@ fn issue_server_cert(shared: &Shared) -> Result<Arc<CertifiedKey>, StartError> {
             "server certificate cut to end with the CA certificate; replace the CA before then"
         );
     }
-    info!(serial = %signed.serial, not_after = signed.not_after, "issued keyserver server certificate");
+    info!(serial = %signed.serial, not_after = %rfc3339(signed.not_after), "issued keyserver server certificate");
     Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
 }
 

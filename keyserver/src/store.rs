@@ -17,6 +17,7 @@ use std::time::Duration;
 use rcgen::PublicKeyData;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use spike_keyproto::tls::sha256;
+use spike_keyproto::utc::rfc3339;
 use spike_keyproto::wire::{CertInfo, CertKind, TokenInfo, TokenStatus};
 use time::OffsetDateTime;
 
@@ -318,7 +319,11 @@ impl Store {
                 principal: Some(request.principal.clone()),
                 source: Some(request.source.clone()),
                 result: "ok".into(),
-                detail: Some(format!("token_id={} expires_at={expires_at}", new.id)),
+                detail: Some(format!(
+                    "token_id={} expires_at={}",
+                    new.id,
+                    rfc3339(expires_at)
+                )),
             },
         )
         .map_err(&error)?;

@@ -594,3 +594,58 @@ async fn unprinted_token_named_for_revocation() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_show_rfc3339_times() {
+    let harness = common::Harness::start().await;
+    harness.create_token("node-a", None, None).await;
+    let is_rfc3339 = |value: &serde_json::Value| {
+        value
+            .as_str()
+            .is_some_and(|text| text.len() == 20 && &text[10..11] == "T" && text.ends_with('Z'))
+    };
+
+    let tokens = admin_command(&harness, &["token", "list"], StdoutTo::Pipe).await;
+    assert_eq!(tokens.status.code(), Some(0), "{}", stderr(&tokens));
+    let tokens: serde_json::Value = serde_json::from_slice(&tokens.stdout).unwrap();
+    for field in ["created_at", "expires_at"] {
+        assert!(is_rfc3339(&tokens[0][field]), "{field}: {tokens}");
+    }
+
+    let certs = admin_command(&harness, &["cert", "list"], StdoutTo::Pipe).await;
+    assert_eq!(certs.status.code(), Some(0), "{}", stderr(&certs));
+    let certs: serde_json::Value = serde_json::from_slice(&certs.stdout).unwrap();
+    for field in ["not_before", "not_after", "issued_at"] {
+        assert!(is_rfc3339(&certs[0][field]), "{field}: {certs}");
+    }
+}
+
+#[test]
+fn serve_logs_server_certificate_expiry_as_rfc3339() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = keyserver(&["init", "--state-dir", path(dir.path())]);
+    assert_eq!(init.status.code(), Some(0), "{}", stderr(&init));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spike-keyserver"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let line = std::io::BufRead::lines(stderr)
+        .map_while(Result::ok)
+        .find(|line| line.contains("issued keyserver server certificate"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let line = line.expect("no server certificate line in the log");
+    let not_after = line
+        .split("not_after=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no not_after in {line}"));
+    assert_eq!(not_after.len(), 20, "{line}");
+    assert!(not_after.ends_with('Z'), "{line}");
+}
