@@ -167,7 +167,9 @@ fn csr_pem(key: &KeyPair) -> Result<String, rcgen::Error> {
 }
 
 /// Redeems the token: generates the key, stores it, obtains the certificate and stores it
-/// with the CA certificate.
+/// with the CA certificate. When it fails, the files and directories it created are
+/// removed again (files that existed before stay), so that a failed redemption leaves no
+/// key behind that the next attempt would have to explain.
 ///
 /// # Errors
 ///
@@ -180,6 +182,51 @@ pub async fn redeem(options: &RedeemOptions) -> Result<Identity, BootstrapError>
             dir: paths.dir.clone(),
         });
     }
+    let created = NewPaths::before(paths);
+    let result = redeem_into(options).await;
+    if result.is_err() {
+        created.remove();
+    }
+    result
+}
+
+/// Identity files and directories that do not exist before a redemption.
+struct NewPaths {
+    files: Vec<PathBuf>,
+    /// Deepest first, so that each is empty by the time it is removed.
+    dirs: Vec<PathBuf>,
+}
+
+impl NewPaths {
+    fn before(paths: &IdentityPaths) -> Self {
+        let missing = |path: &Path| path.symlink_metadata().is_err();
+        let mut files = vec![paths.key(), paths.cert(), paths.ca()];
+        files.retain(|path| missing(path));
+        let dirs = paths
+            .dir
+            .ancestors()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .take_while(|dir| missing(dir))
+            .map(Path::to_path_buf)
+            .collect();
+        Self { files, dirs }
+    }
+
+    fn remove(self) {
+        for path in self.files.iter().filter(|p| p.symlink_metadata().is_ok()) {
+            if let Err(e) = std::fs::remove_file(path) {
+                warn!(path = %path.display(), error = %e, "cannot remove a file of the failed redemption");
+            }
+        }
+        // remove_dir leaves a directory that something else wrote into meanwhile.
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+async fn redeem_into(options: &RedeemOptions) -> Result<Identity, BootstrapError> {
+    let paths = &options.paths;
     files::create_private_dir(&paths.dir)?;
 
     // The key is stored before the request, so a certificate the keyserver issues always

@@ -1,13 +1,14 @@
 //! `spike-bootstrap redeem --token-file` rejects a directory, an empty file and an
-//! oversized file before contacting the keyserver.
+//! oversized file before contacting the keyserver, and a redemption that fails removes
+//! the files it created.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
 /// Runs the real binary's `redeem` with `token_file` and returns its exit code and
-/// standard error. The server address is never dialled because the token check fails
-/// first; it is loopback so that nothing leaves the host if that ever changes.
+/// standard error. The server address is loopback, where nothing listens on port 9, so a
+/// redemption that gets past the token checks fails there without leaving the host.
 fn redeem(token_file: &Path, identity_dir: &Path) -> (Option<i32>, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_spike-bootstrap"))
         .args(["redeem", "--server", "127.0.0.1:9", "--timeout", "1s"])
@@ -79,4 +80,31 @@ fn oversized_token_file_rejected() {
         "{stderr}"
     );
     assert!(!dir.path().join("identity").exists());
+}
+
+#[test]
+fn failed_redemption_removes_new_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    write_token(&token, b"spk1.0123456789abcdef01234567.secret\n");
+
+    // Nothing listens on 127.0.0.1:9, so the call fails after the key is written.
+    let fresh = dir.path().join("identity").join("node");
+    let (code, stderr) = redeem(&token, &fresh);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        !dir.path().join("identity").exists(),
+        "the failed redemption left its directories"
+    );
+
+    let existing = dir.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::write(existing.join("notes.txt"), b"kept").unwrap();
+    let (code, stderr) = redeem(&token, &existing);
+    assert_eq!(code, Some(1), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&existing)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"]);
 }
