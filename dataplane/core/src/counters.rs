@@ -79,7 +79,7 @@ impl Counters {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn count_forward(&mut self, service: u32, backend: u32, bytes: usize) {
         if let Some(counters) = self.services.get_mut(service as usize) {
             counters.traffic.add(bytes);

@@ -207,7 +207,7 @@ impl EncapTemplate {
     ///
     /// `ident` becomes the outer IPv4 identification or, over IPv6, seeds nothing: IPv6
     /// carries an identification only in a fragment header.
-    #[inline]
+    #[inline(always)]
     pub fn write(
         &self,
         settings: &EncapSettings,

@@ -197,7 +197,7 @@ impl<V: Copy> FlowTable<V> {
 
     /// Returns the live entry (`expires_ns > now_ns`) for `hash`, for reading and
     /// changing in place with one lookup.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find_mut(&mut self, hash: u64, now_ns: u64) -> Option<&mut Entry<V>> {
         let stored = stored_hash(hash);
         for bucket in self.buckets_of(hash) {

@@ -8,6 +8,8 @@
 //! [`Worker::new`], except when a new snapshot generation reshapes the per-service
 //! counters.
 
+mod fast;
+
 use std::net::IpAddr;
 use std::ops::Range;
 
@@ -385,11 +387,17 @@ impl Worker {
         if self.generation != Some(snapshot.generation) {
             self.adopt(snapshot);
         }
+        let hint = self.next_hint(frame);
+        if let Some(index) = hint {
+            if self.forward_tracked(snapshot, frame, index, now_ns, out) {
+                return Verdict::Forward;
+            }
+        }
         out.reset();
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += frame.len() as u64;
 
-        let verdict = match self.next_hint(frame) {
+        let verdict = match hint.and_then(|index| self.hints[index]) {
             Some(hint) => self.decide_hinted(snapshot, frame, &hint, now_ns, out),
             None => self.decide(snapshot, frame, now_ns, out),
         };
@@ -406,15 +414,19 @@ impl Worker {
         self.generation = Some(snapshot.generation);
     }
 
-    /// Takes the next hint of the prepared burst, if it was computed from `frame`.
+    /// Takes the next hint of the prepared burst and returns its position in `hints`, if
+    /// it was computed from `frame`.
     #[inline]
-    fn next_hint(&mut self, frame: &[u8]) -> Option<Hint> {
-        let hint = self.hints.get(self.hint_cursor)?;
-        if self.hint_cursor >= self.hint_len {
+    fn next_hint(&mut self, frame: &[u8]) -> Option<usize> {
+        let index = self.hint_cursor;
+        let hint = self.hints.get(index)?;
+        if index >= self.hint_len {
             return None;
         }
         self.hint_cursor += 1;
-        hint.filter(|hint| hint.matches(frame))
+        hint.as_ref()
+            .is_some_and(|hint| hint.matches(frame))
+            .then_some(index)
     }
 
     fn count_forward(&mut self, verdict: Verdict, out: &Output) {
@@ -536,6 +548,7 @@ impl Worker {
 
     /// Decides a frame that `prefetch_burst` parsed as an unfragmented TCP or UDP packet,
     /// with the same checks and results as [`Worker::decide`] minus those the parse passed.
+    #[inline(never)]
     fn decide_hinted(
         &mut self,
         snapshot: &Snapshot,
@@ -1469,7 +1482,7 @@ fn classify_transport(
 /// Returns the conntrack class of a TCP or UDP header and whether it opens a connection
 /// (a SYN without ACK). A first fragment may carry only the ports, so it is not required
 /// to hold a whole transport header.
-#[inline]
+#[inline(always)]
 fn transport_class(
     protocol: u8,
     transport: &[u8],

@@ -33,6 +33,19 @@ static CONFIG_SMALL_TABLES: LazyLock<Config> = LazyLock::new(|| {
 static SNAPSHOT: LazyLock<Snapshot> =
     LazyLock::new(|| Snapshot::build(&CONFIG_SMALL_TABLES, 1).expect("snapshot builds"));
 
+/// The same services with the first backend of each draining (weight 0), as a later
+/// generation, so that flows tracked to it stay there while SYNs move.
+static DRAINING_SNAPSHOT: LazyLock<Snapshot> = LazyLock::new(|| {
+    let mut config = CONFIG_SMALL_TABLES.clone();
+    for service in &mut config.services {
+        service.backends[0].weight = 0;
+    }
+    Snapshot::build(&config, 2).expect("snapshot with draining backends builds")
+});
+
+/// The destination MAC of the frames `build_frame` writes.
+const FRAME_DST_MAC: [u8; 6] = [0x02, 0x53, 0x50, 0, 0, 0x01];
+
 fn new_worker() -> Worker {
     Worker::new(&CONFIG_SMALL_TABLES).expect("worker builds")
 }
@@ -200,7 +213,8 @@ fn build_frame(spec: &FrameSpec) -> Vec<u8> {
     let ip = ip_header(spec, client, transport.len() + spec.payload_len);
     let ethertype: u16 = if spec.vip.is_ipv4() { 0x0800 } else { 0x86dd };
 
-    let mut frame = vec![0x02, 0x53, 0x50, 0, 0, 0x01, 0x02, 0x53, 0x50, 0, 0, 0xfe];
+    let mut frame = FRAME_DST_MAC.to_vec();
+    frame.extend_from_slice(&[0x02, 0x53, 0x50, 0, 0, 0xfe]);
     if let Some(vlan_id) = spec.vlan_id {
         frame.extend_from_slice(&0x8100u16.to_be_bytes());
         frame.extend_from_slice(&vlan_id.to_be_bytes());
@@ -333,6 +347,120 @@ proptest! {
         }
         prop_assert_eq!(prefetched.counters(), single.counters());
     }
+
+    #[test]
+    fn tracked_flows_decide_like_single_frames(
+        flows in prop::collection::vec(frame_spec(), 1..4),
+        bursts in prop::collection::vec(
+            (
+                any::<bool>(),
+                prop::collection::vec(
+                    (
+                        0..4usize,
+                        prop::option::of(any::<u8>()),
+                        prop::option::of(damage()),
+                        prop_oneof![4 => Just(1u64), 1 => Just(20_000u64)],
+                    ),
+                    1..12,
+                ),
+            ),
+            1..6,
+        ),
+        mac_filter in any::<bool>(),
+    ) {
+        // A few flows are sent again and again, so most prefetched frames find a
+        // conntrack entry and take the tracked fast path. TCP flags change, frames are
+        // damaged, a snapshot drains a backend, and the MAC filter is on or off.
+        // Some frames come 20 s after the one before: past the closing timeout and
+        // within the others, so an entry's expiry shows in the next selection.
+        // Every output field and counter must match a worker that sees each frame alone.
+        let mut single = new_worker();
+        let mut prefetched = new_worker();
+        if mac_filter {
+            let own = spike_core::wire::MacAddr(FRAME_DST_MAC);
+            single.set_mac_filter(Some(own));
+            prefetched.set_mac_filter(Some(own));
+        }
+        let (mut single_out, mut prefetched_out) = (Output::default(), Output::default());
+        let mut now_ns = 1_000_000_000;
+
+        for (draining, sends) in &bursts {
+            let snapshot: &Snapshot = if *draining { &DRAINING_SNAPSHOT } else { &SNAPSHOT };
+            let frames: Vec<Vec<u8>> = sends
+                .iter()
+                .map(|(flow, tcp_flags, damage, _)| {
+                    let mut spec = flows[flow % flows.len()].clone();
+                    spec.tcp_flags = tcp_flags.unwrap_or(spec.tcp_flags);
+                    let frame = build_frame(&spec);
+                    match damage {
+                        Some(damage) => apply_damage(frame, damage),
+                        None => frame,
+                    }
+                })
+                .collect();
+            prefetched.prefetch_burst(snapshot, frames.iter().map(Vec::as_slice));
+
+            for (index, (frame, send)) in frames.iter().zip(sends).enumerate() {
+                now_ns += send.3 * 1_000_000;
+                let expected = single.process(snapshot, frame, now_ns, &mut single_out);
+                let verdict = prefetched.process(snapshot, frame, now_ns, &mut prefetched_out);
+
+                prop_assert_eq!(verdict, expected, "frame {}", index);
+                prop_assert_eq!(prefetched_out.header(), single_out.header(), "frame {}", index);
+                prop_assert_eq!(prefetched_out.reply(), single_out.reply(), "frame {}", index);
+                prop_assert_eq!(prefetched_out.selection, single_out.selection);
+                prop_assert_eq!(prefetched_out.flow, single_out.flow);
+                prop_assert_eq!(prefetched_out.service, single_out.service);
+                prop_assert_eq!(prefetched_out.backend, single_out.backend);
+                prop_assert_eq!(prefetched_out.redirect, single_out.redirect);
+                prop_assert_eq!(prefetched_out.fragment, single_out.fragment);
+                prop_assert_eq!(prefetched_out.split_inner, single_out.split_inner);
+                prop_assert_eq!(
+                    prefetched_out.udp_checksum_offloaded,
+                    single_out.udp_checksum_offloaded
+                );
+                if verdict == Verdict::Forward {
+                    prop_assert_eq!(prefetched_out.inner.clone(), single_out.inner.clone());
+                    prop_assert_eq!(prefetched_out.outer_ipv6, single_out.outer_ipv6);
+                    prop_assert_eq!(prefetched_out.fragment_ident, single_out.fragment_ident);
+                    prop_assert_eq!(prefetched_out.mtu, single_out.mtu);
+                }
+                prop_assert_eq!(prefetched.counters(), single.counters(), "frame {}", index);
+            }
+        }
+        prop_assert_eq!(prefetched.tracked_flows(), single.tracked_flows());
+    }
+}
+
+/// The tracked-flow property above is only useful if most of its frames find their
+/// flow in conntrack.
+#[test]
+fn repeated_flows_are_tracked() {
+    let mut worker = new_worker();
+    let mut out = Output::default();
+    let spec = FrameSpec {
+        vip: service_endpoints()[0].0,
+        tcp: service_endpoints()[0].1 == Protocol::Tcp,
+        vlan_id: None,
+        src_port: 40000,
+        dst_port: service_endpoints()[0].2,
+        tcp_flags: 0x10,
+        dont_fragment: true,
+        payload_len: 100,
+    };
+    let frame = build_frame(&spec);
+    for round in 0..4u64 {
+        worker.prefetch_burst(&SNAPSHOT, [frame.as_slice()]);
+        let verdict = worker.process(&SNAPSHOT, &frame, 1_000_000_000 + round, &mut out);
+        assert_eq!(verdict, Verdict::Forward, "round {round}");
+    }
+    assert_eq!(
+        worker
+            .counters()
+            .selection_count(spike_core::Selection::Tracked),
+        3,
+        "every send after the first is tracked"
+    );
 }
 
 /// The generator is only useful if undamaged frames to a service get forwarded.
