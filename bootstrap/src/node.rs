@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -373,7 +374,8 @@ pub async fn renew_once(options: &RenewOptions) -> Result<Identity, BootstrapErr
 
     files::write_atomic(&paths.cert(), issued.cert_pem.as_bytes(), 0o644)?;
     warn_if_shortened(&issued);
-    info!(principal = %issued.principal, serial = %issued.serial, not_after = %rfc3339(issued.not_after), "certificate renewed");
+    // No log line here: `renew` prints the result, and the loop logs each renewal with its
+    // next planned time.
     Ok(Identity::from(&issued))
 }
 
@@ -388,7 +390,8 @@ fn random_fraction() -> Result<f64, BootstrapError> {
 
 /// Renews at two thirds of each certificate's validity until `stop` completes, or until
 /// `max_renewals` renewals when given. Failed attempts are retried with `backoff`, never
-/// past the certificate's expiry. Returns the number of renewals.
+/// past the certificate's expiry. Each renewal logs one line with the new expiry and the
+/// next planned renewal. Returns the number of renewals.
 ///
 /// # Errors
 ///
@@ -401,15 +404,15 @@ pub async fn renew_loop(
     stop: impl Future<Output = ()>,
 ) -> Result<u64, BootstrapError> {
     tokio::pin!(stop);
+    let (not_before, mut not_after) = read_validity(&options.paths.cert())?;
+    let mut delay = renewal_delay(not_before, not_after, now_unix(), random_fraction()?);
+    info!(
+        renew_at = %planned_time(delay),
+        not_after = %rfc3339(not_after),
+        "waiting to renew"
+    );
     let mut renewals = 0u64;
     while max_renewals.is_none_or(|max| renewals < max) {
-        let (not_before, not_after) = read_validity(&options.paths.cert())?;
-        let delay = renewal_delay(not_before, not_after, now_unix(), random_fraction()?);
-        info!(
-            renew_in_secs = delay.as_secs(),
-            not_after = %rfc3339(not_after),
-            "waiting to renew"
-        );
         tokio::select! {
             // Biased: a stop that came during the previous attempt wins over a due renewal.
             biased;
@@ -418,30 +421,63 @@ pub async fn renew_loop(
         }
 
         backoff.reset();
-        loop {
-            match renew_once(options).await {
-                Ok(_) => break,
-                Err(e) if e.is_permanent() => return Err(e),
-                Err(e) => {
-                    let left = not_after - now_unix();
-                    if left <= 0 {
-                        return Err(e);
-                    }
-                    let retry = backoff
-                        .next_delay(random_fraction()?)
-                        .min(Duration::from_secs(left as u64));
-                    warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "renewal failed");
-                    tokio::select! {
-                        biased;
-                        _ = &mut stop => return Ok(renewals),
-                        _ = tokio::time::sleep(retry) => {}
-                    }
-                }
-            }
-        }
+        let renewed = renew_with_retries(options, &mut backoff, not_after, stop.as_mut()).await?;
+        let Some(identity) = renewed else {
+            return Ok(renewals);
+        };
         renewals += 1;
+        not_after = identity.not_after;
+        delay = renewal_delay(
+            identity.not_before,
+            identity.not_after,
+            now_unix(),
+            random_fraction()?,
+        );
+        info!(
+            principal = %identity.principal,
+            serial = %identity.serial,
+            not_after = %rfc3339(identity.not_after),
+            next_renewal = %planned_time(delay),
+            "certificate renewed"
+        );
     }
     Ok(renewals)
+}
+
+/// Renews once, retrying failures with `backoff` until the certificate that ends at
+/// `not_after` expires. Returns `None` when `stop` completes first.
+async fn renew_with_retries(
+    options: &RenewOptions,
+    backoff: &mut Backoff,
+    not_after: i64,
+    mut stop: Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<Identity>, BootstrapError> {
+    loop {
+        let error = match renew_once(options).await {
+            Ok(identity) => return Ok(Some(identity)),
+            Err(e) if e.is_permanent() => return Err(e),
+            Err(e) => e,
+        };
+        let left = not_after - now_unix();
+        if left <= 0 {
+            return Err(error);
+        }
+        let retry = backoff
+            .next_delay(random_fraction()?)
+            .min(Duration::from_secs(left as u64));
+        warn!(error = %error, retry_in_ms = retry.as_millis() as u64, "renewal failed");
+        tokio::select! {
+            biased;
+            _ = &mut stop => return Ok(None),
+            _ = tokio::time::sleep(retry) => {}
+        }
+    }
+}
+
+/// Returns the time `delay` from now in RFC 3339.
+fn planned_time(delay: Duration) -> String {
+    let delay_secs = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX);
+    rfc3339(now_unix().saturating_add(delay_secs))
 }
 
 #[cfg(test)]
