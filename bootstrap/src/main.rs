@@ -196,8 +196,8 @@ fn main() -> ExitCode {
 }
 
 /// Returns a future that completes at the first SIGINT or SIGTERM. Both handlers are
-/// installed before it returns, so a service manager's SIGTERM arriving during a renewal
-/// attempt no longer kills the process: the loop sees it once the attempt ends.
+/// installed before it returns, so a service manager's SIGTERM during a renewal attempt
+/// no longer kills the process. The loop stops once the attempt ends.
 fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;

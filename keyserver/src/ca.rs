@@ -275,8 +275,8 @@ impl CertAuthority {
     /// The validity starts up to one minute early (a tenth of the lifetime at most) so that
     /// peers whose clocks lag slightly still accept a fresh certificate. A validity that
     /// would outlast the CA is cut to end with it and marked
-    /// [`SignedCert::shortened_to_ca_expiry`]: verifiers reject a chain once its CA has
-    /// expired, so the later part could never be used, and a node near the CA's end still
+    /// [`SignedCert::shortened_to_ca_expiry`]. Verifiers reject a chain once its CA has
+    /// expired, so the later part could never be used. A node near the CA's end thus still
     /// gets a working certificate rather than an error.
     ///
     /// # Errors

@@ -52,8 +52,8 @@ pub enum OpError {
     PrincipalNotFound { principal: String },
     #[error("principal {principal:?} is reserved for the keyserver's own server certificate and cannot be revoked; the keyserver issues itself a new one at every start")]
     ReservedPrincipal { principal: String },
-    /// Revoking the caller's own principal would cut off the admin that asks, and with a
-    /// single admin everyone.
+    /// Revoking the caller's own principal would cut off the admin that sends the request,
+    /// and with a single admin everyone.
     #[error("principal {principal:?} is the admin making this request and cannot revoke itself; revoke it with another admin's certificate")]
     RevokeSelf { principal: String },
     #[error("principal {principal:?} is an {existing} principal and cannot also be a {requested} principal; pick another name")]

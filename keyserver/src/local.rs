@@ -68,7 +68,7 @@ pub struct AdminRequest<'a> {
     pub lifetime: Duration,
 }
 
-/// What [`init_with_admin`] made or found.
+/// Result of [`init_with_admin`]: the CA, whether it is new, and the admin files.
 #[derive(Debug)]
 pub struct Initialized {
     pub ca: CertAuthority,
@@ -98,7 +98,7 @@ pub fn check_init(state_dir: &Path, admin: Option<(&str, &Path)>) -> Result<(), 
 /// Runs `init`: checks every output location, creates (or imports) the CA and the
 /// database, and issues the admin certificate when asked. When a step fails after the
 /// checks, the files and directories this run created are removed again, so that a rerun
-/// starts from the same state; files that existed before are never touched.
+/// starts from the same state. Files that existed before are never touched.
 ///
 /// # Errors
 ///
@@ -173,8 +173,8 @@ fn missing_dirs(path: &Path) -> Vec<PathBuf> {
 
 /// Checks that `dir` is a directory, or can be created as one, and that this user can
 /// write there. The check creates and removes a probe file in `dir` or in its deepest
-/// existing ancestor, which is the only reliable test (permissions, read-only mounts and
-/// pseudo file systems such as /proc all refuse differently).
+/// existing ancestor. Permissions, read-only mounts and pseudo file systems such as /proc
+/// each reject writes in their own way, and trying one covers them all.
 fn check_output_dir(dir: &Path, option: &'static str) -> Result<(), LocalError> {
     check_not_a_file(dir, option)?;
     let not_writable = |source| LocalError::NotWritable {
@@ -280,7 +280,7 @@ pub fn init(
 ///
 /// # Errors
 ///
-/// [`LocalError::StateDir`] when `state_dir` is missing, unreadable or holds no CA,
+/// [`LocalError::StateDir`] when `state_dir` is missing, unreadable or contains no CA,
 /// [`LocalError::Policy`] for an invalid name, [`LocalError::AdminFileExists`] when
 /// `NAME.pem` or `NAME.key` is already in `out_dir`, [`LocalError::Op`] when the name
 /// belongs to a node or a revoked admin, or the failing file or database step.

@@ -464,7 +464,8 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
 
     let mut running = spike_keyserver::start(config).await?;
     // Scripts and tests read this line to learn the bound port and the CA fingerprint. A
-    // service whose standard output is closed still serves; the log has the same facts.
+    // service whose standard output is closed still serves, because the log has the same
+    // facts.
     let listening = format!(
         "listening {} fingerprint {}",
         running.local_addr, running.ca_fingerprint

@@ -287,8 +287,8 @@ pub fn check_state_dir(dir: &Path) -> Result<(), StateDirError> {
         Ok(meta) if !meta.is_dir() => return Err(StateDirError::IsFile(dir.to_path_buf())),
         Ok(_) => {}
     }
-    // try_exists, unlike exists, tells a directory this user may not search from one
-    // without a CA.
+    // try_exists, unlike exists, reports an error for a directory this user may not
+    // search, instead of calling it one without a CA.
     let cert = dir.join(CA_CERT_FILE).try_exists().map_err(unreadable)?;
     let key = dir.join(CA_KEY_FILE).try_exists().map_err(unreadable)?;
     if !cert && !key {
@@ -328,8 +328,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningKeyserver, StartError> 
         config,
     });
 
-    // Every step that can fail comes before the server certificate is issued, so a start
-    // that fails (an address in use, say) records no certificate.
+    // The client verifier and the listener come before the server certificate is issued,
+    // so a start that fails there (an address in use, say) records no certificate.
     let client_verifier = client_verifier(&shared)?;
     let listen = shared.config.listen;
     let listener = TcpListener::bind(listen)

@@ -437,7 +437,7 @@ fn serve_help_lists_signals_exit_codes_and_logging() {
 }
 
 #[test]
-fn import_of_a_certificate_that_is_not_a_ca_rejected() {
+fn non_ca_import_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let leaf = rcgen::generate_simple_self_signed(vec!["leaf.example".into()]).unwrap();
     let cert = dir.path().join("leaf.pem");

@@ -1,8 +1,7 @@
 //! The renewal loop logs one line per renewal with the new expiry and the next planned
-//! renewal, both in RFC 3339. This is the only test of its binary: tracing caches whether
-//! a log statement is enabled, and a test on another thread that reaches the same
-//! statement first, with no subscriber, can leave it cached as disabled for the one
-//! installed here.
+//! renewal, both in RFC 3339. This is the only test of its binary because tracing caches
+//! whether a log statement is enabled. A test on another thread that reaches the same
+//! statement first, with no subscriber, can leave it cached as disabled.
 
 mod common;
 
@@ -35,8 +34,8 @@ async fn renew_loop_logs_each_renewal() {
         .await
         .unwrap();
 
-    // The loop runs on this thread, so a thread-local subscriber sees its events and none
-    // of the keyserver's, which run on the runtime's workers.
+    // The loop runs on this thread, so a thread-local subscriber receives its events and
+    // none of the keyserver's, which run on the runtime's workers.
     let log = CapturedLog::default();
     let writer = log.clone();
     let subscriber = tracing_subscriber::fmt()

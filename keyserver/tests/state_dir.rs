@@ -103,8 +103,8 @@ fn half_present_ca_reported() {
 fn address_in_use_issues_no_server_cert() {
     let dir = tempfile::tempdir().unwrap();
     local::init(dir.path(), None).unwrap();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = occupied.local_addr().unwrap().to_string();
 
     let output = Command::new(env!("CARGO_BIN_EXE_spike-keyserver"))
         .arg("serve")
