@@ -19,6 +19,9 @@ use crate::maglev;
 use crate::wire::MacAddr;
 
 pub mod locate;
+mod parsed;
+
+use parsed::Parsed;
 
 /// IANA protocol numbers of the transport protocols a service can balance.
 const PROTOCOL_TCP: u8 = 6;
@@ -412,8 +415,8 @@ struct RawCluster {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawClusterNode {
-    address: IpAddr,
-    mac: String,
+    address: Parsed<IpAddr>,
+    mac: Parsed<MacAddr>,
 }
 
 #[derive(Deserialize)]
@@ -461,11 +464,11 @@ fn default_tx_retries() -> u32 {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNode {
-    mac: String,
-    ipv4: Option<Ipv4Addr>,
-    ipv6: Option<Ipv6Addr>,
-    gateway_mac: String,
-    vtep_mac: String,
+    mac: Parsed<MacAddr>,
+    ipv4: Option<Parsed<Ipv4Addr>>,
+    ipv6: Option<Parsed<Ipv6Addr>>,
+    gateway_mac: Parsed<MacAddr>,
+    vtep_mac: Parsed<MacAddr>,
     #[serde(default = "default_mtu")]
     mtu: u16,
 }
@@ -567,7 +570,7 @@ impl Default for RawIcmp {
 #[serde(deny_unknown_fields)]
 struct RawService {
     name: String,
-    vip: IpAddr,
+    vip: Parsed<IpAddr>,
     protocol: Protocol,
     port: u16,
     #[serde(default)]
@@ -586,11 +589,11 @@ fn default_table_size() -> u32 {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     name: Option<String>,
-    address: IpAddr,
-    vtep_mac: String,
+    address: Parsed<IpAddr>,
+    vtep_mac: Parsed<MacAddr>,
     #[serde(default = "default_weight")]
     weight: u32,
-    next_hop_mac: Option<String>,
+    next_hop_mac: Option<Parsed<MacAddr>>,
 }
 
 fn default_weight() -> u32 {
@@ -799,7 +802,7 @@ fn validate_cluster(
     let mut self_index = None;
     for (index, raw_node) in raw.nodes.into_iter().enumerate() {
         let key = format!("cluster.node[{index}]");
-        let address = raw_node.address;
+        let Parsed(address) = raw_node.address;
         let family_ok = match address {
             IpAddr::V4(_) => node.ipv4.is_some(),
             IpAddr::V6(_) => node.ipv6.is_some(),
@@ -836,7 +839,7 @@ fn validate_cluster(
             }
             self_index = Some(index);
         }
-        let mac = parse_mac(&format!("{key}.mac"), &raw_node.mac)?;
+        let mac = unicast_mac(&format!("{key}.mac"), raw_node.mac)?;
         nodes.push(ClusterNode { address, mac });
     }
     let Some(self_index) = self_index else {
@@ -1006,14 +1009,12 @@ fn lcore_list_count(list: &str) -> Option<usize> {
     Some(lcores.len())
 }
 
-fn parse_mac(key: &str, text: &str) -> Result<MacAddr, ConfigError> {
-    let mac: MacAddr = text
-        .parse()
-        .map_err(|_| ConfigError::invalid(key, text, "a MAC address like 02:00:00:00:00:01"))?;
+fn unicast_mac(key: &str, mac: Parsed<MacAddr>) -> Result<MacAddr, ConfigError> {
+    let Parsed(mac) = mac;
     if mac.is_multicast() || mac.0 == [0; 6] {
         return Err(ConfigError::invalid(
             key,
-            text,
+            mac,
             "a unicast MAC address (the low bit of the first byte clear, not all zero)",
         ));
     }
@@ -1036,11 +1037,11 @@ fn validate_node(raw: RawNode) -> Result<NodeConfig, ConfigError> {
         ));
     }
     Ok(NodeConfig {
-        mac: parse_mac("node.mac", &raw.mac)?,
-        ipv4: raw.ipv4,
-        ipv6: raw.ipv6,
-        gateway_mac: parse_mac("node.gateway_mac", &raw.gateway_mac)?,
-        vtep_mac: parse_mac("node.vtep_mac", &raw.vtep_mac)?,
+        mac: unicast_mac("node.mac", raw.mac)?,
+        ipv4: raw.ipv4.map(|Parsed(ipv4)| ipv4),
+        ipv6: raw.ipv6.map(|Parsed(ipv6)| ipv6),
+        gateway_mac: unicast_mac("node.gateway_mac", raw.gateway_mac)?,
+        vtep_mac: unicast_mac("node.vtep_mac", raw.vtep_mac)?,
         mtu: raw.mtu,
     })
 }
@@ -1206,12 +1207,9 @@ fn validate_service(
             "a port from 1 to 65535",
         ));
     }
-    if let Some(expected) = vip_problem(raw.vip, node) {
-        return Err(ConfigError::invalid(
-            format!("{key}.vip"),
-            raw.vip,
-            expected,
-        ));
+    let Parsed(vip) = raw.vip;
+    if let Some(expected) = vip_problem(vip, node) {
+        return Err(ConfigError::invalid(format!("{key}.vip"), vip, expected));
     }
     if !maglev::is_prime(raw.table_size) || raw.table_size > maglev::MAX_TABLE_SIZE {
         return Err(ConfigError::invalid(
@@ -1269,7 +1267,7 @@ fn validate_service(
 
     Ok(ServiceConfig {
         name: raw.name,
-        vip: raw.vip,
+        vip,
         protocol: raw.protocol,
         port: raw.port,
         hash: raw.hash,
@@ -1354,36 +1352,37 @@ fn validate_backend(
     raw: RawBackend,
     node: &NodeConfig,
 ) -> Result<BackendConfig, ConfigError> {
-    let family_ok = match raw.address {
+    let Parsed(address) = raw.address;
+    let family_ok = match address {
         IpAddr::V4(_) => node.ipv4.is_some(),
         IpAddr::V6(_) => node.ipv6.is_some(),
     };
     if !family_ok {
         return Err(ConfigError::invalid(
             format!("{key}.address"),
-            raw.address,
+            address,
             "an address of a family the node has an underlay address for (set node.ipv4 or \
              node.ipv6)",
         ));
     }
-    if raw.address.is_unspecified() || raw.address.is_multicast() || raw.address.is_loopback() {
+    if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
         return Err(ConfigError::invalid(
             format!("{key}.address"),
-            raw.address,
+            address,
             "the backend node's unicast underlay address",
         ));
     }
     if let Some(name) = &raw.name {
         validate_name(&format!("{key}.name"), name)?;
     }
-    let next_hop_mac = match &raw.next_hop_mac {
-        Some(text) => Some(parse_mac(&format!("{key}.next_hop_mac"), text)?),
+    let next_hop_mac = match raw.next_hop_mac {
+        Some(mac) => Some(unicast_mac(&format!("{key}.next_hop_mac"), mac)?),
         None => None,
     };
     Ok(BackendConfig {
-        name: raw.name.unwrap_or_else(|| raw.address.to_string()),
-        address: raw.address,
-        vtep_mac: parse_mac(&format!("{key}.vtep_mac"), &raw.vtep_mac)?,
+        name: raw.name.unwrap_or_else(|| address.to_string()),
+        address,
+        vtep_mac: unicast_mac(&format!("{key}.vtep_mac"), raw.vtep_mac)?,
         weight: raw.weight,
         next_hop_mac,
     })

@@ -81,7 +81,80 @@ const BAD_CASES: &[BadCase] = &[
         description: "malformed MAC",
         from: "mac = \"02:53:50:00:00:01\"",
         to: "mac = \"02:53:50:00:00\"",
-        expected: &["node.mac", "02:53:50:00:00", "MAC address"],
+        expected: &[
+            "node.mac",
+            "\"02:53:50:00:00\"",
+            "six pairs of hexadecimal digits",
+        ],
+    },
+    BadCase {
+        description: "MAC given as a number",
+        from: "gateway_mac = \"02:53:50:00:00:fe\"",
+        to: "gateway_mac = 5",
+        expected: &["node.gateway_mac", "`5`", "MAC address in quotes"],
+    },
+    BadCase {
+        description: "malformed next-hop MAC",
+        from: "name = \"node-b\"\n",
+        to: "name = \"node-b\"\nnext_hop_mac = \"02-53-50-00-00-fe\"\n",
+        expected: &[
+            "backend[1].next_hop_mac",
+            "\"02-53-50-00-00-fe\"",
+            "\"02:00:00:00:00:01\"",
+        ],
+    },
+    BadCase {
+        description: "VIP that is not an address",
+        from: "vip = \"198.51.100.10\"",
+        to: "vip = \"x/32\"",
+        expected: &[
+            "vip: invalid value \"x/32\"",
+            "expected an IPv4 or IPv6 address such as \"198.51.100.10\" or \"2001:db8::10\"",
+        ],
+    },
+    BadCase {
+        description: "VIP with a prefix length",
+        from: "vip = \"198.51.100.10\"",
+        to: "vip = \"198.51.100.10/32\"",
+        expected: &["\"198.51.100.10/32\"", "without a prefix length"],
+    },
+    BadCase {
+        description: "VIP given as a number",
+        from: "vip = \"198.51.100.10\"",
+        to: "vip = 3325256714",
+        expected: &["vip", "3325256714", "IPv4 or IPv6 address in quotes"],
+    },
+    BadCase {
+        description: "backend address that is not an address",
+        from: "address = \"192.0.2.12\"",
+        to: "address = \"192.0.2.x\"",
+        expected: &[
+            "backend[1].address",
+            "\"192.0.2.x\"",
+            "IPv4 or IPv6 address",
+        ],
+    },
+    BadCase {
+        description: "IPv6 address as node.ipv4",
+        from: "ipv4 = \"192.0.2.1\"",
+        to: "ipv4 = \"2001:db8::5\"",
+        expected: &[
+            "node.ipv4",
+            "\"2001:db8::5\"",
+            "an IPv4 address such as",
+            "belongs in node.ipv6",
+        ],
+    },
+    BadCase {
+        description: "node.ipv6 with a prefix length",
+        from: "ipv6 = \"2001:db8::1\"",
+        to: "ipv6 = \"2001:db8::1/64\"",
+        expected: &[
+            "node.ipv6",
+            "\"2001:db8::1/64\"",
+            "an IPv6 address such as",
+            "without a prefix length",
+        ],
     },
     BadCase {
         description: "multicast VtepMAC",
@@ -450,7 +523,17 @@ fn cluster_section_validated() {
             "node without a MAC address",
             "mac = \"02:53:50:00:01:02\"",
             "mac = \"02:53\"",
-            &["cluster.node[0].mac", "02:53", "MAC address"],
+            &["cluster.node[0].mac", "\"02:53\"", "MAC address"],
+        ),
+        (
+            "node address that is not an address",
+            "address = \"192.0.2.2\"",
+            "address = \"spike-2\"",
+            &[
+                "cluster.node[0].address",
+                "\"spike-2\"",
+                "IPv4 or IPv6 address",
+            ],
         ),
         (
             "loopback node",
