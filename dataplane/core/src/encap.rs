@@ -100,7 +100,9 @@ pub struct EncapTemplate {
     ipv4_header_sum: u32,
     /// Pseudo-header sum without the length, for the outer UDP checksum.
     pseudo_header_sum: u32,
-    mtu: u16,
+    /// The largest inner IP packet that fits the underlay MTU, computed once here because
+    /// every forward compares against it.
+    max_inner_len: u16,
 }
 
 impl EncapTemplate {
@@ -175,7 +177,7 @@ impl EncapTemplate {
             udp_checksum,
             ipv4_header_sum,
             pseudo_header_sum,
-            mtu: settings.mtu,
+            max_inner_len: settings.mtu.saturating_sub(ip_overhead(outer_ipv6) as u16),
         })
     }
 
@@ -194,7 +196,7 @@ impl EncapTemplate {
     /// Returns the largest inner IP packet that fits the underlay MTU unfragmented.
     #[inline]
     pub fn max_inner_len(&self) -> usize {
-        usize::from(self.mtu) - ip_overhead(self.outer_ipv6)
+        usize::from(self.max_inner_len)
     }
 
     /// Writes the full encapsulation header for `inner` (the original IP packet) into

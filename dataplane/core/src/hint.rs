@@ -56,15 +56,32 @@ impl Hint {
 /// same validity checks as the full decision up to the transport header, and hashes its
 /// five-tuple with `hasher`. Anything else returns `None` and is parsed, and hashed if at
 /// all, during `process`.
-#[inline]
+#[cfg(test)]
 pub(crate) fn parse_flow(frame: &[u8], hasher: &FlowHasher) -> Option<Hint> {
+    let mut hint = None;
+    parse_flow_into(frame, hasher, &mut hint);
+    hint
+}
+
+/// Stores what [`parse_flow`] returns in `slot`. Each shape of frame writes `slot` in its
+/// own branch, so that the common plain IPv4 case stores its fields straight from
+/// registers instead of through a result shared with the other shapes.
+#[inline]
+pub(crate) fn parse_flow_into(frame: &[u8], hasher: &FlowHasher, slot: &mut Option<Hint>) {
     match parse_plain_ipv4(frame, hasher) {
-        Some(parsed) => parsed,
-        None => parse_any(frame).map(|mut hint| {
-            hint.hash = hasher.hash(&hint.key, HashFields::FiveTuple);
-            hint
-        }),
+        Some(parsed) => *slot = parsed,
+        None => parse_any_into(frame, hasher, slot),
     }
+}
+
+/// Stores the result of [`parse_any`], hashed, in `slot`; out of line because plain IPv4
+/// is the common shape.
+#[inline(never)]
+fn parse_any_into(frame: &[u8], hasher: &FlowHasher, slot: &mut Option<Hint>) {
+    *slot = parse_any(frame).map(|mut hint| {
+        hint.hash = hasher.hash(&hint.key, HashFields::FiveTuple);
+        hint
+    });
 }
 
 /// Reads an IPv4 frame without options, untagged or with one VLAN tag, the common shape

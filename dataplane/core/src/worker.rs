@@ -23,7 +23,7 @@ use crate::flow::{FlowKey, HashFields};
 use crate::fragments::{FragmentKey, FragmentTable, FragmentTableError};
 use crate::held::{HeldFragments, HELD_HEADER_LEN};
 use crate::hint::{
-    parse_flow, Hint, ETHERNET_HEADER_LEN, IPV6_HEADER_LEN, PROTOCOL_TCP, PROTOCOL_UDP,
+    parse_flow_into, Hint, ETHERNET_HEADER_LEN, IPV6_HEADER_LEN, PROTOCOL_TCP, PROTOCOL_UDP,
     VLAN_TAG_LEN,
 };
 use crate::icmp::{self, MAX_REPLY_LEN};
@@ -366,7 +366,7 @@ impl Worker {
     ) {
         let mut len = 0;
         for (hint, frame) in self.hints.iter_mut().zip(frames) {
-            *hint = parse_flow(frame, &snapshot.hasher);
+            parse_flow_into(frame, &snapshot.hasher, hint);
             if let Some(parsed) = hint {
                 self.conntrack.prefetch(parsed.hash);
             }
