@@ -1751,7 +1751,7 @@ mod tests {
             (
                 "port = 80",
                 "port = \"eighty\"",
-                "service[0].port: invalid type",
+                "service[0] (web).port: invalid type",
             ),
             (
                 "timeout_ms = 200",

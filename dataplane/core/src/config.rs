@@ -643,9 +643,9 @@ impl Config {
         for (index, service) in self.services.iter().enumerate() {
             if service.backends.is_empty() {
                 warnings.push(format!(
-                    "service[{index}] ({}) has no [[service.backend]]: its VIP traffic is \
-                     dropped until a backend is added",
-                    service.name
+                    "{} has no [[service.backend]]: its VIP traffic is dropped until a \
+                     backend is added",
+                    service_key(index, &service.name)
                 ));
             }
         }
@@ -727,7 +727,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             .any(|other: &ServiceConfig| other.name == service.name)
         {
             return Err(ConfigError::invalid(
-                format!("service[{index}].name"),
+                format!("{}.name", service_key(index, &service.name)),
                 &service.name,
                 "a name no other service has",
             ));
@@ -735,7 +735,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         let key = (service.vip, service.protocol, service.port);
         if !seen.insert(key) {
             return Err(ConfigError::invalid(
-                format!("service[{index}]"),
+                service_key(index, &service.name),
                 format!("{} {}:{}", service.protocol, service.vip, service.port),
                 "each VIP, protocol and port to appear in one service only",
             ));
@@ -1174,16 +1174,30 @@ fn validate_icmp(raw: RawIcmp) -> Result<IcmpConfig, ConfigError> {
     })
 }
 
-/// Checks a service or backend name: it labels counters and metrics, so it must be a
-/// single word.
-fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
+/// Returns whether `name` is a valid service or backend name. Names label counters and
+/// metrics, so each must be a single word.
+fn is_valid_name(name: &str) -> bool {
     const MAX_LEN: usize = 63;
-    let valid = !name.is_empty()
+    !name.is_empty()
         && name.len() <= MAX_LEN
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if valid {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+/// Returns the key path of a service in errors, `service[INDEX] (NAME)`. An invalid name
+/// is left out, because the error about it quotes it and a name with parentheses or
+/// spaces would make the path ambiguous.
+fn service_key(index: usize, name: &str) -> String {
+    if is_valid_name(name) {
+        format!("service[{index}] ({name})")
+    } else {
+        format!("service[{index}]")
+    }
+}
+
+fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if is_valid_name(name) {
         return Ok(());
     }
     Err(ConfigError::invalid(
@@ -1198,8 +1212,8 @@ fn validate_service(
     raw: RawService,
     node: &NodeConfig,
 ) -> Result<ServiceConfig, ConfigError> {
-    let key = format!("service[{index}] ({})", raw.name);
-    validate_name(&format!("service[{index}].name"), &raw.name)?;
+    let key = service_key(index, &raw.name);
+    validate_name(&format!("{key}.name"), &raw.name)?;
     if raw.port == 0 {
         return Err(ConfigError::invalid(
             format!("{key}.port"),
@@ -1333,7 +1347,7 @@ fn check_vips_against_backends(services: &[ServiceConfig]) -> Result<(), ConfigE
         for (owner, backend) in backends {
             if backend.address == service.vip {
                 return Err(ConfigError::Invalid {
-                    key: format!("service[{index}] ({}).vip", service.name),
+                    key: format!("{}.vip", service_key(index, &service.name)),
                     value: service.vip.to_string(),
                     expected: format!(
                         "an address no backend has: it is backend {}'s address in service \

@@ -108,7 +108,7 @@ const BAD_CASES: &[BadCase] = &[
         from: "vip = \"198.51.100.10\"",
         to: "vip = \"x/32\"",
         expected: &[
-            "vip: invalid value \"x/32\"",
+            "service[0] (web).vip: invalid value \"x/32\"",
             "expected an IPv4 or IPv6 address such as \"198.51.100.10\" or \"2001:db8::10\"",
         ],
     },
@@ -129,7 +129,7 @@ const BAD_CASES: &[BadCase] = &[
         from: "address = \"192.0.2.12\"",
         to: "address = \"192.0.2.x\"",
         expected: &[
-            "backend[1].address",
+            "service[0] (web).backend[1].address",
             "\"192.0.2.x\"",
             "IPv4 or IPv6 address",
         ],
@@ -221,6 +221,12 @@ const BAD_CASES: &[BadCase] = &[
         expected: &["mtuu"],
     },
     BadCase {
+        description: "unknown key of a service",
+        from: "port = 80\n",
+        to: "port = 80\nprot = \"tcp\"\n",
+        expected: &["service[0] (web).prot: unknown field `prot`"],
+    },
+    BadCase {
         description: "unknown protocol",
         from: "protocol = \"tcp\"",
         to: "protocol = \"sctp\"",
@@ -259,7 +265,7 @@ const BAD_CASES: &[BadCase] = &[
         from: "port = 443",
         to: "port = 70000",
         expected: &[
-            "service[2].port",
+            "service[2] (sticky).port",
             "70000",
             "expected a port from 1 to 65535",
         ],
@@ -292,7 +298,7 @@ const BAD_CASES: &[BadCase] = &[
         description: "duplicate service name",
         from: "name = \"dns\"",
         to: "name = \"web\"",
-        expected: &["service[1].name", "web", "no other service"],
+        expected: &["service[1] (web).name", "web", "no other service"],
     },
     BadCase {
         description: "duplicate backend name",
@@ -304,7 +310,10 @@ const BAD_CASES: &[BadCase] = &[
         description: "service name with a space",
         from: "name = \"sticky\"",
         to: "name = \"my web\"",
-        expected: &["name", "\"my web\"", "letters, digits"],
+        expected: &[
+            "service[2].name: invalid value \"my web\"",
+            "letters, digits",
+        ],
     },
     BadCase {
         description: "port 0",
@@ -316,7 +325,10 @@ const BAD_CASES: &[BadCase] = &[
         description: "duplicate service",
         from: "vip = \"198.51.100.12\"\nprotocol = \"tcp\"\nport = 443",
         to: "vip = \"198.51.100.10\"\nprotocol = \"tcp\"\nport = 80",
-        expected: &["198.51.100.10", "one service"],
+        expected: &[
+            "service[2] (sticky): invalid value tcp 198.51.100.10:80",
+            "one service",
+        ],
     },
     BadCase {
         description: "loopback IPv4 VIP",
@@ -398,7 +410,11 @@ const BAD_CASES: &[BadCase] = &[
         description: "table size as a string",
         from: "port = 80\n",
         to: "port = 80\ntable_size = \"65537\"\n",
-        expected: &["service[0].table_size", "\"65537\"", "a prime integer"],
+        expected: &[
+            "service[0] (web).table_size",
+            "\"65537\"",
+            "a prime integer",
+        ],
     },
 ];
 

@@ -60,7 +60,8 @@ pub fn position_of_key(text: &str, key: &str) -> Option<(usize, usize)> {
 
 /// Returns the key path written at byte `offset`: the deepest `key = value` whose key
 /// or value contains it, else the table whose header does. Arrays of tables get their
-/// index, as in `service[1].backend[0].address`.
+/// index and a service its name, as in `service[1] (dns).backend[0].address`, the form
+/// that validation errors use.
 pub fn key_at(text: &str, offset: usize) -> Option<String> {
     let document = ImDocument::parse(text).ok()?;
     let mut found = None;
@@ -85,7 +86,10 @@ fn find(table: &Table, prefix: &str, offset: usize, found: &mut Option<String>) 
             }
             Item::ArrayOfTables(array) => {
                 for (index, child) in array.iter().enumerate() {
-                    let path = format!("{path}[{index}]");
+                    let path = match child.get("name").and_then(Item::as_str) {
+                        Some(service) if path == "service" => super::service_key(index, service),
+                        _ => format!("{path}[{index}]"),
+                    };
                     if contains(child.span()) {
                         *found = Some(path.clone());
                     }
@@ -201,7 +205,12 @@ mod tests {
         let offset = TEXT.find("\"192.0.2.12\"").unwrap();
         assert_eq!(
             key_at(TEXT, offset).as_deref(),
-            Some("service[0].backend[1].address")
+            Some("service[0] (web).backend[1].address")
+        );
+        let offset = TEXT.find("\"web\"").unwrap();
+        assert_eq!(
+            key_at(TEXT, offset).as_deref(),
+            Some("service[0] (web).name")
         );
         assert_eq!(key_at(TEXT, 1).as_deref(), Some("node"));
     }
