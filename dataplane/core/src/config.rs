@@ -119,6 +119,21 @@ fn explain_types(message: &str, text: &str, span: Option<std::ops::Range<usize>>
     explained
 }
 
+/// Returns the value assigned on the line containing byte `offset` when it looks like an
+/// address or MAC without quotes, such as `198.51.100.10` or `02:00:00:00:00:01`, which
+/// TOML cannot parse.
+fn unquoted_address(text: &str, offset: usize) -> Option<&str> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (_, value) = line.split_once('=')?;
+    let value = value.split('#').next()?.trim();
+    let looks_like_address = (value.contains(':') || value.matches('.').count() == 3)
+        && value
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/'));
+    looks_like_address.then_some(value)
+}
+
 /// Returns the last dotted part of the key assigned on the line containing byte `offset`.
 fn key_at(text: &str, offset: usize) -> Option<String> {
     let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
@@ -187,6 +202,12 @@ impl ConfigError {
         let message = explain_types(&locate::one_line(error.message()), text, error.span());
         let Some(span) = error.span() else {
             return ConfigError::Syntax(message);
+        };
+        let message = match unquoted_address(text, span.start) {
+            Some(value) => {
+                format!("{message}: write the address or MAC as a string in quotes, \"{value}\"")
+            }
+            None => message,
         };
         let syntax = match locate::key_at(text, span.start) {
             Some(key) => ConfigError::Syntax(format!("{key}: {message}")),

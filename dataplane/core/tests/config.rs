@@ -620,6 +620,66 @@ fn misspelled_section_is_named_at_its_line() {
     );
 }
 
+#[test]
+fn syntax_errors_name_key_path() {
+    // (from, to, lines from the start of `to` to the error, message after the place)
+    let cases = [
+        (
+            "vip = \"198.51.100.10\"",
+            "vip = 198.51.100.10",
+            0,
+            "service[0] (web).vip: expected newline",
+        ),
+        (
+            "address = \"192.0.2.12\"",
+            "address = 192.0.2.12",
+            0,
+            "service[0] (web).backend[1].address: expected newline",
+        ),
+        (
+            "mtu = 1500",
+            "mtu = 1500 x",
+            0,
+            "node.mtu: expected newline",
+        ),
+        (
+            "name = \"node-b\"\n",
+            "name = \"node-b\"\nweight = [\n",
+            2,
+            "service[0] (web).backend[1].weight: invalid array",
+        ),
+        (
+            "[[service]]\nname = \"dns\"",
+            "[[service]\nname = \"dns\"",
+            0,
+            "service[1] (dns): invalid table header",
+        ),
+    ];
+    for (from, to, lines_after, message) in cases {
+        let text = common::BASE_CONFIG.replacen(from, to, 1);
+        let error = text.parse::<Config>().expect_err(to).to_string();
+        let line = text[..text.find(to).unwrap()].lines().count() + 1 + lines_after;
+        let place = format!("line {line}, column ");
+        assert!(error.starts_with(&place), "{to}: {place}: {error}");
+        assert!(error.contains(&format!(": {message}")), "{to}: {error}");
+    }
+}
+
+#[test]
+fn unquoted_address_gets_quotes_hint() {
+    let text =
+        common::BASE_CONFIG.replacen("mac = \"02:53:50:00:00:01\"", "mac = 02:53:50:00:00:01", 1);
+    let error = text
+        .parse::<Config>()
+        .expect_err("unquoted MAC")
+        .to_string();
+    assert!(error.contains("node.mac: "), "{error}");
+    assert!(
+        error.ends_with("write the address or MAC as a string in quotes, \"02:53:50:00:00:01\""),
+        "{error}"
+    );
+}
+
 /// Writes `text` to a file of its own in the temporary directory.
 fn write_temporary(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("spike-config-{}-{name}", std::process::id()));

@@ -4,9 +4,11 @@
 //! Two directions: from a byte offset (where the TOML parser stopped) to the key path
 //! written there, and from a key path that validation names (`service[0]
 //! (web).backend[1].address`) to the line and column of its value. Both read the text
-//! with toml_edit, which keeps the spans that serde's structs drop. Text that does not
-//! parse has no keys to find, and the caller keeps the error without them.
+//! with toml_edit, which keeps the spans that serde's structs drop. Text that toml_edit
+//! rejects still gets the key path at an offset from a line-by-line read, but a key path
+//! has no position in it.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use toml_edit::{ImDocument, Item, Table};
@@ -61,12 +63,137 @@ pub fn position_of_key(text: &str, key: &str) -> Option<(usize, usize)> {
 /// Returns the key path written at byte `offset`: the deepest `key = value` whose key
 /// or value contains it, else the table whose header does. Arrays of tables get their
 /// index and a service its name, as in `service[1] (dns).backend[0].address`, the form
-/// that validation errors use.
+/// that validation errors use. Text that is not valid TOML is read line by line
+/// instead (see `key_at_in_lines`).
 pub fn key_at(text: &str, offset: usize) -> Option<String> {
-    let document = ImDocument::parse(text).ok()?;
+    let Ok(document) = ImDocument::parse(text) else {
+        return key_at_in_lines(text, offset);
+    };
     let mut found = None;
     find(document.as_table(), "", offset, &mut found);
     found
+}
+
+/// Returns the key path at byte `offset` of text that toml_edit rejects, from the table
+/// headers above it and the key assigned on its line. A line that continues a value,
+/// such as the second line of an array, gets the key last assigned in its table. A
+/// header line gets its table's path.
+///
+/// NOTE: headers and keys are read by their first characters, without TOML's full
+/// syntax, so a header inside a multi-line string counts as a header.
+fn key_at_in_lines(text: &str, offset: usize) -> Option<String> {
+    let mut lines = LineScan::default();
+    let mut found = None;
+    let mut line_end = 0;
+    for line in text.split_inclusive('\n') {
+        line_end += line.len();
+        let path = lines.read(line.trim());
+        let at_offset = offset < line_end || line_end == text.len();
+        if found.is_none() && at_offset {
+            found = path;
+        }
+    }
+    let found = found?;
+    Some(lines.name_service(&found))
+}
+
+/// State of a line-by-line read of TOML text, which tracks the current table and the
+/// entries of arrays of tables seen so far.
+#[derive(Default)]
+struct LineScan {
+    /// Path of the current table, with indexes, such as `service[1].backend[0]`.
+    table: String,
+    /// Entries so far per array of tables, by path, such as `service[1].backend`.
+    entries: HashMap<String, usize>,
+    /// Key last assigned in the current table.
+    last_key: Option<String>,
+    /// Brackets and braces of the last key's value still open, so that the lines of a
+    /// multi-line array belong to that key.
+    open: usize,
+    /// Value of `name` in each `[[service]]` entry, in order.
+    service_names: Vec<Option<String>>,
+}
+
+impl LineScan {
+    /// Reads one trimmed line and returns the key path that an error on it concerns.
+    fn read(&mut self, line: &str) -> Option<String> {
+        if self.open > 0 {
+            self.open = open_after(self.open, line);
+            return self.last_key.as_ref().map(|key| self.join(key));
+        }
+        if line.starts_with('[') {
+            self.read_header(line);
+            return (!self.table.is_empty()).then(|| self.table.clone());
+        }
+
+        let Some((key, value)) = assigned_key(line) else {
+            return (!self.table.is_empty()).then(|| self.table.clone());
+        };
+        let in_service = self.table.starts_with("service[") && !self.table.contains('.');
+        if key == "name" && in_service {
+            if let Some(slot) = self.service_names.last_mut() {
+                *slot = Some(value.trim().trim_matches('"').to_owned());
+            }
+        }
+        self.open = open_after(0, value);
+        let path = self.join(&key);
+        self.last_key = Some(key);
+        Some(path)
+    }
+
+    fn read_header(&mut self, line: &str) {
+        let array = line.starts_with("[[");
+        let name = line.trim_start_matches('[').split(']').next().unwrap_or("");
+        let parts = split_key(name);
+        let mut path = String::new();
+        for (index, part) in parts.iter().enumerate() {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(part.trim());
+            let entries = if array && index + 1 == parts.len() {
+                let entries = self.entries.entry(path.clone()).or_insert(0);
+                *entries += 1;
+                Some(*entries)
+            } else {
+                self.entries.get(&path).copied()
+            };
+            if let Some(entries) = entries {
+                path = format!("{path}[{}]", entries - 1);
+            }
+        }
+        if array && path.starts_with("service[") && !path.contains('.') {
+            self.service_names.push(None);
+        }
+        self.table = path;
+        self.last_key = None;
+    }
+
+    fn join(&self, key: &str) -> String {
+        if self.table.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.table)
+        }
+    }
+
+    /// Adds the service's name to a path that starts with `service[INDEX]`.
+    fn name_service(&self, path: &str) -> String {
+        let Some(rest) = path.strip_prefix("service[") else {
+            return path.to_owned();
+        };
+        let Some((index, rest)) = rest.split_once(']') else {
+            return path.to_owned();
+        };
+        let name = index
+            .parse::<usize>()
+            .ok()
+            .and_then(|index| Some((index, self.service_names.get(index)?.as_deref()?)));
+        match name {
+            Some((index, name)) => format!("{}{rest}", super::service_key(index, name)),
+            None => path.to_owned(),
+        }
+    }
 }
 
 fn find(table: &Table, prefix: &str, offset: usize, found: &mut Option<String>) {
@@ -157,6 +284,42 @@ fn strip_notes(key: &str) -> String {
     plain.replace(" .", ".").trim().to_owned()
 }
 
+/// Returns the dotted key that a trimmed `key = value` line assigns, and the text after
+/// `=`. A line without `=`, such as `mtu 1500`, still names its key with its first word.
+fn assigned_key(line: &str) -> Option<(String, &str)> {
+    let (key, value) = match line.split_once('=') {
+        Some((key, value)) => (key.trim(), value),
+        None => (line.split_whitespace().next()?, ""),
+    };
+    let is_key = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | ' '));
+    if !is_key {
+        return None;
+    }
+    let parts = split_key(key);
+    let parts: Vec<&str> = parts.iter().map(|part| part.trim()).collect();
+    Some((parts.join("."), value))
+}
+
+/// Returns how many brackets and braces are open after `line`, given `open` before it.
+/// Those inside double-quoted strings and comments do not count.
+fn open_after(open: usize, line: &str) -> usize {
+    let mut open = open;
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => break,
+            '[' | '{' if !quoted => open += 1,
+            ']' | '}' if !quoted => open = open.saturating_sub(1),
+            _ => {}
+        }
+    }
+    open
+}
+
 /// Splits a dotted key path at the dots outside quotes, and drops the quotes.
 fn split_key(key: &str) -> Vec<String> {
     let mut parts = vec![String::new()];
@@ -213,6 +376,23 @@ mod tests {
             Some("service[0] (web).name")
         );
         assert_eq!(key_at(TEXT, 1).as_deref(), Some("node"));
+    }
+
+    #[test]
+    fn finds_key_paths_in_invalid_text() {
+        let text = TEXT.replace("\"192.0.2.12\"", "192.0.2.12");
+        let offset = text.find("192.0.2.12").unwrap();
+        assert_eq!(
+            key_at(&text, offset).as_deref(),
+            Some("service[0] (web).backend[1].address")
+        );
+        let text = TEXT.replace("mtu = 600", "mtu = 600 x\nports = [\n  1,\n  x,\n]");
+        let offset = text.find('x').unwrap();
+        assert_eq!(key_at(&text, offset).as_deref(), Some("node.mtu"));
+        let offset = text.find("  x").unwrap();
+        assert_eq!(key_at(&text, offset).as_deref(), Some("node.ports"));
+        let offset = text.find("[[service]]").unwrap();
+        assert_eq!(key_at(&text, offset).as_deref(), Some("service[0] (web)"));
     }
 
     #[test]
