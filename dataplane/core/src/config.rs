@@ -312,7 +312,8 @@ impl fmt::Debug for HashKey {
 /// DPDK dataplane settings: EAL arguments, ports and worker cores.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DpdkConfig {
-    /// Arguments for `rte_eal_init`, without the program name.
+    /// Arguments for `rte_eal_init`, without the program name. spike-dataplane checks
+    /// their lcore option against `workers` before EAL starts, but this crate does not.
     pub eal_args: Vec<String>,
     /// DPDK name of the port that receives VIP traffic and sends encapsulated frames.
     pub port: String,
@@ -931,7 +932,6 @@ fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, ConfigError> {
             ));
         }
     }
-    check_lcores(&raw.eal_args, raw.workers)?;
     if let Some(path) = &raw.snapshot_ring {
         if !path.as_os_str().is_empty() && !path.is_absolute() {
             return Err(ConfigError::invalid(
@@ -956,78 +956,6 @@ fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, ConfigError> {
             .snapshot_ring
             .filter(|path| !path.as_os_str().is_empty()),
     })
-}
-
-/// Rejects more workers than the EAL's lcore list (`-l`, `--lcores` or `-c`) gives
-/// besides the main lcore, before EAL starts. Without such an option EAL takes every
-/// CPU, and only the running EAL can count them.
-fn check_lcores(eal_args: &[String], workers: u16) -> Result<(), ConfigError> {
-    let Some(lcores) = eal_lcore_count(eal_args) else {
-        return Ok(());
-    };
-    let available = lcores.saturating_sub(1);
-    if usize::from(workers) <= available {
-        return Ok(());
-    }
-    Err(ConfigError::invalid(
-        "dpdk.workers",
-        workers,
-        &format!(
-            "at most {available}: dpdk.eal_args gives {available} worker lcores besides the \
-             main lcore; add lcores to the -l list or lower dpdk.workers"
-        ),
-    ))
-}
-
-/// Counts the lcores that `eal_args` give EAL, or `None` when they name none or use a
-/// form this count does not read (`--lcores` with CPU sets, `-c` with a huge mask).
-fn eal_lcore_count(eal_args: &[String]) -> Option<usize> {
-    let mut count = None;
-    let mut args = eal_args.iter();
-    while let Some(arg) = args.next() {
-        let (option, inline) = match arg.split_once('=') {
-            Some((option, value)) if option.starts_with("--") => (option, Some(value)),
-            _ if arg.len() > 2 && (arg.starts_with("-l") || arg.starts_with("-c")) => {
-                (&arg[..2], Some(&arg[2..]))
-            }
-            _ => (arg.as_str(), None),
-        };
-        if !matches!(option, "-l" | "--lcores" | "-c") {
-            continue;
-        }
-        let value = match inline {
-            Some(value) => value,
-            None => args.next()?,
-        };
-        count = if option == "-c" {
-            let mask = value.trim_start_matches("0x").trim_start_matches("0X");
-            u128::from_str_radix(mask, 16)
-                .ok()
-                .map(|mask| mask.count_ones() as usize)
-        } else {
-            lcore_list_count(value)
-        };
-    }
-    count
-}
-
-/// Counts the lcores of a list such as `0,2-5`; `None` for other forms.
-fn lcore_list_count(list: &str) -> Option<usize> {
-    let mut lcores = HashSet::new();
-    for part in list.split(',') {
-        let (first, last) = match part.split_once('-') {
-            Some((first, last)) => (first.trim().parse().ok()?, last.trim().parse().ok()?),
-            None => {
-                let lcore: u32 = part.trim().parse().ok()?;
-                (lcore, lcore)
-            }
-        };
-        if first > last || last - first > 1024 {
-            return None;
-        }
-        lcores.extend(first..=last);
-    }
-    Some(lcores.len())
 }
 
 fn unicast_mac(key: &str, mac: Parsed<MacAddr>) -> Result<MacAddr, ConfigError> {

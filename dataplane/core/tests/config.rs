@@ -735,7 +735,7 @@ fn example_key_and_empty_services_warn() {
 }
 
 #[test]
-fn dpdk_checks_lcores_and_ring_path() {
+fn dpdk_lcores_and_ring_path() {
     let dpdk = |settings: &str| {
         format!(
             "{}\n[dpdk]\nport = \"net_null0\"\n{settings}\n",
@@ -757,26 +757,10 @@ fn dpdk_checks_lcores_and_ring_path() {
     for settings in accepted {
         dpdk(settings).unwrap_or_else(|error| panic!("{settings}: {error}"));
     }
-    let rejected = [
-        (
-            "eal_args = [\"-l\", \"0,1\"]\nworkers = 2",
-            "gives 1 worker lcores",
-        ),
-        (
-            "eal_args = [\"-l\", \"0\"]\nworkers = 1",
-            "gives 0 worker lcores",
-        ),
-        (
-            "eal_args = [\"-c\", \"3\"]\nworkers = 2",
-            "gives 1 worker lcores",
-        ),
-        (
-            "snapshot_ring = \"spike-ring\"",
-            "dpdk.snapshot_ring: invalid value spike-ring",
-        ),
-    ];
-    for (settings, message) in rejected {
-        let error = dpdk(settings).expect_err(settings);
-        assert!(error.contains(message), "{settings}: {error}");
-    }
+    // spike-dataplane, not this crate, checks the lcore count against dpdk.workers.
+    let error = dpdk("snapshot_ring = \"spike-ring\"").expect_err("relative ring path");
+    assert!(
+        error.contains("dpdk.snapshot_ring: invalid value spike-ring"),
+        "{error}"
+    );
 }

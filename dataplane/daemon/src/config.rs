@@ -328,6 +328,41 @@ mod tests {
         }
     }
 
+    /// Loads the example config with a `[dpdk]` section for net_null0 and `settings`.
+    fn load_with_dpdk(settings: &str) -> Result<Loaded, String> {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/spike.toml");
+        let text = std::fs::read_to_string(&example).expect("read configs/spike.toml");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("spike.toml");
+        let dpdk = format!("\n[dpdk]\nport = \"net_null0\"\n{settings}\n");
+        std::fs::write(&path, text + &dpdk).expect("write the config");
+        load(&path).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn too_few_lcores_are_rejected() {
+        // (settings, worker lcores the list gives besides the main lcore)
+        let cases = [
+            ("eal_args = [\"-l\", \"0,1\"]\nworkers = 2", 1),
+            ("eal_args = [\"-l\", \"0\"]\nworkers = 1", 0),
+            ("eal_args = [\"-l0-1\"]\nworkers = 2", 1),
+            ("eal_args = [\"-c\", \"3\"]\nworkers = 2", 1),
+            ("eal_args = [\"-c0x1\"]\nworkers = 1", 0),
+            ("eal_args = [\"--lcores\", \"0,3\"]\nworkers = 2", 1),
+            ("eal_args = [\"--lcores=0,3,4\"]\nworkers = 3", 2),
+        ];
+        for (settings, available) in cases {
+            let error = load_with_dpdk(settings).expect_err(settings);
+            assert!(error.contains("dpdk.workers: invalid value "), "{error}");
+            assert!(
+                error.contains(&format!("gives {available} worker lcores")),
+                "{settings}: {error}"
+            );
+            assert!(error.contains("add lcores to the lcore list"), "{error}");
+        }
+        load_with_dpdk("eal_args = [\"-l\", \"0-2\"]\nworkers = 2").expect("enough lcores");
+    }
+
     #[test]
     fn bad_lcore_tokens_are_named() {
         let cases: [(&[&str], &str); 9] = [
