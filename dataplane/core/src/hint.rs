@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use crate::flow::{FlowHasher, FlowKey, HashFields};
-use crate::snapshot::mapped;
+use crate::snapshot::{is_ipv4_mapped, mapped};
 use crate::wire::{self, EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, VlanTag};
 
 pub(crate) const ETHERNET_HEADER_LEN: usize = 14;
@@ -193,6 +193,9 @@ fn parse_any(frame: &[u8]) -> Option<Hint> {
         }
         EtherType::Ipv6 => {
             let packet = Ipv6Packet::new_checked(l3).ok()?;
+            if is_ipv4_mapped(&packet.dst_addr().octets()) {
+                return None;
+            }
             (
                 packet.src_addr().octets(),
                 packet.dst_addr().octets(),

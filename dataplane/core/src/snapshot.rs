@@ -45,6 +45,15 @@ pub(crate) fn mapped(address: IpAddr) -> [u8; 16] {
     }
 }
 
+/// Returns whether an address read from an IPv6 header is IPv4-mapped (`::ffff:0:0/96`).
+/// Flow keys write IPv4 addresses in that form, so an IPv6 packet to such an address
+/// would look like IPv4 traffic to an IPv4 VIP. It is not Spike's traffic, so it goes to
+/// the kernel.
+#[inline]
+pub(crate) fn is_ipv4_mapped(address: &[u8; 16]) -> bool {
+    address[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
+}
+
 /// A multiply-rotate hash over 8-byte words for the service maps. They hold only
 /// configured keys, so crafted packets can make a lookup miss but cannot lengthen a
 /// collision chain, and a fast unkeyed hash is enough. Byte-at-a-time hashes such as

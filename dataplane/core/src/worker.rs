@@ -28,7 +28,7 @@ use crate::hint::{
 };
 use crate::icmp::{self, MAX_REPLY_LEN};
 use crate::ratelimit::TokenBucket;
-use crate::snapshot::{mapped, Service, ServiceKey, Snapshot};
+use crate::snapshot::{is_ipv4_mapped, mapped, Service, ServiceKey, Snapshot};
 use crate::verdict::{DropReason, KernelReason, Selection, Verdict};
 use crate::wire::{
     self, EtherType, EthernetFrame, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet,
@@ -734,6 +734,9 @@ impl Worker {
             Err(error) => return Verdict::Drop(ipv6_drop_reason(error)),
         };
         let dst = packet.dst_addr().octets();
+        if is_ipv4_mapped(&dst) {
+            return Verdict::Kernel(KernelReason::NotService);
+        }
         let first_header = packet.next_header();
         let is_vip = snapshot.is_vip(&dst);
         if !is_vip && first_header == IpProtocol::Udp {
@@ -1594,7 +1597,12 @@ fn classify_icmpv6(snapshot: &Snapshot, transport: &[u8]) -> Result<Classified, 
     if !icmp.is_error() {
         return Err(Verdict::Kernel(KernelReason::IcmpNotError));
     }
-    classify_quoted(snapshot, icmp::parse_quoted_ipv6(icmp.data()))
+    let quoted = icmp::parse_quoted_ipv6(icmp.data());
+    // The quoted packet came from the VIP, so its source is the VIP's address.
+    if quoted.is_some_and(|quoted| is_ipv4_mapped(&quoted.src)) {
+        return Err(Verdict::Kernel(KernelReason::IcmpErrorNotService));
+    }
+    classify_quoted(snapshot, quoted)
 }
 
 fn ipv4_drop_reason(error: wire::Error) -> DropReason {

@@ -94,10 +94,25 @@ fn stateless_cases() -> Vec<Case> {
     let mut v6_long_payload = ipv6(CLIENT6, VIP6, 6, &tcp(40000, 80, SYN, b""));
     v6_long_payload[4..6].copy_from_slice(&500u16.to_be_bytes());
 
+    // An IPv6 packet to the IPv4-mapped form of an IPv4 VIP has the flow key of an IPv4
+    // packet to that VIP, but the IPv4 service's backends cannot take it.
+    let mapped_vip = VIP.to_ipv6_mapped();
+    let to_mapped_vip = ipv6(CLIENT6, mapped_vip, 6, &tcp(40000, 80, SYN, b""));
+
     let mut qinq_tagged = vec![0x00, 0x05, 0x81, 0x00, 0x00, 0x06, 0x08, 0x00];
     qinq_tagged.extend_from_slice(&syn_packet);
 
     vec![
+        Case {
+            description: "IPv6 to an IPv4 VIP's mapped address goes to the kernel",
+            frame: ethernet(0x86dd, &to_mapped_vip),
+            expected: Verdict::Kernel(KernelReason::NotService),
+        },
+        Case {
+            description: "IPv6 to an IPv4 VIP's mapped address, VLAN-tagged, goes to the kernel",
+            frame: vlan_ethernet(6, 0x86dd, &to_mapped_vip),
+            expected: Verdict::Kernel(KernelReason::NotService),
+        },
         Case {
             description: "TCP SYN to a configured VIP:port is forwarded",
             frame: ethernet(0x0800, &syn_packet),
@@ -1173,6 +1188,22 @@ fn icmpv6_packet_too_big_to_flow_backend() {
     let flow = ethernet(0x86dd, &ipv6(CLIENT6, VIP6, 6, &tcp(42000, 80, SYN, b"")));
     harness.process(&flow, 0);
     assert_eq!(harness.backend_name(), from_error);
+}
+
+#[test]
+fn icmpv6_quoting_mapped_vip_goes_to_kernel() {
+    // The quoted reply comes from the IPv4-mapped form of an IPv4 VIP. Its flow key
+    // matches that IPv4 service, whose backends cannot take an IPv6 packet.
+    let mut harness = Harness::base();
+    let mapped_vip = VIP.to_ipv6_mapped();
+    let reply = ipv6(mapped_vip, CLIENT6, 6, &tcp(80, 42000, ACK, &[0u8; 20]));
+    let router = "2001:db8:ffff::1".parse().expect("address");
+    let icmp = icmpv6(router, VIP6, 2, 0, 1400u32.to_be_bytes(), &reply);
+    let error = ethernet(0x86dd, &ipv6(router, VIP6, 58, &icmp));
+    assert_eq!(
+        harness.process(&error, 0),
+        Verdict::Kernel(KernelReason::IcmpErrorNotService)
+    );
 }
 
 #[test]
