@@ -18,14 +18,21 @@
 //! every VIP, wait `bgp.drain_s` while routers move the flows to other Spike nodes,
 //! then exit.
 //!
-//! NOTE: while the control plane is stopped nothing withdraws the routes if the
-//! dataplane dies too; BIRD keeps announcing them until it stops or its host dies.
+//! After every stop of the dataplane (a stop, a crash, kill -9), its unit runs
+//! `spike-controlplane --withdraw` ([`withdraw`]), which writes the file without VIPs
+//! and reloads BIRD. This also withdraws the routes while the control plane is stopped
+//! and cannot follow the heartbeat. A running control plane notices within a
+//! tick that another process replaced the file. It then keeps every VIP withdrawn until
+//! the dataplane writes a heartbeat newer than that moment, and writes the file again.
+//! So a dataplane that restarts within `bgp.dataplane_timeout_ms` gets its VIPs back,
+//! and the stopped one's last heartbeats announce nothing.
 
 mod bird;
 mod config;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,8 +46,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use self::bird::BirdClient;
 pub use self::bird::BirdError;
+use self::bird::{BirdClient, FileStamp};
 pub use self::config::BgpConfig;
 pub(crate) use self::config::{validate, RawBgp};
 
@@ -100,17 +107,25 @@ pub enum Decision {
     /// The dataplane's last heartbeat is `heartbeat_age_ms` old, or it never wrote one
     /// (`None`): withdraw everything.
     DataplaneStopped { heartbeat_age_ms: Option<u64> },
+    /// Another process replaced the routes file, as `spike-controlplane --withdraw`
+    /// does after a stop of the dataplane, and the dataplane has written no heartbeat
+    /// since this process noticed it at `noticed_unix_ms`. Keep every VIP withdrawn
+    /// until the dataplane writes a newer heartbeat.
+    Replaced { noticed_unix_ms: u64 },
     /// The dataplane runs a generation this process has no services of: leave the
     /// announcement as it is.
     Unknown { applied_generation: u64 },
 }
 
 /// Decides what to announce from the dataplane's status in the ring at `now_unix_ms`.
+/// `replaced_unix_ms` is when this process noticed that another process replaced the
+/// routes file, if that happened since the dataplane's heartbeat last passed it.
 pub fn decide(
     status: &DataplaneStatus,
     now_unix_ms: u64,
     timeout: Duration,
     generations: &Generations,
+    replaced_unix_ms: Option<u64>,
 ) -> Decision {
     if status.heartbeat_unix_ms == 0 {
         return Decision::DataplaneStopped {
@@ -122,6 +137,11 @@ pub fn decide(
         return Decision::DataplaneStopped {
             heartbeat_age_ms: Some(age_ms),
         };
+    }
+    if let Some(noticed_unix_ms) =
+        replaced_unix_ms.filter(|&noticed| status.heartbeat_unix_ms <= noticed)
+    {
+        return Decision::Replaced { noticed_unix_ms };
     }
     match generations.vips(status.applied_generation) {
         Some(vips) => Decision::Announce {
@@ -177,6 +197,33 @@ impl BgpMetrics {
     }
 }
 
+/// Writes the routes file with the sessions of `config` and no VIPs, then requests a
+/// reload from BIRD: `spike-controlplane --withdraw`. Needs no running control plane
+/// and changes nothing of one. The file is written even when it already has no VIPs,
+/// so that a running control plane notices the replacement ([`Decision::Replaced`]).
+///
+/// # Errors
+///
+/// [`BirdError`] when the file cannot be written, or BIRD is not reachable, times out
+/// or rejects the reload.
+pub async fn withdraw(config: &BgpConfig) -> Result<(), BirdError> {
+    let text = bird::render(config, &BTreeSet::new());
+    let path = config.routes_file.clone();
+    match tokio::task::spawn_blocking(move || bird::write_atomically(&path, &text)).await {
+        Ok(written) => written?,
+        Err(join_error) => {
+            return Err(BirdError::Write {
+                path: config.routes_file.clone(),
+                source: std::io::Error::other(join_error),
+            })
+        }
+    };
+    BirdClient::new(config.bird_socket.clone(), BIRD_TIMEOUT)
+        .configure()
+        .await
+        .map(drop)
+}
+
 /// A request to the running announcer to withdraw every VIP. The reply reports whether
 /// BIRD applied the withdrawal.
 type WithdrawRequest = oneshot::Sender<Result<(), BirdError>>;
@@ -201,7 +248,7 @@ impl Announcer {
         if !config.routes_file.exists() {
             let text = bird::render(&config, &BTreeSet::new());
             match bird::write_atomically(&config.routes_file, &text) {
-                Ok(()) => info!(
+                Ok(_) => info!(
                     routes_file = %config.routes_file.display(),
                     "routes file written without VIPs for BIRD's first start"
                 ),
@@ -220,6 +267,8 @@ impl Announcer {
             last_decision: None,
             last_failure: None,
             draining: false,
+            written: None,
+            replaced_unix_ms: None,
         };
         let task = tokio::spawn(state.run(withdraw_requests));
         Announcer {
@@ -284,6 +333,14 @@ struct State {
     last_failure: Option<String>,
     /// Set by the planned stop: nothing is announced any more.
     draining: bool,
+    /// Path and stamp of the routes file that this process last wrote or found with the
+    /// expected text.
+    written: Option<(PathBuf, FileStamp)>,
+    /// Time at which this process noticed another process's replacement of the routes
+    /// file, kept until the dataplane's heartbeat is newer. It is the time of noticing
+    /// rather than the file's modification time, because the kernel stamps files with a
+    /// coarse clock that may lag the heartbeat's clock by a timer tick.
+    replaced_unix_ms: Option<u64>,
 }
 
 impl State {
@@ -308,20 +365,28 @@ impl State {
     async fn reconcile(&mut self) {
         let status = lock(&self.ring).dataplane();
         let config = Arc::clone(&self.config.borrow());
+        self.notice_replacement(&config.routes_file);
         let decision = decide(
             &status,
             unix_ms(),
             config.dataplane_timeout,
             &self.generations,
+            self.replaced_unix_ms,
         );
-        let running = !matches!(decision, Decision::DataplaneStopped { .. });
+        let running = matches!(
+            decision,
+            Decision::Announce { .. } | Decision::Unknown { .. }
+        );
         self.metrics.dataplane_running.set(i64::from(running));
         self.log_decision(&decision);
+        if running {
+            self.replaced_unix_ms = None;
+        }
 
         let vips = match decision {
             _ if self.draining => BTreeSet::new(),
             Decision::Announce { vips, .. } => vips,
-            Decision::DataplaneStopped { .. } => BTreeSet::new(),
+            Decision::DataplaneStopped { .. } | Decision::Replaced { .. } => BTreeSet::new(),
             Decision::Unknown { .. } => return,
         };
         let current = self
@@ -334,6 +399,31 @@ impl State {
             return;
         }
         let _ = self.apply(vips).await;
+    }
+
+    /// Checks whether another process replaced or removed the routes file since this one
+    /// wrote it. What BIRD loaded is then unknown, so the next withdrawal or
+    /// announcement writes the file again. The check costs one `stat` per tick.
+    fn notice_replacement(&mut self, routes_file: &Path) {
+        let Some((path, written)) = &self.written else {
+            return;
+        };
+        if path != routes_file {
+            return;
+        }
+        if FileStamp::read(routes_file).as_ref() == Some(written) {
+            return;
+        }
+        let replaced_unix_ms = unix_ms();
+        warn!(
+            routes_file = %routes_file.display(),
+            "another process replaced or removed the routes file; announcing again only \
+             after a dataplane heartbeat newer than that"
+        );
+        self.written = None;
+        self.applied = None;
+        self.retry_at = None;
+        self.replaced_unix_ms = Some(replaced_unix_ms);
     }
 
     /// Logs a change of the decision, not its repetition every tick. A stopped
@@ -356,6 +446,11 @@ impl State {
                 heartbeat_age_ms,
                 "the dataplane's heartbeat in the ring is missing or too old; withdrawing \
                  every VIP"
+            ),
+            Decision::Replaced { noticed_unix_ms } => info!(
+                noticed_unix_ms,
+                "the routes file was replaced after the dataplane's last heartbeat; every \
+                 VIP stays withdrawn until the dataplane writes a newer one"
             ),
             Decision::Unknown { applied_generation } => info!(
                 applied_generation,
@@ -411,20 +506,19 @@ impl State {
     }
 
     async fn write_and_reload(
-        &self,
+        &mut self,
         config: &BgpConfig,
         vips: &BTreeSet<IpAddr>,
     ) -> Result<(), BirdError> {
         let text = bird::render(config, vips);
         let path = config.routes_file.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            if std::fs::read_to_string(&path).is_ok_and(|on_disk| on_disk == text) {
-                return Ok(());
-            }
-            bird::write_atomically(&path, &text)
-        })
-        .await;
-        match written {
+        let written =
+            tokio::task::spawn_blocking(move || match bird::stamp_if_equal(&path, &text) {
+                Some(stamp) => Ok(stamp),
+                None => bird::write_atomically(&path, &text),
+            })
+            .await;
+        let stamp = match written {
             Ok(result) => result?,
             Err(join_error) => {
                 return Err(BirdError::Write {
@@ -432,7 +526,8 @@ impl State {
                     source: std::io::Error::other(join_error),
                 })
             }
-        }
+        };
+        self.written = Some((config.routes_file.clone(), stamp));
         // BIRD reloads even an unchanged file: a previous process may have written it
         // and stopped before BIRD read it.
         let reply = self.client(config).configure().await;
@@ -531,7 +626,7 @@ mod tests {
         generations.record(4, &[service("203.0.113.1", &[1])]);
         generations.record(5, &[service("203.0.113.2", &[1])]);
         // The dataplane still runs 4 while 5 is on its way: 4's VIPs stay announced.
-        let decision = decide(&status(4, 10_000), 10_500, TIMEOUT, &generations);
+        let decision = decide(&status(4, 10_000), 10_500, TIMEOUT, &generations, None);
         assert_eq!(
             decision,
             Decision::Announce {
@@ -545,14 +640,14 @@ mod tests {
     fn decide_withdraws_after_a_stale_heartbeat() {
         let generations = Generations::default();
         generations.record(4, &[service("203.0.113.1", &[1])]);
-        let decision = decide(&status(4, 10_000), 11_001, TIMEOUT, &generations);
+        let decision = decide(&status(4, 10_000), 11_001, TIMEOUT, &generations, None);
         assert_eq!(
             decision,
             Decision::DataplaneStopped {
                 heartbeat_age_ms: Some(1001)
             }
         );
-        let decision = decide(&status(0, 0), 11_001, TIMEOUT, &generations);
+        let decision = decide(&status(0, 0), 11_001, TIMEOUT, &generations, None);
         assert_eq!(
             decision,
             Decision::DataplaneStopped {
@@ -562,10 +657,59 @@ mod tests {
     }
 
     #[test]
+    fn decide_holds_after_a_replaced_file() {
+        let generations = Generations::default();
+        generations.record(4, &[service("203.0.113.1", &[1])]);
+        // The dataplane's last heartbeat came before the routes file was replaced.
+        let decision = decide(
+            &status(4, 10_000),
+            10_200,
+            TIMEOUT,
+            &generations,
+            Some(10_100),
+        );
+        assert_eq!(
+            decision,
+            Decision::Replaced {
+                noticed_unix_ms: 10_100
+            }
+        );
+        // A heartbeat after the replacement comes from a dataplane that runs again.
+        let decision = decide(
+            &status(4, 10_120),
+            10_200,
+            TIMEOUT,
+            &generations,
+            Some(10_100),
+        );
+        assert_eq!(
+            decision,
+            Decision::Announce {
+                generation: 4,
+                vips: set(&["203.0.113.1"])
+            }
+        );
+        // A stale heartbeat is a stopped dataplane, replaced file or not.
+        let decision = decide(
+            &status(4, 10_000),
+            12_000,
+            TIMEOUT,
+            &generations,
+            Some(10_100),
+        );
+        assert_eq!(
+            decision,
+            Decision::DataplaneStopped {
+                heartbeat_age_ms: Some(2000)
+            }
+        );
+    }
+
+    #[test]
     fn decide_leaves_an_unknown_generation_alone() {
         let generations = Generations::default();
         generations.record(4, &[service("203.0.113.1", &[1])]);
-        let decision = decide(&status(3, 10_000), 10_000, TIMEOUT, &generations);
+        let decision = decide(&status(3, 10_000), 10_000, TIMEOUT, &generations, None);
         assert_eq!(
             decision,
             Decision::Unknown {
@@ -750,6 +894,115 @@ mod tests {
             );
             // The drained announcer keeps the VIP withdrawn although the dataplane runs.
             wait_for_routes(&client, &subscriber, true, |r| !vip(r), "stay withdrawn").await;
+            announcer.stop();
+        });
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Polls BIRD's IPv4 VIP routes for `duration`, writing no heartbeat, and panics if
+    /// `announced(routes)` ever returns true.
+    async fn assert_routes_stay(
+        client: &BirdClient,
+        duration: Duration,
+        announced: impl Fn(&str) -> bool,
+        what: &str,
+    ) {
+        let deadline = Instant::now() + duration;
+        while Instant::now() < deadline {
+            let reply = client
+                .command("show route protocol spike_vips4")
+                .await
+                .unwrap();
+            let routes: String = reply.iter().map(|line| line.text.clone() + "\n").collect();
+            assert!(
+                !announced(&routes),
+                "{what}: BIRD's routes became {routes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[test]
+    fn announcer_external_withdrawal() {
+        runtime().block_on(async {
+            let directory = tempfile::tempdir().unwrap();
+            let ring = directory.path().join("ring");
+            let geometry = spike_snapring::Geometry::default();
+            let publisher = Arc::new(Mutex::new(Publisher::attach(&ring, geometry).unwrap()));
+            let subscriber = spike_snapring::Subscriber::attach(&ring, geometry).unwrap();
+            let generations = Generations::default();
+            generations.record(1, &[service("203.0.113.80", &[1])]);
+            subscriber.report_applied(1);
+            subscriber.heartbeat();
+
+            let routes_file = directory.path().join("routes.conf");
+            // Far longer than the test, so the control plane never detects a stale
+            // heartbeat, as when the dataplane restarts within the timeout.
+            let config = BgpConfig {
+                asn: 65001,
+                router_id: "192.0.2.1".parse().unwrap(),
+                neighbors: vec![config::Neighbor {
+                    address: "127.0.0.1".parse().unwrap(),
+                    asn: 65000,
+                }],
+                hold_time_s: 3,
+                bfd: false,
+                bird_socket: directory.path().join("bird.ctl"),
+                routes_file: routes_file.clone(),
+                drain: Duration::ZERO,
+                dataplane_timeout: Duration::from_secs(60),
+            };
+            let metrics = BgpMetrics::default();
+            let announcer =
+                Announcer::start(config.clone(), publisher, generations, metrics.clone());
+            let _bird = IsolatedBird::start(directory.path(), &routes_file);
+            let client = BirdClient::new(directory.path().join("bird.ctl"), BIRD_TIMEOUT);
+            let vip = |routes: &str| routes.contains("203.0.113.80/32");
+            wait_for_routes(&client, &subscriber, true, vip, "announce while running").await;
+            // BIRD may read the VIP from the file before it replies to the announcer's
+            // reload, and the announcer's retry would then announce it again later.
+            for _ in 0..100 {
+                if metrics.announced_vips.get() == 1 {
+                    break;
+                }
+                subscriber.heartbeat();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(
+                metrics.announced_vips.get(),
+                1,
+                "BIRD took the announcer's reload"
+            );
+
+            // The dataplane stops, and its unit runs `spike-controlplane --withdraw`.
+            withdraw(&config).await.unwrap();
+            let rendered = std::fs::read_to_string(&routes_file).unwrap();
+            assert!(!rendered.contains("203.0.113.80"), "{rendered}");
+            assert!(
+                rendered.contains("protocol bgp spike_peer_127_0_0_1 {"),
+                "the sessions stay: {rendered}"
+            );
+            assert_routes_stay(
+                &client,
+                Duration::from_secs(1),
+                vip,
+                "the stopped dataplane's recent heartbeat announced again",
+            )
+            .await;
+
+            wait_for_routes(&client, &subscriber, true, vip, "announce when back").await;
+            let rendered = std::fs::read_to_string(&routes_file).unwrap();
+            assert!(
+                rendered.contains("route 203.0.113.80/32 blackhole;"),
+                "{rendered}"
+            );
             announcer.stop();
         });
     }

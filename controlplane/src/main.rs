@@ -13,7 +13,9 @@
 //! waits `bgp.drain_s` and stops (see `bgp`). Exit codes: 0 after a stop, 2 for an
 //! invalid config, 1 for other failures, including a planned stop whose withdrawal
 //! failed. `--check-config` validates the file without binding sockets or opening the
-//! ring and exits 0 or 2.
+//! ring and exits 0 or 2. `--withdraw` writes the routes file without VIPs and reloads
+//! BIRD, touching nothing of a running control plane. The dataplane's unit runs it
+//! after every stop of the dataplane, because a stopped control plane cannot withdraw.
 
 mod bgp;
 mod config;
@@ -46,6 +48,14 @@ pub struct Args {
     /// identity cannot be read). Run it before a reload or an upgrade.
     #[arg(long)]
     check_config: bool,
+
+    /// Withdraw every VIP from BGP and exit. With [bgp], write bgp.routes_file with the
+    /// sessions and no VIP routes, then reload BIRD (exit 1 when the file cannot be
+    /// written or BIRD fails the reload). Without [bgp], do nothing. Opens no ring and
+    /// no socket other than BIRD's. spike-dataplane.service runs it after every stop of
+    /// the dataplane.
+    #[arg(long, conflicts_with = "check_config")]
+    withdraw: bool,
 }
 
 /// Signals, exit codes and logging, shown after the options in `--help`.
@@ -56,8 +66,9 @@ Signals:
   SIGUSR1          with [bgp], withdraw the VIPs, wait bgp.drain_s and stop
 
 Exit codes:
-  0  clean stop, or --check-config found the file valid
-  1  runtime failure, a failed withdrawal on SIGUSR1, or an unreadable TLS identity
+  0  clean stop, --check-config found the file valid, or --withdraw is done
+  1  runtime failure, a failed withdrawal on SIGUSR1 or --withdraw, or an unreadable
+     TLS identity
   2  invalid config or command line
 
 Logs go to stderr. RUST_LOG sets the filter (default: info), e.g. RUST_LOG=debug.";
@@ -66,6 +77,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if args.check_config {
         return check_config(&args.config);
+    }
+    if args.withdraw {
+        return withdraw(&args.config);
     }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -105,6 +119,43 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
     println!("{}: ok", path.display());
     ExitCode::SUCCESS
+}
+
+/// Withdraws every VIP through BIRD without a running control plane, and prints the
+/// result or the error.
+fn withdraw(path: &std::path::Path) -> ExitCode {
+    let config = match config::ControlConfig::load(path) {
+        Ok(config) => config,
+        Err(error) => return check_failed(&publish::RunError::from(error)),
+    };
+    let Some(bgp) = config.bgp else {
+        println!("{}: no [bgp] section, nothing to withdraw", path.display());
+        return ExitCode::SUCCESS;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("spike-controlplane: cannot start the tokio runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(bgp::withdraw(&bgp)) {
+        Ok(()) => {
+            println!(
+                "{}: every VIP withdrawn; BIRD reloaded {}",
+                path.display(),
+                bgp.routes_file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("spike-controlplane: withdrawing the VIPs failed: {error}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn check_failed(error: &publish::RunError) -> ExitCode {

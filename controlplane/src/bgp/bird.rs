@@ -15,8 +15,9 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -152,25 +153,78 @@ pub fn protocol_name(address: IpAddr) -> String {
     name
 }
 
+/// Identity of one version of the routes file. A writer that replaces the file by a
+/// rename creates a new inode, and one that rewrites it in place changes its
+/// modification time or length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified_s: i64,
+    modified_ns: i64,
+}
+
+impl FileStamp {
+    fn of(metadata: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            len: metadata.len(),
+            modified_s: metadata.mtime(),
+            modified_ns: metadata.mtime_nsec(),
+        }
+    }
+
+    /// Reads the stamp of the file at `path`, or returns `None` when it cannot be read.
+    pub fn read(path: &Path) -> Option<FileStamp> {
+        std::fs::metadata(path)
+            .ok()
+            .map(|metadata| FileStamp::of(&metadata))
+    }
+}
+
+/// Returns the stamp of the file at `path` when it contains exactly `text`, so that an
+/// unchanged file need not be written again.
+pub fn stamp_if_equal(path: &Path, text: &str) -> Option<FileStamp> {
+    let mut file = std::fs::File::open(path).ok()?;
+    // The stamp comes from the open file, so a rename by another writer between the
+    // read and the stamp cannot pass its file off as this one.
+    let stamp = FileStamp::of(&file.metadata().ok()?);
+    let mut on_disk = String::new();
+    file.read_to_string(&mut on_disk).ok()?;
+    (on_disk == text).then_some(stamp)
+}
+
 /// Replaces `path` with `text` atomically: a reader, BIRD included, sees the old or
-/// the new file, never a mix.
+/// the new file, never a mix. Returns the stamp of the new file.
+///
+/// The temporary file's name carries the process id, because the control plane and
+/// `spike-controlplane --withdraw` may write the same file at the same moment.
 ///
 /// # Errors
 ///
 /// [`BirdError::Write`] naming the file that could not be written or renamed.
-pub fn write_atomically(path: &Path, text: &str) -> Result<(), BirdError> {
+pub fn write_atomically(path: &Path, text: &str) -> Result<FileStamp, BirdError> {
     let error = |source| BirdError::Write {
         path: path.to_owned(),
         source,
     };
     let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
+    temporary.push(format!(".{}.tmp", std::process::id()));
     let temporary = PathBuf::from(temporary);
     let mut file = std::fs::File::create(&temporary).map_err(error)?;
     file.write_all(text.as_bytes()).map_err(error)?;
     file.sync_all().map_err(error)?;
+    // A rename keeps the inode, length and modification time, so this is the stamp of
+    // the file at `path` afterwards.
+    let stamp = file.metadata().map_err(error)?;
     drop(file);
-    std::fs::rename(&temporary, path).map_err(error)
+    if let Err(source) = std::fs::rename(&temporary, path) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error(source));
+    }
+    Ok(FileStamp::of(&stamp))
 }
 
 /// A connection to BIRD's control socket.
@@ -434,6 +488,21 @@ mod tests {
             .map(|entry| entry.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("routes.conf")]);
+    }
+
+    #[test]
+    fn stamps_tell_a_replaced_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("routes.conf");
+        let stamp = write_atomically(&path, "one\n").unwrap();
+        assert_eq!(FileStamp::read(&path), Some(stamp.clone()));
+        assert_eq!(stamp_if_equal(&path, "one\n"), Some(stamp.clone()));
+        assert_eq!(stamp_if_equal(&path, "two\n"), None);
+        // Another writer's file differs even with the same text.
+        let again = write_atomically(&path, "one\n").unwrap();
+        assert_ne!(again, stamp);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(FileStamp::read(&path), None);
     }
 
     #[test]
