@@ -114,6 +114,7 @@ fn help_lists_signals_exit_codes_and_logging() {
         "Exit codes:\n  0 ",
         "  2  invalid config or command line",
         "RUST_LOG sets the filter",
+        "  --withdraw ",
     ] {
         assert!(stdout.contains(expected), "{expected}: {stdout}");
     }
