@@ -79,6 +79,11 @@ no_path_matches() {
     ! compgen -G "$1" >/dev/null
 }
 
+# Prints the shell command of the dataplane unit's ExecStopPost that withdraws the VIPs.
+withdraw_command() {
+    sed -n "s/^ExecStopPost=-+\/bin\/sh -c '\(.*\)'\$/\1/p" "$1"
+}
+
 echo "== build"
 # Not `debian/rules clean`: dh_clean also deletes editor backups (*~, *.orig) across
 # the whole checkout. Without the build stamp, dh runs the cargo build again.
@@ -136,6 +141,12 @@ check "spike-bootstrap-renew.timer enabled" \
 for unit in spike-dataplane.service spike-controlplane.service spike-keyserver.service; do
     check "$unit not enabled" test ! -e "/etc/systemd/system/multi-user.target.wants/$unit"
 done
+withdraw="$(withdraw_command /lib/systemd/system/spike-dataplane.service)"
+check "spike-dataplane.service runs spike-controlplane --withdraw after every stop" \
+    grep -q 'exec /usr/sbin/spike-controlplane --withdraw --config /etc/spike/controlplane.toml' \
+    <<<"$withdraw"
+check "the dataplane's withdrawal does nothing with the packaged config (no [bgp])" \
+    /bin/sh -c "$withdraw"
 check "no unit ties spike-dataplane to spike-controlplane" \
     bash -c "! grep -E '^(BindsTo|PartOf|Requires|Requisite)=' \
         /lib/systemd/system/spike-dataplane.service /lib/systemd/system/spike-controlplane.service"
@@ -187,6 +198,7 @@ check "remove keeps the edited conffile" grep -q '^# edited' /etc/spike/controlp
 check "remove keeps keyserver state" test -f /var/lib/spike-keyserver/keyserver.db
 check "remove keeps the node identity" test -f /var/lib/spike/identity/cert.pem
 check "remove deletes the binaries" no_path_matches "/usr/sbin/spike-*"
+check "the dataplane's withdrawal succeeds without spike-controlplane" /bin/sh -c "$withdraw"
 apt_get purge -y -q "${packages[@]}" >/dev/null
 for package in "${packages[@]}"; do
     check "$package purged" is_absent "$package"
