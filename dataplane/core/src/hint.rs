@@ -15,6 +15,7 @@ pub(crate) const PROTOCOL_TCP: u8 = 6;
 pub(crate) const PROTOCOL_UDP: u8 = 17;
 
 const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
+const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 const ETHERTYPE_VLAN: [u8; 2] = [0x81, 0x00];
 /// The first byte of an IPv4 header without options: version 4, header length 5 words.
 const IPV4_PLAIN_FIRST_BYTE: u8 = 0x45;
@@ -22,6 +23,8 @@ const IPV4_PLAIN_FIRST_BYTE: u8 = 0x45;
 const UNTAGGED_PLAIN_IPV4: [u8; 3] = [0x08, 0x00, IPV4_PLAIN_FIRST_BYTE];
 /// Bytes of an IPv4 header without options plus the transport ports.
 const PLAIN_IPV4_PREFIX_LEN: usize = 20 + 4;
+/// Bytes of an IPv6 header plus the transport ports.
+const PLAIN_IPV6_PREFIX_LEN: usize = IPV6_HEADER_LEN + 4;
 /// The fragment offset and more-fragments bits of the IPv4 flags and offset field.
 const IPV4_FRAGMENT_BITS: u16 = 0x3fff;
 const IPV4_DONT_FRAGMENT: u16 = 0x4000;
@@ -70,13 +73,22 @@ pub(crate) fn parse_flow(frame: &[u8], hasher: &FlowHasher) -> Option<Hint> {
 pub(crate) fn parse_flow_into(frame: &[u8], hasher: &FlowHasher, slot: &mut Option<Hint>) {
     match parse_plain_ipv4(frame, hasher) {
         Some(parsed) => *slot = parsed,
+        None => parse_other_into(frame, hasher, slot),
+    }
+}
+
+/// Stores the hint of a frame that is not plain IPv4 in `slot`: IPv6 without extension
+/// headers at fixed offsets, anything else through [`parse_any`]. Out of line because
+/// plain IPv4 is the common shape.
+#[inline(never)]
+fn parse_other_into(frame: &[u8], hasher: &FlowHasher, slot: &mut Option<Hint>) {
+    match parse_plain_ipv6(frame, hasher) {
+        Some(parsed) => *slot = parsed,
         None => parse_any_into(frame, hasher, slot),
     }
 }
 
-/// Stores the result of [`parse_any`], hashed, in `slot`; out of line because plain IPv4
-/// is the common shape.
-#[inline(never)]
+/// Stores the result of [`parse_any`], hashed, in `slot`.
 fn parse_any_into(frame: &[u8], hasher: &FlowHasher, slot: &mut Option<Hint>) {
     *slot = parse_any(frame).map(|mut hint| {
         hint.hash = hasher.hash(&hint.key, HashFields::FiveTuple);
@@ -153,6 +165,64 @@ fn parse_plain_ipv4_at(frame: &[u8], ip: usize, hasher: &FlowHasher) -> Option<O
         transport_start: (ip + 20) as u32,
         ip_end: ip_end as u32,
         dont_frag: flags & IPV4_DONT_FRAGMENT != 0,
+    }))
+}
+
+/// Reads an IPv6 frame whose next header is the transport header, untagged or with one
+/// VLAN tag, at fixed offsets. Returns `None` for a frame of another shape, which
+/// [`parse_any`] reads, and `Some` with the result for one of this shape.
+#[inline]
+fn parse_plain_ipv6(frame: &[u8], hasher: &FlowHasher) -> Option<Option<Hint>> {
+    let head: &[u8; ETHERNET_HEADER_LEN + VLAN_TAG_LEN] = frame
+        .get(..ETHERNET_HEADER_LEN + VLAN_TAG_LEN)?
+        .try_into()
+        .ok()?;
+    if head[12..14] == ETHERTYPE_IPV6 {
+        return parse_plain_ipv6_at(frame, ETHERNET_HEADER_LEN, hasher);
+    }
+    if head[12..14] == ETHERTYPE_VLAN && head[16..18] == ETHERTYPE_IPV6 {
+        return parse_plain_ipv6_at(frame, ETHERNET_HEADER_LEN + VLAN_TAG_LEN, hasher);
+    }
+    None
+}
+
+/// Reads the IPv6 header that starts at `ip` in `frame`, as [`parse_plain_ipv6`]
+/// describes.
+#[inline(always)]
+fn parse_plain_ipv6_at(frame: &[u8], ip: usize, hasher: &FlowHasher) -> Option<Option<Hint>> {
+    let header: &[u8; PLAIN_IPV6_PREFIX_LEN] =
+        frame.get(ip..ip + PLAIN_IPV6_PREFIX_LEN)?.try_into().ok()?;
+    let protocol = header[6];
+    if header[0] >> 4 != 6 || (protocol != PROTOCOL_TCP && protocol != PROTOCOL_UDP) {
+        return None;
+    }
+    let payload_len = usize::from(u16::from_be_bytes([header[4], header[5]]));
+    let ip_end = ip + IPV6_HEADER_LEN + payload_len;
+    let src: [u8; 16] = header[8..24].try_into().ok()?;
+    let dst: [u8; 16] = header[24..40].try_into().ok()?;
+    // A payload too short for the ports or beyond the frame is malformed, and the full
+    // decision reports it. An IPv4-mapped destination belongs to no service, and the full
+    // decision leaves it to the kernel.
+    if payload_len < 4 || ip_end > frame.len() || is_ipv4_mapped(&dst) {
+        return Some(None);
+    }
+
+    let key = FlowKey {
+        src,
+        dst,
+        src_port: u16::from_be_bytes([header[40], header[41]]),
+        dst_port: u16::from_be_bytes([header[42], header[43]]),
+        protocol,
+    };
+    Some(Some(Hint {
+        hash: hasher.hash(&key, HashFields::FiveTuple),
+        key,
+        frame_addr: frame.as_ptr() as usize,
+        frame_len: frame.len(),
+        l3_start: ip as u32,
+        transport_start: (ip + IPV6_HEADER_LEN) as u32,
+        ip_end: ip_end as u32,
+        dont_frag: true,
     }))
 }
 
@@ -251,6 +321,24 @@ mod tests {
         frame
     }
 
+    /// Builds an IPv6 UDP frame from [2001:db8::10]:40000 to [2001:db8:100::1]:53,
+    /// untagged or with VLAN tag 6.
+    fn plain_frame_v6(tagged: bool) -> Vec<u8> {
+        let mut frame = vec![0u8; 12];
+        if tagged {
+            frame.extend_from_slice(&[0x81, 0x00, 0x00, 0x06]);
+        }
+        frame.extend_from_slice(&ETHERTYPE_IPV6);
+        frame.extend_from_slice(&[0x60, 0, 0, 0, 0, 12, PROTOCOL_UDP, 64]);
+        let src: std::net::Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let dst: std::net::Ipv6Addr = "2001:db8:100::1".parse().unwrap();
+        frame.extend_from_slice(&src.octets());
+        frame.extend_from_slice(&dst.octets());
+        frame.extend_from_slice(&[0x9c, 0x40, 0x00, 0x35, 0, 12, 0, 0]);
+        frame.extend_from_slice(b"test");
+        frame
+    }
+
     const HASHER_KEY: [u8; 16] = *b"spike-hint-test!";
 
     fn same(fast: &Hint, general: &Hint) -> bool {
@@ -289,22 +377,76 @@ mod tests {
     }
 
     #[test]
+    fn plain_ipv6_reads_like_the_checked_views() {
+        for (tagged, l3_start) in [(false, 14), (true, 18)] {
+            let frame = plain_frame_v6(tagged);
+            let fast = parse_plain_ipv6(&frame, &FlowHasher::new(HASHER_KEY))
+                .expect("plain shape")
+                .expect("a flow");
+            let general = parse_any(&frame).expect("a flow");
+            assert!(same(&fast, &general), "{fast:?} {general:?}");
+            assert_eq!(
+                fast.key,
+                FlowKey::new(
+                    "2001:db8::10".parse().unwrap(),
+                    "2001:db8:100::1".parse().unwrap(),
+                    PROTOCOL_UDP,
+                    40000,
+                    53
+                )
+            );
+            assert!(fast.dont_frag);
+            assert_eq!(fast.l3_start, l3_start);
+            assert_eq!(fast.transport_start, l3_start + 40);
+            assert_eq!(fast.ip_end, l3_start + 52);
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_destination_gives_no_hint() {
+        let hasher = FlowHasher::new(HASHER_KEY);
+        for tagged in [false, true] {
+            let mut frame = plain_frame_v6(tagged);
+            let dst = frame.len() - 12 - 16;
+            frame[dst..dst + 16].copy_from_slice(&mapped("198.51.100.1".parse().unwrap()));
+            assert_eq!(
+                parse_plain_ipv6(&frame, &hasher).map(|hint| hint.is_some()),
+                Some(false)
+            );
+            assert!(parse_any(&frame).is_none(), "tagged {tagged}");
+        }
+    }
+
+    #[test]
     fn plain_ipv4_single_byte_changes() {
         // Every value of every header byte up to the ports, one byte at a time: the fast
         // reader either leaves the frame to the general one or gives the same result.
         for tagged in [false, true] {
-            single_byte_changes(&plain_frame(tagged));
+            single_byte_changes(&plain_frame(tagged), 20 + 4, parse_plain_ipv4);
         }
     }
 
-    fn single_byte_changes(frame: &[u8]) {
+    #[test]
+    fn plain_ipv6_single_byte_changes() {
+        for tagged in [false, true] {
+            single_byte_changes(&plain_frame_v6(tagged), 8 + 4, parse_plain_ipv6);
+        }
+    }
+
+    /// Changes each byte of `frame` up to the transport ports to every value and compares
+    /// `fast` with [`parse_any`]. `tail` is the length of the transport header and payload.
+    fn single_byte_changes(
+        frame: &[u8],
+        tail: usize,
+        fast: fn(&[u8], &FlowHasher) -> Option<Option<Hint>>,
+    ) {
         let hasher = FlowHasher::new(HASHER_KEY);
-        for position in 0..frame.len() - 20 + 4 {
+        for position in 0..frame.len() - tail + 4 {
             for value in 0..=255u8 {
                 let mut changed = frame.to_vec();
                 changed[position] = value;
                 let general = parse_any(&changed);
-                if let Some(fast) = parse_plain_ipv4(&changed, &hasher) {
+                if let Some(fast) = fast(&changed, &hasher) {
                     match (fast, general) {
                         (Some(fast), Some(general)) => {
                             assert!(same(&fast, &general), "byte {position} = {value}")
@@ -328,6 +470,15 @@ mod tests {
     fn short_and_cut_frames_give_no_hint() {
         let hasher = FlowHasher::new(HASHER_KEY);
         for tagged in [false, true] {
+            let frame = plain_frame_v6(tagged);
+            for len in 0..frame.len() {
+                let cut = &frame[..len];
+                assert_eq!(
+                    parse_flow(cut, &hasher).is_some(),
+                    parse_any(cut).is_some(),
+                    "IPv6, len {len}"
+                );
+            }
             let frame = plain_frame(tagged);
             for len in 0..frame.len() {
                 let cut = &frame[..len];
