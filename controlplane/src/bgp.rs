@@ -533,7 +533,9 @@ impl State {
         let reply = self.client(config).configure().await;
         self.metrics.bird_reachable.set(i64::from(!matches!(
             reply,
-            Err(BirdError::Connect { .. } | BirdError::Timeout { .. })
+            Err(BirdError::Connect { .. }
+                | BirdError::SocketDenied { .. }
+                | BirdError::Timeout { .. })
         )));
         reply.map(drop)
     }

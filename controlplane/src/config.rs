@@ -1398,7 +1398,7 @@ mod tests {
         [bgp]
         asn = 65001
         router_id = "192.0.2.1"
-        routes_file = "/etc/bird/spike-routes.conf"
+        routes_file = "/run/spike-controlplane/bird-routes.conf"
 
         [[bgp.neighbor]]
         address = "192.0.2.254"

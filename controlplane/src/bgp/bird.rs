@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,6 +30,13 @@ use super::config::BgpConfig;
 /// Longest reply line accepted from BIRD, in bytes.
 const MAX_LINE_BYTES: usize = 64 * 1024;
 
+/// Mode of the routes file. BIRD runs as another user (Debian's bird2: bird) and must
+/// read it. The file contains no secret, because `[bgp]` has no password key and the
+/// router id, neighbours, AS numbers and VIPs are visible on the network anyway. The
+/// mode is set explicitly, because the packaged unit's `UMask=0077` would otherwise
+/// leave the file readable by the control plane alone.
+pub const ROUTES_FILE_MODE: u32 = 0o644;
+
 /// A failure to talk to BIRD or to get a change applied.
 #[derive(Debug, Error)]
 pub enum BirdError {
@@ -38,6 +45,15 @@ pub enum BirdError {
          -s {socket} or set bgp.bird_socket to the socket it uses"
     )]
     Connect {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "no permission to connect to BIRD's control socket {socket}: {source}; add the \
+         user that runs spike-controlplane to BIRD's group (Debian's bird2: \
+         `adduser spike bird`) and restart spike-controlplane"
+    )]
+    SocketDenied {
         socket: PathBuf,
         source: std::io::Error,
     },
@@ -59,7 +75,10 @@ pub enum BirdError {
         code: u16,
         message: String,
     },
-    #[error("cannot write {path}: {source}; check that the directory exists and is writable")]
+    #[error(
+        "cannot write {path}: {source}; check that the directory exists and is writable \
+         (the packaged spike-controlplane.service writes only below /run/spike-controlplane)"
+    )]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -184,20 +203,26 @@ impl FileStamp {
     }
 }
 
-/// Returns the stamp of the file at `path` when it contains exactly `text`, so that an
-/// unchanged file need not be written again.
+/// Returns the stamp of the file at `path` when it contains exactly `text` with mode
+/// [`ROUTES_FILE_MODE`], so that an unchanged file need not be written again. A file
+/// with another mode is written again, so that BIRD can read it.
 pub fn stamp_if_equal(path: &Path, text: &str) -> Option<FileStamp> {
     let mut file = std::fs::File::open(path).ok()?;
     // The stamp comes from the open file, so a rename by another writer between the
     // read and the stamp cannot pass its file off as this one.
-    let stamp = FileStamp::of(&file.metadata().ok()?);
+    let metadata = file.metadata().ok()?;
+    if metadata.permissions().mode() & 0o777 != ROUTES_FILE_MODE {
+        return None;
+    }
+    let stamp = FileStamp::of(&metadata);
     let mut on_disk = String::new();
     file.read_to_string(&mut on_disk).ok()?;
     (on_disk == text).then_some(stamp)
 }
 
 /// Replaces `path` with `text` atomically: a reader, BIRD included, sees the old or
-/// the new file, never a mix. Returns the stamp of the new file.
+/// the new file, never a mix. The new file has mode [`ROUTES_FILE_MODE`] whatever the
+/// umask. Returns the stamp of the new file.
 ///
 /// The temporary file's name carries the process id, because the control plane and
 /// `spike-controlplane --withdraw` may write the same file at the same moment.
@@ -214,6 +239,8 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<FileStamp, BirdError>
     temporary.push(format!(".{}.tmp", std::process::id()));
     let temporary = PathBuf::from(temporary);
     let mut file = std::fs::File::create(&temporary).map_err(error)?;
+    file.set_permissions(std::fs::Permissions::from_mode(ROUTES_FILE_MODE))
+        .map_err(error)?;
     file.write_all(text.as_bytes()).map_err(error)?;
     file.sync_all().map_err(error)?;
     // A rename keeps the inode, length and modification time, so this is the stamp of
@@ -276,13 +303,14 @@ impl BirdClient {
     }
 
     async fn exchange(&self, command: &str) -> Result<Vec<ReplyLine>, BirdError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| BirdError::Connect {
-                    socket: self.socket.clone(),
-                    source,
-                })?;
+        let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
+            let socket = self.socket.clone();
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                BirdError::SocketDenied { socket, source }
+            } else {
+                BirdError::Connect { socket, source }
+            }
+        })?;
         let (reader, mut writer) = stream.into_split();
         let mut reader = BufReader::new(reader);
         let greeting = self.read_reply(&mut reader).await?;
@@ -409,7 +437,7 @@ mod tests {
             hold_time_s: 3,
             bfd,
             bird_socket: PathBuf::from("/run/bird/bird.ctl"),
-            routes_file: PathBuf::from("/etc/bird/spike-routes.conf"),
+            routes_file: PathBuf::from("/run/spike-controlplane/bird-routes.conf"),
             drain: Duration::from_secs(1),
             dataplane_timeout: Duration::from_secs(1),
         }
@@ -488,6 +516,21 @@ mod tests {
             .map(|entry| entry.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("routes.conf")]);
+    }
+
+    #[test]
+    fn write_atomically_sets_readable_mode() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("routes.conf");
+        std::fs::write(&path, "one\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // A file BIRD cannot read counts as changed, even with the same text.
+        assert_eq!(stamp_if_equal(&path, "one\n"), None);
+
+        write_atomically(&path, "one\n").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, ROUTES_FILE_MODE, "{mode:o}");
+        assert!(stamp_if_equal(&path, "one\n").is_some());
     }
 
     #[test]

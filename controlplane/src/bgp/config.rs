@@ -186,7 +186,7 @@ mod tests {
         hold_time_s = 3
         bfd = true
         bird_socket = "/run/bird/spike.ctl"
-        routes_file = "/etc/bird/spike-routes.conf"
+        routes_file = "/run/spike-controlplane/bird-routes.conf"
         drain_s = 5
 
         [[neighbor]]
@@ -248,7 +248,10 @@ mod tests {
                 "bgp.dataplane_timeout_ms",
             ),
             (
-                ("\"/etc/bird/spike-routes.conf\"", "\"spike-routes.conf\""),
+                (
+                    "\"/run/spike-controlplane/bird-routes.conf\"",
+                    "\"spike-routes.conf\"",
+                ),
                 "bgp.routes_file",
             ),
             (
