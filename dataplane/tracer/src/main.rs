@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use spike_core::flow::FlowKey;
+use spike_core::wire::MacAddr;
 use spike_core::{Config, Counters, DropReason, Output, Snapshot, Verdict, Worker};
 
 use crate::capture::{CaptureReader, CaptureWriter, TraceError};
@@ -56,6 +57,15 @@ struct Args {
     /// Print the counters after the last frame.
     #[arg(long)]
     counters: bool,
+
+    /// Trace every frame whatever its destination MAC. Without it, a config with a [dpdk]
+    /// section and dpdk.mac_filter on (the default) traces frames as the dataplane
+    /// decides them: unicast to a MAC other than node.mac is drop:other_host_mac, and a
+    /// broadcast or multicast frame is never forwarded. Give it for a capture taken on
+    /// another host or port, where frames carry other MACs. A config without [dpdk]
+    /// never filters.
+    #[arg(long)]
+    no_mac_filter: bool,
 }
 
 fn main() -> ExitCode {
@@ -194,6 +204,7 @@ fn run(args: &Args) -> Result<Option<TraceError>, TraceError> {
     let config = Config::load(&args.config)?;
     let snapshot = Snapshot::build(&config, 1)?;
     let mut worker = Worker::new(&config)?;
+    worker.set_mac_filter(mac_filter(&config, args.no_mac_filter));
     let mut reader = CaptureReader::open(&args.input)?;
     let mut output = args
         .output
@@ -311,6 +322,13 @@ fn run(args: &Args) -> Result<Option<TraceError>, TraceError> {
         print_counters(&mut stdout, worker.counters(), &summary).map_err(TraceError::Stdout)?;
     }
     Ok(stop)
+}
+
+/// Returns the MAC the dataplane would filter by. The dataplane uses its port's MAC and
+/// warns when that differs from node.mac, but a trace has no port, so it uses node.mac.
+fn mac_filter(config: &Config, turned_off: bool) -> Option<MacAddr> {
+    let filters = config.dpdk.as_ref().is_some_and(|dpdk| dpdk.mac_filter);
+    (filters && !turned_off).then_some(config.node.mac)
 }
 
 fn print_summary(

@@ -1435,3 +1435,79 @@ fn closed_pipes_exit_without_panic() {
     assert_eq!(result.status.code(), Some(0), "{result:?}");
     assert!(result.stderr.is_empty(), "{result:?}");
 }
+
+/// Returns the verdict column of a trace of `input` with `config` and `extra` arguments.
+fn traced_verdicts(config: &Path, input: &Path, extra: &[&str]) -> Vec<String> {
+    let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(config)
+        .arg("--input")
+        .arg(input)
+        .args(extra)
+        .output()
+        .expect("run spike-trace");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    stdout
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn mac_filter_applies_with_a_dpdk_section() {
+    let first =
+        pcap_frames(&captures_dir().join("suricata-tcp-handshake-data-rst.pcap"))[0].clone();
+    // The example config's node.mac, broadcast, and another host's MAC.
+    let destinations: [[u8; 6]; 3] = [
+        [0x02, 0x53, 0x50, 0, 0, 0x01],
+        [0xff; 6],
+        [0x02, 0, 0, 0, 0, 0x99],
+    ];
+    let frames: Vec<Vec<u8>> = destinations
+        .iter()
+        .map(|mac| {
+            let mut frame = first.clone();
+            frame[..6].copy_from_slice(mac);
+            frame
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("macs.pcap");
+    write_pcap(&input, &frames);
+    let example = std::fs::read_to_string(config_path()).expect("read the example config");
+    let dpdk = dir.path().join("dpdk.toml");
+    std::fs::write(&dpdk, example.clone() + "\n[dpdk]\nport = \"net_null0\"\n")
+        .expect("write the config");
+    let unfiltered = dir.path().join("unfiltered.toml");
+    std::fs::write(
+        &unfiltered,
+        example + "\n[dpdk]\nport = \"net_null0\"\nmac_filter = false\n",
+    )
+    .expect("write the config");
+
+    assert_eq!(
+        traced_verdicts(&dpdk, &input, &[]),
+        [
+            "forward",
+            "drop:l2_multicast_to_service",
+            "drop:other_host_mac"
+        ]
+    );
+    let all_forwarded = ["forward", "forward", "forward"];
+    assert_eq!(
+        traced_verdicts(&dpdk, &input, &["--no-mac-filter"]),
+        all_forwarded
+    );
+    assert_eq!(traced_verdicts(&unfiltered, &input, &[]), all_forwarded);
+    assert_eq!(traced_verdicts(&config_path(), &input, &[]), all_forwarded);
+}
