@@ -18,7 +18,7 @@ from topology import ROUTER_UNDERLAY_ADDRESS, VIP, LabError, netns_exec, run
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 TEMPLATE = REPOSITORY / "configs" / "bird-spike.conf"
-TEMPLATE_INCLUDE = '"/etc/bird/spike-routes.conf"'
+TEMPLATE_INCLUDE = '"/run/spike-controlplane/bird-routes.conf"'
 ROUTER_ASN = 65000
 # Every Spike node uses one AS, as a fleet announcing the same VIPs usually does.
 SPIKE_ASN = 65001
