@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use spike_core::config::{locate, ConfigError, Place};
 use spike_core::flow::FlowKey;
 use spike_core::wire::MacAddr;
 use spike_core::{Config, Counters, DropReason, Output, Snapshot, Verdict, Worker};
@@ -201,7 +202,7 @@ struct Summary {
 /// record, if any. The summary and counters are printed in both cases.
 fn run(args: &Args) -> Result<Option<TraceError>, TraceError> {
     check_distinct_paths(args)?;
-    let config = Config::load(&args.config)?;
+    let config = load_config(&args.config)?;
     let snapshot = Snapshot::build(&config, 1)?;
     let mut worker = Worker::new(&config)?;
     worker.set_mac_filter(mac_filter(&config, args.no_mac_filter));
@@ -322,6 +323,31 @@ fn run(args: &Args) -> Result<Option<TraceError>, TraceError> {
         print_counters(&mut stdout, worker.counters(), &summary).map_err(TraceError::Stdout)?;
     }
     Ok(stop)
+}
+
+/// Reads the dataplane config, and rejects the control plane's file, recognised by its
+/// `[controlplane]` table, with a message that names the right file.
+fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if let Some(position) = locate::position_of_key(&text, "controlplane") {
+        return Err(ConfigError::At {
+            place: Place {
+                path: Some(path.display().to_string()),
+                position: Some(position),
+            },
+            error: Box::new(ConfigError::Syntax(
+                "controlplane: this looks like a spike-controlplane config (it has \
+                 [controlplane]); spike-trace reads the dataplane's file, such as \
+                 configs/spike.toml of the source tree: pass that file with --config"
+                    .to_owned(),
+            )),
+        });
+    }
+    text.parse()
+        .map_err(|error: ConfigError| error.in_file(path))
 }
 
 /// Returns the MAC the dataplane would filter by. The dataplane uses its port's MAC and

@@ -1511,3 +1511,23 @@ fn mac_filter_applies_with_a_dpdk_section() {
     assert_eq!(traced_verdicts(&unfiltered, &input, &[]), all_forwarded);
     assert_eq!(traced_verdicts(&config_path(), &input, &[]), all_forwarded);
 }
+
+#[test]
+fn controlplane_config_is_named() {
+    let config = repository_root().join("configs/controlplane.toml");
+    let input = captures_dir().join("suricata-tcp-handshake-data-rst.pcap");
+    let result = run_trace_with(&config, &["--input".as_ref(), input.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("controlplane.toml:"),
+        "the message names the file: {stderr}"
+    );
+    assert!(
+        stderr.contains("this looks like a spike-controlplane config (it has [controlplane])"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("configs/spike.toml"), "{stderr}");
+    assert!(!stderr.contains("unknown field"), "{stderr}");
+    assert!(result.stdout.is_empty(), "nothing was traced");
+}
