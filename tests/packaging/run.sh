@@ -79,6 +79,20 @@ no_path_matches() {
     ! compgen -G "$1" >/dev/null
 }
 
+# Succeeds when the unit file has the exact line "$2".
+unit_has_line() {
+    grep -qx "$2" "$1"
+}
+
+# Prints the quoted value of the first commented-out line '# $2 = "..."' in $1.
+commented_value() {
+    sed -n "s/^# $2 = \"\(.*\)\"\$/\1/p" "$1" | head -n 1
+}
+
+is_in_group() {
+    id -nG "$1" | tr ' ' '\n' | grep -qx "$2"
+}
+
 # Prints the shell command of the dataplane unit's ExecStopPost that withdraws the VIPs.
 withdraw_command() {
     sed -n "s/^ExecStopPost=-+\/bin\/sh -c '\(.*\)'\$/\1/p" "$1"
@@ -147,6 +161,20 @@ check "spike-dataplane.service runs spike-controlplane --withdraw after every st
     <<<"$withdraw"
 check "the dataplane's withdrawal does nothing with the packaged config (no [bgp])" \
     /bin/sh -c "$withdraw"
+controlplane_unit=/lib/systemd/system/spike-controlplane.service
+for line in RuntimeDirectory=spike-controlplane RuntimeDirectoryMode=0755 \
+    RuntimeDirectoryPreserve=yes ProtectSystem=strict UMask=0077; do
+    check "spike-controlplane.service has $line" unit_has_line "$controlplane_unit" "$line"
+done
+# A missing supplementary group fails the unit's start (216/GROUP), and group bird
+# exists only with bird2, so the package adds spike to the group instead.
+check "spike-controlplane.service names no supplementary group" \
+    bash -c "! grep -q '^SupplementaryGroups=' $controlplane_unit"
+routes_file=/run/spike-controlplane/bird-routes.conf
+check "the example config's bgp.routes_file is $routes_file" \
+    test "$(commented_value configs/controlplane.toml routes_file)" = "$routes_file"
+check "configs/bird-spike.conf includes $routes_file" \
+    grep -qx "include \"$routes_file\";" configs/bird-spike.conf
 check "no unit ties spike-dataplane to spike-controlplane" \
     bash -c "! grep -E '^(BindsTo|PartOf|Requires|Requisite)=' \
         /lib/systemd/system/spike-dataplane.service /lib/systemd/system/spike-controlplane.service"
@@ -160,6 +188,17 @@ check "/var/lib/spike-keyserver is 0700 spike-keyserver" \
     has_mode_owner /var/lib/spike-keyserver "700 spike-keyserver"
 check "/var/lib/spike is 0750 spike" has_mode_owner /var/lib/spike "750 spike"
 check "/var/lib/spike/identity is 0700 spike" has_mode_owner /var/lib/spike/identity "700 spike"
+check "/run/spike-controlplane is 0755 spike" has_mode_owner /run/spike-controlplane "755 spike"
+check "$routes_file is created empty, 0644 spike" \
+    bash -c "[[ ! -s $routes_file ]] && [[ \"\$(stat -c '%a %U' $routes_file)\" == '644 spike' ]]"
+if getent group bird >/dev/null; then
+    check "user spike is in group bird, which owns BIRD's socket" is_in_group spike bird
+    # bird -p only parses the config, which shows that user bird can read the include.
+    check "user bird parses configs/bird-spike.conf with the packaged routes file" \
+        runuser -u bird -- sh -c 'bird -p -c /dev/stdin' <configs/bird-spike.conf
+else
+    echo "# bird2 is not installed: group bird checks skipped"
+fi
 conffiles=(
     "spike-dataplane /etc/spike/dataplane.toml"
     "spike-dataplane /etc/spike/dataplane.env"
@@ -199,6 +238,10 @@ check "remove keeps keyserver state" test -f /var/lib/spike-keyserver/keyserver.
 check "remove keeps the node identity" test -f /var/lib/spike/identity/cert.pem
 check "remove deletes the binaries" no_path_matches "/usr/sbin/spike-*"
 check "the dataplane's withdrawal succeeds without spike-controlplane" /bin/sh -c "$withdraw"
+if getent group bird >/dev/null; then
+    check "remove takes spike out of group bird" \
+        bash -c "! id -nG spike | tr ' ' '\n' | grep -qx bird"
+fi
 apt_get purge -y -q "${packages[@]}" >/dev/null
 for package in "${packages[@]}"; do
     check "$package purged" is_absent "$package"
@@ -206,6 +249,7 @@ done
 check "/etc/spike removed" test ! -e /etc/spike
 check "/var/lib/spike removed" test ! -e /var/lib/spike
 check "/var/lib/spike-keyserver removed" test ! -e /var/lib/spike-keyserver
+check "/run/spike-controlplane removed" test ! -e /run/spike-controlplane
 check "unit files removed" no_path_matches "/lib/systemd/system/spike-*"
 check "enablement links removed" \
     bash -c "! find /etc/systemd/system -name 'spike-*' | grep -q ."
