@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
+use std::io::{BufReader, BufWriter, Read};
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 use thiserror::Error;
 
+/// The `--input` path that names standard input.
+pub const STDIN_PATH: &str = "-";
 /// Magic number at the start of a pcapng file (a section header block).
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 const PCAPNG_SECTION_HEADER: u32 = 0x0a0d_0d0a;
@@ -201,7 +203,7 @@ enum Format {
 /// The capture file and the buffer for its current record.
 struct Input {
     path: String,
-    file: BufReader<File>,
+    file: BufReader<Box<dyn Read>>,
     /// The current record, reused so that reading allocates only for a longer one.
     record: Vec<u8>,
 }
@@ -395,31 +397,41 @@ pub struct CaptureReader {
 }
 
 impl CaptureReader {
+    /// Opens a capture file, or standard input for `-`. The file is read once from start
+    /// to end, so pipes, FIFOs and `/dev/stdin` work as well as regular files.
     pub fn open(path: &Path) -> Result<Self, TraceError> {
         let display = path.display().to_string();
         let open_error = |source| TraceError::Open {
             path: display.clone(),
             source,
         };
-        if path.is_dir() {
-            return Err(TraceError::Open {
-                path: display,
-                source: std::io::Error::other("it is a directory, not a capture file"),
-            });
+        let mut file: Box<dyn Read> = if path == Path::new(STDIN_PATH) {
+            Box::new(std::io::stdin().lock())
+        } else {
+            if path.is_dir() {
+                return Err(open_error(std::io::Error::other(
+                    "it is a directory, not a capture file",
+                )));
+            }
+            Box::new(File::open(path).map_err(open_error)?)
+        };
+        // The magic number is read ahead and put back in front of the stream, because a
+        // pipe cannot seek back to the start.
+        let mut magic = Vec::with_capacity(PCAPNG_MAGIC.len());
+        (&mut file)
+            .take(PCAPNG_MAGIC.len() as u64)
+            .read_to_end(&mut magic)
+            .map_err(|source| TraceError::Read {
+                path: display.clone(),
+                source,
+            })?;
+        if magic.is_empty() {
+            return Err(open_error(std::io::Error::other("the file is empty")));
         }
-        let mut file = File::open(path).map_err(open_error)?;
-        if file.metadata().map_err(open_error)?.len() == 0 {
-            return Err(TraceError::Open {
-                path: display,
-                source: std::io::Error::other("the file is empty"),
-            });
-        }
-        let mut magic = [0u8; 4];
-        let is_pcapng = file.read_exact(&mut magic).is_ok() && magic == PCAPNG_MAGIC;
-        file.seek(SeekFrom::Start(0)).map_err(open_error)?;
+        let is_pcapng = magic == PCAPNG_MAGIC;
         let mut input = Input {
             path: display,
-            file: BufReader::new(file),
+            file: BufReader::new(Box::new(std::io::Cursor::new(magic).chain(file))),
             record: Vec::new(),
         };
         let format = if is_pcapng {

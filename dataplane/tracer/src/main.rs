@@ -43,7 +43,8 @@ struct Args {
     #[arg(short, long)]
     config: PathBuf,
 
-    /// Capture to read: pcap or pcapng with Ethernet frames.
+    /// Capture to read: pcap or pcapng with Ethernet frames. `-` reads standard input, and
+    /// pipes and FIFOs work too, such as `--input <(zcat capture.pcap.gz)`.
     #[arg(short, long)]
     input: PathBuf,
 
@@ -140,7 +141,10 @@ impl<W: Write> Write for ClosablePipe<W> {
 /// truncated before it is read, and two outputs sharing a file interleave into a corrupt
 /// pcap. Runs before any file is opened for writing.
 fn check_distinct_paths(args: &Args) -> Result<(), TraceError> {
-    let mut named: Vec<(&'static str, &Path)> = vec![("input", args.input.as_path())];
+    let mut named: Vec<(&'static str, &Path)> = Vec::new();
+    if args.input != Path::new(capture::STDIN_PATH) {
+        named.push(("input", args.input.as_path()));
+    }
     if let Some(path) = &args.output {
         named.push(("output", path));
     }

@@ -1531,3 +1531,56 @@ fn controlplane_config_is_named() {
     assert!(!stderr.contains("unknown field"), "{stderr}");
     assert!(result.stdout.is_empty(), "nothing was traced");
 }
+
+#[test]
+fn input_from_pipe_and_stdin() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let capture = captures_dir().join("suricata-tcp-handshake-data-rst.pcap");
+    let bytes = std::fs::read(&capture).expect("read the capture");
+    let expected = trace_input(&capture, &config_path()).lines;
+
+    for input in ["-", "/dev/stdin"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+            .arg("--config")
+            .arg(config_path())
+            .args(["--input", input])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run spike-trace");
+        let mut stdin = child.stdin.take().expect("standard input is piped");
+        // A pipe cannot seek, which a regular file would hide.
+        let bytes = bytes.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+        let result = child.wait_with_output().expect("wait");
+        writer
+            .join()
+            .expect("writer thread")
+            .expect("write the capture");
+        let stdout = String::from_utf8_lossy(&result.stdout);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(0), "--input {input}: {stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines, expected, "--input {input}");
+    }
+}
+
+#[test]
+fn empty_pipe_is_named_empty() {
+    use std::process::Stdio;
+    let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(config_path())
+        .args(["--input", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run spike-trace");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot open -: the file is empty"),
+        "{stderr}"
+    );
+}
