@@ -48,11 +48,6 @@ use crate::bgp::{self, BgpConfig};
 /// A config error, naming the key and what to do.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read the config file: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
     #[error("invalid config: {}", locate::one_line(.0.message()))]
     Syntax(#[from] toml::de::Error),
     /// A type error, unknown or missing key in the control plane's keys.
@@ -104,7 +99,7 @@ impl ConfigError {
             message,
         };
         match self {
-            ConfigError::Read { .. } | ConfigError::At { .. } => self,
+            ConfigError::At { .. } => self,
             ConfigError::Core(error) => match path {
                 Some(path) => ConfigError::Core(error.in_file(path)),
                 None => ConfigError::Core(error),
@@ -438,10 +433,7 @@ impl ControlConfig {
     ///
     /// [`ConfigError`] naming the first invalid key.
     pub fn load(path: &Path) -> Result<ControlConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = spike_core::config::read_file(path)?;
         ControlConfig::parse_text(&text).map_err(|error| error.place(&text, Some(path)))
     }
 
@@ -1736,6 +1728,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("the file is empty"), "{error}");
+    }
+
+    #[test]
+    fn oversized_file_is_rejected_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controlplane.toml");
+        let padding = "#".repeat(spike_core::config::MAX_FILE_BYTES as usize);
+        std::fs::write(&path, format!("{BASE}{padding}\n")).unwrap();
+        let error = ControlConfig::load(&path).unwrap_err().to_string();
+        let expected = format!("{}: the file is larger than 1048576 bytes", path.display());
+        assert!(error.starts_with(&expected), "{error}");
     }
 
     #[test]

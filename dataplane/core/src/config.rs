@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::str::FromStr;
@@ -32,6 +33,11 @@ const PROTOCOL_UDP: u8 = 17;
 const MIN_MTU: u16 = 1280;
 const MAX_MTU: u16 = 9216;
 
+/// Largest config file read, in bytes. A config with thousands of services stays far
+/// below it; the limit keeps a wrong `--config`, such as /dev/zero or a log file, from
+/// filling the memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// The flow hash key that `configs/` and `debian/config/` ship as an example. Those
 /// files are public, so a node that keeps this key has a guessable flow placement.
 pub const EXAMPLE_HASH_KEY: HashKey = HashKey([
@@ -50,6 +56,11 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "{path}: the file is larger than {limit} bytes, more than any Spike config needs: \
+         check that --config names the config file"
+    )]
+    TooLarge { path: String, limit: u64 },
     #[error(
         "the file is empty (blank lines and comments only): start from a commented example \
          in configs/ of the source tree"
@@ -168,7 +179,7 @@ impl ConfigError {
                 place: Place { path, ..place },
                 error,
             },
-            ConfigError::Read { .. } => self,
+            ConfigError::Read { .. } | ConfigError::TooLarge { .. } => self,
             error => ConfigError::At {
                 place: Place {
                     path,
@@ -643,10 +654,7 @@ impl Config {
     ///
     /// A [`ConfigError`] that starts with the file, line and column.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = read_file(path)?;
         text.parse()
             .map_err(|error: ConfigError| error.in_file(path))
     }
@@ -684,6 +692,35 @@ impl Config {
             other_ns: self.conntrack.other_timeout_ns,
         }
     }
+}
+
+/// Reads a config file of at most [`MAX_FILE_BYTES`]. The limit applies while reading,
+/// so a FIFO or a device such as /dev/zero is bounded too.
+///
+/// # Errors
+///
+/// [`ConfigError::Read`] when the file cannot be read or is not UTF-8, and
+/// [`ConfigError::TooLarge`] when it has more than [`MAX_FILE_BYTES`] bytes.
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    // One byte past the limit tells a file of exactly the limit from a larger one. The
+    // size is checked before the UTF-8, which the cut may split.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.display().to_string(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    String::from_utf8(bytes)
+        .map_err(|error| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, error)))
 }
 
 /// The top-level tables of the dataplane's file.

@@ -709,6 +709,61 @@ fn load_errors_name_file_position() {
 }
 
 #[test]
+fn oversized_files_are_rejected() {
+    let limit = spike_core::config::MAX_FILE_BYTES as usize;
+    let padding = "#".repeat(limit);
+    let path = write_temporary("large.toml", &format!("{}{padding}\n", common::BASE_CONFIG));
+    let error = Config::load(&path)
+        .expect_err("a file above the limit")
+        .to_string();
+    std::fs::remove_file(&path).ok();
+    let expected = format!("{}: the file is larger than {limit} bytes", path.display());
+    assert!(error.starts_with(&expected), "{error}");
+
+    // A file of exactly the limit is read.
+    let fill = limit - common::BASE_CONFIG.len() - 1;
+    let text = format!("{}{}\n", common::BASE_CONFIG, "#".repeat(fill));
+    let path = write_temporary("limit.toml", &text);
+    let loaded = Config::load(&path);
+    std::fs::remove_file(&path).ok();
+    loaded.expect("a file of exactly the limit");
+}
+
+/// A FIFO has no size to check beforehand: the read itself must stop. The writer
+/// offers twice the limit, so that a reader without the limit still ends.
+#[test]
+fn oversized_fifo_is_rejected() {
+    let path = std::env::temp_dir().join(format!("spike-config-{}-fifo", std::process::id()));
+    std::fs::remove_file(&path).ok();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+    let writer_path = path.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .open(writer_path)
+            .expect("open the FIFO");
+        let chunk = vec![b'#'; 64 * 1024];
+        for _ in 0..(2 * spike_core::config::MAX_FILE_BYTES as usize / chunk.len()) {
+            // The reader closes its end at the limit.
+            if fifo.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let error = Config::load(&path)
+        .expect_err("an endless FIFO")
+        .to_string();
+    writer.join().expect("the writer ends");
+    std::fs::remove_file(&path).ok();
+    assert!(error.contains("the file is larger than"), "{error}");
+}
+
+#[test]
 fn example_key_and_empty_services_warn() {
     let config: Config = common::BASE_CONFIG.parse().unwrap();
     assert_eq!(config.warnings(), Vec::<String>::new());

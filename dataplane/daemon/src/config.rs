@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use spike_core::config::{locate, ConfigError, DpdkConfig, Place};
+use spike_core::config::{self, locate, ConfigError, DpdkConfig, Place};
 use spike_core::Config;
 
 /// EAL's lcore limit in Debian's DPDK 22.11 build (`RTE_MAX_LCORE`): higher lcore ids
@@ -32,10 +32,7 @@ pub struct Loaded {
 ///
 /// A [`ConfigError`] that starts with the file, and the line and column when known.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = config::read_file(path)?;
     let raw = toml::from_str::<toml::Table>(&text).ok();
     if let Some(raw) = &raw {
         check_not_controlplane(raw, &text).map_err(|error| error.in_file(path))?;
@@ -337,6 +334,16 @@ mod tests {
         let dpdk = format!("\n[dpdk]\nport = \"net_null0\"\n{settings}\n");
         std::fs::write(&path, text + &dpdk).expect("write the config");
         load(&path).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn oversized_file_is_rejected() {
+        let padding = "#".repeat(config::MAX_FILE_BYTES as usize);
+        let error = load_with_dpdk(&padding).expect_err("a file above the limit");
+        assert!(
+            error.contains("spike.toml: the file is larger than 1048576 bytes"),
+            "{error}"
+        );
     }
 
     #[test]
