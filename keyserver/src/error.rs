@@ -44,9 +44,7 @@ pub enum OpError {
     Policy(#[from] PolicyError),
     #[error("token lifetime of {requested_secs} s is outside 1 s to {max_secs} s; request one in that range")]
     BadLifetime { requested_secs: u64, max_secs: u64 },
-    #[error(
-        "no unused, unrevoked token has id {token_id:?}; list tokens to see the outstanding ids"
-    )]
+    #[error("no unused token has id {token_id:?}: it is unknown or was redeemed already; `token list --all` shows every token and its status")]
     TokenNotFound { token_id: String },
     #[error("principal {principal:?} not found; it has no token or certificate yet")]
     PrincipalNotFound { principal: String },

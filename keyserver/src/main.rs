@@ -13,7 +13,7 @@ use spike_keyproto::client::host_of;
 use spike_keyproto::duration::{parse_duration_at_most, BoundedDurationError};
 use spike_keyproto::tls::{self, ClientIdentity, IdentityFiles};
 use spike_keyproto::utc::{rfc3339, rfc3339_and_unix};
-use spike_keyproto::wire::{CertInfo, CertKind, TokenInfo, TokenStatus};
+use spike_keyproto::wire::{CertInfo, CertKind, Revocation, TokenInfo, TokenStatus};
 use spike_keyproto::{call, Request, Response};
 use spike_keyserver::ca::{CaError, CaImport, MAX_LIFETIME};
 use spike_keyserver::server::{check_state_dir, StateDirError, MAX_FAILURE_WINDOW};
@@ -197,6 +197,10 @@ enum TokenCommand {
         all: bool,
     },
     /// Revoke an unused token by its id.
+    ///
+    /// Prints the token, its principal and the time of the revocation. A token revoked
+    /// before is reported as such, with the earlier time, and the command exits 0, so
+    /// that a retried revocation succeeds.
     Revoke {
         #[command(flatten)]
         admin: AdminArgs,
@@ -209,6 +213,10 @@ enum TokenCommand {
 #[derive(Debug, Subcommand)]
 enum PrincipalCommand {
     /// Revoke a principal: its tokens and renewals are rejected from then on.
+    ///
+    /// Prints the principal, the time of the revocation and how many unused tokens were
+    /// revoked with it. A principal revoked before is reported as such, with the earlier
+    /// time, and the command exits 0, so that a retried revocation succeeds.
     Revoke {
         #[command(flatten)]
         admin: AdminArgs,
@@ -420,7 +428,9 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Serve(args) => serve(args).await,
         Command::Token(command) => token_command(command).await,
         Command::Principal(PrincipalCommand::Revoke { admin, principal }) => {
-            expect_done(admin_call(&admin, Request::RevokePrincipal { principal }).await?)
+            let target = format!("principal {principal}");
+            let response = admin_call(&admin, Request::RevokePrincipal { principal }).await?;
+            print_revocation(&target, response)
         }
         Command::Cert(CertCommand::List { admin, principal }) => {
             match admin_call(&admin, Request::ListCerts { principal }).await? {
@@ -541,15 +551,40 @@ async fn token_command(command: TokenCommand) -> Result<(), CliError> {
             }
         }
         TokenCommand::Revoke { admin, token_id } => {
-            expect_done(admin_call(&admin, Request::RevokeToken { token_id }).await?)
+            let target = format!("token {token_id}");
+            let response = admin_call(&admin, Request::RevokeToken { token_id }).await?;
+            print_revocation(&target, response)
         }
     }
 }
 
-fn expect_done(response: Response) -> Result<(), CliError> {
-    match response {
-        Response::Done => Ok(()),
-        other => Err(CliError::Unexpected(Box::new(other))),
+/// Prints one line on what a revoke command did to `target` (such as `token ID`).
+fn print_revocation(target: &str, response: Response) -> Result<(), CliError> {
+    let revocation = match response {
+        Response::Done { revocation } => revocation,
+        other => return Err(CliError::Unexpected(Box::new(other))),
+    };
+    print_line(&revocation_line(target, revocation.as_ref())).map_err(CliError::Stdout)
+}
+
+/// Returns the line that [`print_revocation`] prints. A keyserver that predates revocation
+/// details reports success only, hence the `None` case.
+fn revocation_line(target: &str, revocation: Option<&Revocation>) -> String {
+    let Some(revocation) = revocation else {
+        return format!("{target} revoked (the keyserver does not report when)");
+    };
+    let at = rfc3339(revocation.revoked_at);
+    let owner = match &revocation.token_id {
+        Some(_) => format!(" of principal {}", revocation.principal),
+        None => String::new(),
+    };
+    if revocation.already_revoked {
+        return format!("{target}{owner} was already revoked at {at}; nothing changed");
+    }
+    match revocation.tokens_revoked {
+        0 => format!("{target}{owner} revoked at {at}"),
+        1 => format!("{target} revoked at {at}, with its 1 unused token"),
+        n => format!("{target} revoked at {at}, with its {n} unused tokens"),
     }
 }
 

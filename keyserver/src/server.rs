@@ -743,21 +743,30 @@ fn admin(
             tokens: shared.store().list_tokens(all, now)?,
         },
         Request::RevokeToken { token_id } => {
-            let principal = shared
+            let revocation = shared
                 .store()
                 .revoke_token(&token_id, &admin, &source_text, now)?;
-            info!(%admin, %principal, %token_id, "token revoked");
-            Response::Done
+            if !revocation.already_revoked {
+                info!(%admin, principal = %revocation.principal, %token_id, "token revoked");
+            }
+            Response::Done {
+                revocation: Some(revocation),
+            }
         }
         Request::RevokePrincipal { principal } if principal == admin => {
             return Err(OpError::RevokeSelf { principal });
         }
         Request::RevokePrincipal { principal } => {
-            shared
-                .store()
-                .revoke_principal(&principal, &admin, &source_text, now)?;
-            info!(%admin, %principal, "principal revoked");
-            Response::Done
+            let revocation =
+                shared
+                    .store()
+                    .revoke_principal(&principal, &admin, &source_text, now)?;
+            if !revocation.already_revoked {
+                info!(%admin, %principal, tokens_revoked = revocation.tokens_revoked, "principal revoked");
+            }
+            Response::Done {
+                revocation: Some(revocation),
+            }
         }
         Request::ListCerts { principal } => Response::Certs {
             certs: shared.store().list_certs(principal.as_deref())?,

@@ -18,7 +18,7 @@ use rcgen::PublicKeyData;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use spike_keyproto::tls::sha256;
 use spike_keyproto::utc::rfc3339;
-use spike_keyproto::wire::{CertInfo, CertKind, TokenInfo, TokenStatus};
+use spike_keyproto::wire::{CertInfo, CertKind, Revocation, TokenInfo, TokenStatus};
 use time::OffsetDateTime;
 
 use crate::ca::{CertAuthority, Profile, SignedCert};
@@ -659,18 +659,19 @@ impl Store {
         Ok(tokens)
     }
 
-    /// Revokes an unused token.
+    /// Revokes an unused token. Revoking a revoked token again changes nothing and returns
+    /// the earlier revocation, marked as such, so that a retried command still succeeds.
     ///
     /// # Errors
     ///
-    /// [`OpError::TokenNotFound`] if no unused, unrevoked token has this id.
+    /// [`OpError::TokenNotFound`] if no unused token has this id.
     pub fn revoke_token(
         &mut self,
         token_id: &str,
         actor: &str,
         source: &str,
         now: i64,
-    ) -> Result<String, OpError> {
+    ) -> Result<Revocation, OpError> {
         let error = self.sqlite_error();
         let tx = self
             .conn
@@ -687,9 +688,11 @@ impl Store {
             .optional()
             .map_err(&error)?;
         let Some(principal) = principal else {
-            return Err(OpError::TokenNotFound {
-                token_id: token_id.to_string(),
-            });
+            return earlier_token_revocation(&tx, token_id)
+                .map_err(&error)?
+                .ok_or_else(|| OpError::TokenNotFound {
+                    token_id: token_id.to_string(),
+                });
         };
 
         tx.execute(
@@ -710,11 +713,17 @@ impl Store {
         )
         .map_err(&error)?;
         tx.commit().map_err(&error)?;
-        Ok(principal)
+        Ok(Revocation {
+            token_id: Some(token_id.to_string()),
+            principal,
+            revoked_at: now,
+            already_revoked: false,
+            tokens_revoked: 0,
+        })
     }
 
     /// Revokes a principal and its outstanding tokens. Revoking a revoked principal again
-    /// succeeds and changes nothing.
+    /// changes nothing and returns the earlier revocation, marked as such.
     ///
     /// # Errors
     ///
@@ -726,7 +735,7 @@ impl Store {
         actor: &str,
         source: &str,
         now: i64,
-    ) -> Result<(), OpError> {
+    ) -> Result<Revocation, OpError> {
         let error = self.sqlite_error();
         let tx = self
             .conn
@@ -753,7 +762,15 @@ impl Store {
                     principal: principal.to_string(),
                 })
             }
-            Some(Some(_)) => return Ok(()),
+            Some(Some(revoked_at)) => {
+                return Ok(Revocation {
+                    token_id: None,
+                    principal: principal.to_string(),
+                    revoked_at,
+                    already_revoked: true,
+                    tokens_revoked: 0,
+                })
+            }
             Some(None) => {}
         }
 
@@ -787,7 +804,13 @@ impl Store {
         )
         .map_err(&error)?;
         tx.commit().map_err(&error)?;
-        Ok(())
+        Ok(Revocation {
+            token_id: None,
+            principal: principal.to_string(),
+            revoked_at: now,
+            already_revoked: false,
+            tokens_revoked: tokens as u64,
+        })
     }
 
     /// Lists issued certificates, of one principal or of all, oldest first.
@@ -890,6 +913,28 @@ fn check_token(row: &TokenRow, source: IpAddr, now: i64) -> Result<(), OpError> 
 }
 
 /// Returns the extra DNS names and the revocation state of a principal.
+/// Returns the earlier revocation of a token that is revoked already, by itself or with
+/// its principal.
+fn earlier_token_revocation(
+    conn: &Connection,
+    token_id: &str,
+) -> rusqlite::Result<Option<Revocation>> {
+    conn.query_row(
+        "SELECT principal, revoked_at FROM tokens WHERE id = ?1 AND revoked_at IS NOT NULL",
+        [token_id],
+        |row| {
+            Ok(Revocation {
+                token_id: Some(token_id.to_string()),
+                principal: row.get(0)?,
+                revoked_at: row.get(1)?,
+                already_revoked: true,
+                tokens_revoked: 0,
+            })
+        },
+    )
+    .optional()
+}
+
 fn principal_policy(conn: &Connection, principal: &str) -> rusqlite::Result<(Vec<String>, bool)> {
     let row: Option<(String, Option<i64>)> = conn
         .query_row(

@@ -268,6 +268,19 @@ fn principal_revoke_takes_flag() {
     assert!(text.contains("--principal <PRINCIPAL>"), "{text}");
 }
 
+#[test]
+fn revoke_help_documents_repeat_exit_status() {
+    for command in ["token", "principal"] {
+        let output = keyserver(&[command, "revoke", "--help"]);
+        let text = String::from_utf8_lossy(&output.stdout).replace('\n', " ");
+        assert!(
+            text.contains("revoked before is reported as such"),
+            "{text}"
+        );
+        assert!(text.contains("the command exits 0"), "{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mismatched_admin_key_names_files() {
     let harness = common::Harness::start().await;
@@ -648,4 +661,71 @@ fn serve_logs_server_certificate_expiry_as_rfc3339() {
         .unwrap_or_else(|| panic!("no not_after in {line}"));
     assert_eq!(not_after.len(), 20, "{line}");
     assert!(not_after.ends_with('Z'), "{line}");
+}
+
+/// Returns the RFC 3339 time after `marker` in `line`, such as `2026-12-04T22:27:11Z`.
+fn time_after<'a>(line: &'a str, marker: &str) -> &'a str {
+    let rest = line
+        .split(marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {marker:?} in {line}"));
+    let stamp = rest
+        .get(..20)
+        .unwrap_or_else(|| panic!("no time in {line}"));
+    assert_eq!(&stamp[10..11], "T", "{line}");
+    assert!(stamp.ends_with('Z'), "{line}");
+    stamp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_printed_and_repeats_named() {
+    let harness = common::Harness::start().await;
+    let token = harness.create_token("node-a", None, None).await;
+    harness.create_token("node-b", None, None).await;
+    harness.create_token("node-b", None, None).await;
+    let revoke_token = ["token", "revoke", "--token-id", &token.token_id];
+    let revoke_principal = ["principal", "revoke", "--principal", "node-b"];
+
+    let mut first_times = Vec::new();
+    for (args, expected) in [
+        (
+            &revoke_token[..],
+            format!("token {} of principal node-a revoked at ", token.token_id),
+        ),
+        (&revoke_principal[..], "principal node-b revoked at ".into()),
+    ] {
+        let output = admin_command(&harness, args, StdoutTo::Pipe).await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let line = String::from_utf8(output.stdout).unwrap();
+        assert!(line.starts_with(&expected), "{args:?}: {line}");
+        first_times.push(time_after(&line, " revoked at ").to_string());
+        if args == revoke_principal {
+            assert!(line.ends_with(", with its 2 unused tokens\n"), "{line}");
+        }
+    }
+    // Repeats exit 0, say that nothing changed and keep the first time.
+    for (args, first) in [&revoke_token[..], &revoke_principal[..]]
+        .into_iter()
+        .zip(&first_times)
+    {
+        let output = admin_command(&harness, args, StdoutTo::Pipe).await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let line = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            line.contains(" was already revoked at "),
+            "{args:?}: {line}"
+        );
+        assert!(line.trim_end().ends_with("; nothing changed"), "{line}");
+        assert_eq!(time_after(&line, " already revoked at "), first, "{line}");
+    }
 }

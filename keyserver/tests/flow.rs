@@ -57,10 +57,14 @@ async fn whole_flow_redeem_renew_revoke() {
     let revoke = Request::RevokePrincipal {
         principal: "node-1".into(),
     };
-    assert_eq!(
-        harness.call_as(&harness.admin, revoke).await.unwrap(),
-        Response::Done
-    );
+    let Response::Done {
+        revocation: Some(revocation),
+    } = harness.call_as(&harness.admin, revoke).await.unwrap()
+    else {
+        panic!("expected the revocation");
+    };
+    assert_eq!(revocation.principal, "node-1");
+    assert!(!revocation.already_revoked);
     let rejected = renew_once(&harness.renew_options(&node_dir))
         .await
         .unwrap_err();
@@ -185,10 +189,14 @@ async fn token_rejections_name_the_reason() {
     let revoke = Request::RevokeToken {
         token_id: revoked.token_id.clone(),
     };
-    assert_eq!(
-        harness.call_as(&harness.admin, revoke).await.unwrap(),
-        Response::Done
-    );
+    let Response::Done {
+        revocation: Some(revocation),
+    } = harness.call_as(&harness.admin, revoke).await.unwrap()
+    else {
+        panic!("expected the revocation");
+    };
+    assert_eq!(revocation.token_id, Some(revoked.token_id.clone()));
+    assert_eq!(revocation.principal, "node-revoked-token");
     let (code, _) = rejection(harness.redeem(&revoked.token).await);
     assert_eq!(code, ErrorCode::TokenRevoked);
 }

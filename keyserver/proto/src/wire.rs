@@ -98,10 +98,23 @@ impl Request {
 pub enum Response {
     Issued(IssuedCert),
     TokenCreated(CreatedToken),
-    Tokens { tokens: Vec<TokenInfo> },
-    Certs { certs: Vec<CertInfo> },
-    Done,
-    Error { code: ErrorCode, message: String },
+    Tokens {
+        tokens: Vec<TokenInfo>,
+    },
+    Certs {
+        certs: Vec<CertInfo>,
+    },
+    /// An admin operation succeeded. A revocation describes what a revoke request revoked. Keyservers that
+    /// predate the field send none, and clients that predate it ignore it, so both mixes
+    /// of versions still agree on success.
+    Done {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revocation: Option<Revocation>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// A certificate signed for a redemption or a renewal.
@@ -122,6 +135,23 @@ pub struct IssuedCert {
     /// keyservers that predate the field.
     #[serde(default)]
     pub shortened_to_ca_expiry: bool,
+}
+
+/// The outcome of a revoke request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// Id of the revoked token; `None` when a principal was revoked.
+    pub token_id: Option<String>,
+    /// The revoked principal, or the principal of the revoked token.
+    pub principal: String,
+    /// When the revocation took effect, Unix seconds. For a target revoked before, this
+    /// is the time of that earlier revocation.
+    pub revoked_at: i64,
+    /// Whether the target was revoked before this request, which then changed nothing.
+    pub already_revoked: bool,
+    /// Unused tokens of a principal revoked along with it; 0 for a token.
+    #[serde(default)]
+    pub tokens_revoked: u64,
 }
 
 /// A newly created token. The keyserver keeps only a hash of it, so this response is the
@@ -323,6 +353,33 @@ mod tests {
         buffer.extend_from_slice(b"{}");
         let result: Result<Option<Request>, _> = read_frame(&mut buffer.as_slice()).await;
         assert!(matches!(result, Err(FrameError::Io(_))));
+    }
+
+    /// `Done` as it was before it carried a revocation.
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(tag = "result", rename_all = "snake_case")]
+    enum UnitDone {
+        Done,
+    }
+
+    #[test]
+    fn done_decodes_across_versions() {
+        let revocation = Revocation {
+            token_id: None,
+            principal: "node-1".into(),
+            revoked_at: 1_796_423_231,
+            already_revoked: false,
+            tokens_revoked: 2,
+        };
+        let with = serde_json::to_string(&Response::Done {
+            revocation: Some(revocation),
+        })
+        .unwrap();
+        let old_client: UnitDone = serde_json::from_str(&with).unwrap();
+        assert_eq!(old_client, UnitDone::Done);
+
+        let old_server: Response = serde_json::from_str(r#"{"result":"done"}"#).unwrap();
+        assert_eq!(old_server, Response::Done { revocation: None });
     }
 
     #[test]
