@@ -530,6 +530,7 @@ impl ControlConfig {
                  the ring there, and the dataplane's dpdk.snapshot_ring names the same path",
             ));
         }
+        check_ring_path(&control.ring)?;
         if !(1..=1024).contains(&control.ring_slot_size_mib) {
             return Err(invalid(
                 "controlplane.ring_slot_size_mib",
@@ -567,6 +568,36 @@ impl ControlConfig {
             bgp,
         })
     }
+}
+
+/// Rejects a ring path that the control plane cannot create its ring file at: a
+/// directory, or a file in a directory that does not exist. The control plane creates
+/// the file but not its directory.
+fn check_ring_path(ring: &Path) -> Result<(), ConfigError> {
+    const KEY: &str = "controlplane.ring";
+    if ring.is_dir() {
+        return Err(invalid(
+            KEY,
+            ring.display(),
+            "the path of the ring file, not a directory: the control plane creates the file, \
+             such as /dev/shm/spike-ring",
+        ));
+    }
+    let parent = ring
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty());
+    if let Some(parent) = parent.filter(|parent| !parent.is_dir()) {
+        return Err(invalid(
+            KEY,
+            ring.display(),
+            &format!(
+                "a path in an existing directory: {} is not one, so create the directory or \
+                 choose another, such as /dev/shm",
+                parent.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Validates the `[kubernetes]` section and splits it into spike-kube's
@@ -1712,6 +1743,34 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("an absolute path"), "{error}");
+    }
+
+    #[test]
+    fn unusable_ring_path_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = dir.path().display().to_string();
+        let orphan = dir.path().join("missing/spike-ring").display().to_string();
+        let cases = [
+            (
+                directory.clone(),
+                format!("controlplane.ring: invalid value {directory}: expected the path of"),
+                "not a directory",
+            ),
+            (
+                orphan.clone(),
+                format!("controlplane.ring: invalid value {orphan}: expected a path in an"),
+                "create the directory",
+            ),
+        ];
+        for (ring, expected, fix) in cases {
+            let text = BASE.replace("/dev/shm/spike-test", &ring);
+            let error = ControlConfig::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(&expected), "{expected}: {error}");
+            assert!(error.contains(fix), "{fix}: {error}");
+            assert!(error.starts_with("line 3, column 16: "), "{error}");
+        }
+        let ring = dir.path().join("spike-ring").display().to_string();
+        ControlConfig::parse(&BASE.replace("/dev/shm/spike-test", &ring)).unwrap();
     }
 
     #[test]
