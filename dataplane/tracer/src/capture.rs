@@ -137,6 +137,16 @@ pub enum TraceError {
         interface: u32,
         defined: usize,
     },
+    /// Frames on pcapng interfaces that are not Ethernet, each shown as `skipped`.
+    #[error(
+        "{path}: {count} frames on interfaces that are not Ethernet were skipped \
+         ({interfaces}); every Ethernet frame was traced"
+    )]
+    SkippedFrames {
+        path: String,
+        count: u64,
+        interfaces: String,
+    },
     #[error(
         "--{first} and --{second} both name {path}; give each its own file, or the trace \
          overwrites what it reads or writes"
@@ -182,6 +192,24 @@ impl CapturedFrame<'_> {
     /// Returns true when the capture tool stored fewer bytes than the frame had on the wire.
     pub fn is_cut(&self) -> bool {
         self.original_len > self.data.len()
+    }
+}
+
+/// One packet record of a capture.
+pub enum Record<'a> {
+    /// An Ethernet frame, which the core can decide.
+    Frame(CapturedFrame<'a>),
+    /// A frame on a pcapng interface of another link type, such as Linux cooked capture
+    /// (`tcpdump -i any`). It has no Ethernet header, so it cannot be decided.
+    OtherLink { interface: u32, link: DataLink },
+}
+
+/// Formats a link type as its pcap-file name and LINKTYPE_ number, such as
+/// `LINUX_SLL (113)`.
+pub fn link_type_name(link: DataLink) -> String {
+    match link {
+        DataLink::Unknown(number) => format!("{number}"),
+        known => format!("{known:?} ({})", u32::from(known)),
     }
 }
 
@@ -462,13 +490,13 @@ impl CaptureReader {
         }
     }
 
-    /// The next Ethernet frame, or `None` at the end of the file.
+    /// Reads the next packet record, or returns `None` at the end of the file.
     ///
     /// # Errors
     ///
     /// Besides unreadable files, a record cut short by the end of the file or with a
     /// damaged length gives an error for which [`TraceError::ends_capture_early`] holds.
-    pub fn next_frame(&mut self) -> Result<Option<CapturedFrame<'_>>, TraceError> {
+    pub fn next_frame(&mut self) -> Result<Option<Record<'_>>, TraceError> {
         match &self.format {
             Format::Pcap(header) => {
                 let header = *header;
@@ -478,7 +506,7 @@ impl CaptureReader {
         }
     }
 
-    fn next_pcap(&mut self, header: PcapHeader) -> Result<Option<CapturedFrame<'_>>, TraceError> {
+    fn next_pcap(&mut self, header: PcapHeader) -> Result<Option<Record<'_>>, TraceError> {
         let frame = self.frames + 1;
         let input = &mut self.input;
         let present = input.fill(0, PCAP_RECORD_HEADER_LEN)?;
@@ -513,15 +541,15 @@ impl CaptureReader {
         } else {
             fraction.saturating_mul(1000)
         };
-        Ok(Some(CapturedFrame {
+        Ok(Some(Record::Frame(CapturedFrame {
             timestamp: Duration::new(u64::from(seconds), 0)
                 + Duration::from_nanos(u64::from(fraction_ns)),
             original_len: original as usize,
             data: Cow::Borrowed(&self.input.record),
-        }))
+        })))
     }
 
-    fn next_pcapng(&mut self) -> Result<Option<CapturedFrame<'_>>, TraceError> {
+    fn next_pcapng(&mut self) -> Result<Option<Record<'_>>, TraceError> {
         let Format::PcapNg(parser) = &mut self.format else {
             return Ok(None);
         };
@@ -601,16 +629,16 @@ impl CaptureReader {
                 });
             };
             if interface.linktype != DataLink::ETHERNET {
-                return Err(TraceError::LinkType {
-                    path: input.path.clone(),
+                return Ok(Some(Record::OtherLink {
+                    interface: interface_id,
                     link: interface.linktype,
-                });
+                }));
             }
-            return Ok(Some(CapturedFrame {
+            return Ok(Some(Record::Frame(CapturedFrame {
                 timestamp: units.map_or(Duration::ZERO, |units| interface_time(interface, units)),
                 data: Cow::Owned(data),
                 original_len,
-            }));
+            })));
         }
     }
 }

@@ -10,7 +10,7 @@
 mod capture;
 mod summary;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,9 +22,10 @@ use spike_core::flow::FlowKey;
 use spike_core::wire::MacAddr;
 use spike_core::{Config, Counters, DropReason, Output, Snapshot, Verdict, Worker};
 
-use crate::capture::{CaptureReader, CaptureWriter, TraceError};
+use crate::capture::{link_type_name, CaptureReader, CaptureWriter, Record, TraceError};
 
-/// Exit status 3: the capture stops inside a frame or at a damaged record.
+/// Exit status 3: the capture stops inside a frame or at a damaged record, or the trace
+/// skipped frames it cannot decide.
 const EXIT_CAPTURE_ENDS_EARLY: u8 = 3;
 
 const EXIT_STATUS_HELP: &str = "Exit status:
@@ -33,7 +34,9 @@ const EXIT_STATUS_HELP: &str = "Exit status:
   2  the config, the capture or an output file cannot be used; the message says why
   3  the capture ends inside a frame (copied while tcpdump still wrote it) or at a
      damaged record: every frame before it was traced and the summary and counters
-     printed; the warning names the frame and the bytes present";
+     printed; the warning names the frame and the bytes present. Also when frames on a
+     pcapng interface that is not Ethernet were skipped: each has a `skipped` line naming
+     the interface and link type, and every other frame was traced";
 
 /// Runs a capture through Spike's forwarding decision.
 #[derive(Parser, Debug)]
@@ -73,9 +76,11 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(None) => ExitCode::SUCCESS,
-        Ok(Some(stop)) => {
-            report(&format!("warning: {stop}"));
+        Ok(warnings) if warnings.is_empty() => ExitCode::SUCCESS,
+        Ok(warnings) => {
+            for warning in warnings {
+                report(&format!("warning: {warning}"));
+            }
             ExitCode::from(EXIT_CAPTURE_ENDS_EARLY)
         }
         Err(error) => {
@@ -200,11 +205,14 @@ struct Summary {
     truncated_drops: HashMap<DropReason, u64>,
     /// Held fragments dropped because a later fragment took their slot.
     evicted: u64,
+    /// Frames on pcapng interfaces that are not Ethernet, by interface id and link type.
+    skipped: BTreeMap<(u32, String), u64>,
 }
 
-/// Traces the capture and returns the error that stopped it early at a cut or damaged
-/// record, if any. The summary and counters are printed in both cases.
-fn run(args: &Args) -> Result<Option<TraceError>, TraceError> {
+/// Traces the capture and returns warnings for an incomplete trace: frames it skipped,
+/// and the error that stopped it early at a cut or damaged record. The summary and
+/// counters are printed in every case.
+fn run(args: &Args) -> Result<Vec<TraceError>, TraceError> {
     check_distinct_paths(args)?;
     let config = load_config(&args.config)?;
     let snapshot = Snapshot::build(&config, 1)?;
@@ -231,7 +239,21 @@ fn run(args: &Args) -> Result<Option<TraceError>, TraceError> {
     let mut stop = None;
     loop {
         let frame = match reader.next_frame() {
-            Ok(Some(frame)) => frame,
+            Ok(Some(Record::Frame(frame))) => frame,
+            Ok(Some(Record::OtherLink { interface, link })) => {
+                number += 1;
+                *summary
+                    .skipped
+                    .entry((interface, link_type_name(link)))
+                    .or_default() += 1;
+                let line = format!(
+                    "{number:>6} {:<32} interface {interface} has link type {}, not Ethernet",
+                    "skipped",
+                    link_type_name(link)
+                );
+                writeln!(stdout, "{line}").map_err(TraceError::Stdout)?;
+                continue;
+            }
             Ok(None) => break,
             Err(error) if error.ends_capture_early() => {
                 stop = Some(error);
@@ -275,7 +297,7 @@ fn run(args: &Args) -> Result<Option<TraceError>, TraceError> {
         }
         writeln!(stdout, "{line}").map_err(TraceError::Stdout)?;
         if stdout.closed && !writes_files {
-            return Ok(None);
+            return Ok(Vec::new());
         }
 
         match verdict {
@@ -326,7 +348,28 @@ fn run(args: &Args) -> Result<Option<TraceError>, TraceError> {
     if args.counters {
         print_counters(&mut stdout, worker.counters(), &summary).map_err(TraceError::Stdout)?;
     }
-    Ok(stop)
+    let mut warnings = Vec::new();
+    if !summary.skipped.is_empty() {
+        warnings.push(TraceError::SkippedFrames {
+            path: args.input.display().to_string(),
+            count: summary.skipped.values().sum(),
+            interfaces: skipped_interfaces(&summary),
+        });
+    }
+    warnings.extend(stop);
+    Ok(warnings)
+}
+
+/// Lists the interfaces of skipped frames with their link type and frame count.
+fn skipped_interfaces(summary: &Summary) -> String {
+    let parts: Vec<String> = summary
+        .skipped
+        .iter()
+        .map(|((interface, link), count)| {
+            format!("interface {interface}, link type {link}: {count}")
+        })
+        .collect();
+    parts.join("; ")
 }
 
 /// Reads the dataplane config, and rejects the control plane's file, recognised by its
@@ -367,6 +410,14 @@ fn print_summary(
     reader: &CaptureReader,
     counters: &Counters,
 ) -> std::io::Result<()> {
+    if !summary.skipped.is_empty() {
+        writeln!(
+            output,
+            "summary: frames skipped on interfaces that are not Ethernet: {} ({})",
+            summary.skipped.values().sum::<u64>(),
+            skipped_interfaces(summary)
+        )?;
+    }
     if summary.truncated > 0 {
         writeln!(
             output,
@@ -571,6 +622,10 @@ fn print_counters(
     }
     if summary.truncated > 0 {
         writeln!(output, "  truncated {}", summary.truncated)?;
+    }
+    let skipped: u64 = summary.skipped.values().sum();
+    if skipped > 0 {
+        writeln!(output, "  skipped {skipped}")?;
     }
     for reason in DropReason::ALL {
         let truncated = summary.truncated_drops.get(reason).copied().unwrap_or(0);

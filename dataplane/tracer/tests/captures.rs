@@ -1584,3 +1584,58 @@ fn empty_pipe_is_named_empty() {
         "{stderr}"
     );
 }
+
+#[test]
+fn pcapng_other_link_frames_are_skipped() {
+    let frame = tcp_frame([10, 9, 9, 9], 10);
+    let mut bytes = pcapng_start();
+    // Interface 1: Linux cooked capture (LINKTYPE_LINUX_SLL, 113), as `tcpdump -i any`.
+    let mut interface = 113u16.to_le_bytes().to_vec();
+    interface.extend_from_slice(&[0, 0]);
+    interface.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend(pcapng_block(1, &interface));
+    bytes.extend(pcapng_enhanced(0, &frame));
+    bytes.extend(pcapng_enhanced(1, &frame[..frame.len() - 2]));
+    bytes.extend(pcapng_enhanced(0, &frame));
+    bytes.extend(pcapng_enhanced(1, &frame[..frame.len() - 2]));
+
+    let (code, stdout, stderr) = trace_bytes("other-link.pcapng", &bytes);
+    assert_eq!(code, Some(3), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let verdicts: Vec<&str> = lines[..4]
+        .iter()
+        .map(|line| line.split_whitespace().nth(1).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "kernel:not_service",
+            "skipped",
+            "kernel:not_service",
+            "skipped"
+        ],
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[1],
+        "     2 skipped                          interface 1 has link type LINUX_SLL (113), \
+         not Ethernet"
+    );
+    assert!(
+        stdout.contains(
+            "summary: frames skipped on interfaces that are not Ethernet: 2 (interface 1, link \
+             type LINUX_SLL (113): 2)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("counters:\n  rx_packets 2\n"), "{stdout}");
+    assert!(stdout.contains("\n  skipped 2\n"), "{stdout}");
+    assert!(stderr.starts_with("spike-trace: warning: "), "{stderr}");
+    assert!(
+        stderr.contains(
+            "2 frames on interfaces that are not Ethernet were skipped (interface 1, link type \
+             LINUX_SLL (113): 2); every Ethernet frame was traced"
+        ),
+        "{stderr}"
+    );
+}
