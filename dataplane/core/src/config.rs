@@ -1375,6 +1375,21 @@ fn validate_backend(
     if let Some(name) = &raw.name {
         validate_name(&format!("{key}.name"), name)?;
     }
+    let own = match address {
+        IpAddr::V4(v4) => (node.ipv4 == Some(v4)).then_some("node.ipv4"),
+        IpAddr::V6(v6) => (node.ipv6 == Some(v6)).then_some("node.ipv6"),
+    };
+    if let Some(own) = own {
+        let name = raw.name.as_deref().unwrap_or("without a name");
+        return Err(ConfigError::invalid(
+            format!("{key}.address"),
+            address,
+            &format!(
+                "another node's underlay address: backend {name} has {own}, this node's own \
+                 address, so its VXLAN packets would come back to this node and be lost"
+            ),
+        ));
+    }
     let next_hop_mac = match raw.next_hop_mac {
         Some(mac) => Some(unicast_mac(&format!("{key}.next_hop_mac"), mac)?),
         None => None,

@@ -389,6 +389,26 @@ const BAD_CASES: &[BadCase] = &[
         expected: &["service[0] (web).vip", "192.0.2.13", "node-c", "no backend"],
     },
     BadCase {
+        description: "backend address equal to node.ipv4",
+        from: "address = \"192.0.2.12\"",
+        to: "address = \"192.0.2.1\"",
+        expected: &[
+            "service[0] (web).backend[1].address: invalid value 192.0.2.1",
+            "backend node-b",
+            "node.ipv4",
+        ],
+    },
+    BadCase {
+        description: "backend address equal to node.ipv6",
+        from: "address = \"2001:db8::15\"",
+        to: "address = \"2001:db8::1\"",
+        expected: &[
+            "service[3] (web6).backend[1].address: invalid value 2001:db8::1",
+            "backend node-e",
+            "node.ipv6",
+        ],
+    },
+    BadCase {
         description: "all-zero hash key",
         from: "key = \"00112233445566778899aabbccddeeff\"",
         to: "key = \"00000000000000000000000000000000\"",
