@@ -677,6 +677,12 @@ impl Config {
                      backend is added",
                     service_key(index, &service.name)
                 ));
+            } else if service.backends.iter().all(|backend| backend.weight == 0) {
+                warnings.push(format!(
+                    "{} has only backends of weight 0: new flows to its VIP are dropped until \
+                     a backend gets a weight above 0",
+                    service_key(index, &service.name)
+                ));
             }
         }
         warnings

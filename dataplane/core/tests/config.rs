@@ -810,6 +810,30 @@ fn example_key_and_empty_services_warn() {
 }
 
 #[test]
+fn zero_weight_services_warn() {
+    // Every backend of the first service, web, gets weight 0.
+    let text = common::BASE_CONFIG;
+    let (head, services) = text.split_at(text.find("[[service]]").unwrap());
+    let (web, rest) = services.split_at(services.find("name = \"dns\"").unwrap());
+    let web = web.replace("vtep_mac = ", "weight = 0\nvtep_mac = ");
+    let drained = format!("{head}{web}{rest}");
+    let warnings = drained.parse::<Config>().unwrap().warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("service[0] (web) has only backends of weight 0"),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("dropped"), "{warnings:?}");
+
+    // One backend with a weight keeps the service's traffic flowing.
+    let one_left = drained.replacen("weight = 0\n", "", 1);
+    assert_eq!(
+        one_left.parse::<Config>().unwrap().warnings(),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn dpdk_lcores_and_ring_path() {
     let dpdk = |settings: &str| {
         format!(
