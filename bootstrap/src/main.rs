@@ -37,8 +37,8 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(86_400);
 /// Exit statuses, shown under `--help`.
 const EXIT_CODES: &str = "Durations need a unit: s, m, h or d, such as 90s, 15m, 24h or 30d.
 
-Exit status: 0 on success; 2 for invalid arguments or \
-contradictory options (fix the command line); 1 when the command fails while running \
+Exit status: 0 on success; 2 for invalid arguments, \
+contradictory options or a --dir that is a file (fix the command line); 1 when the command fails while running \
 (files, network, the keyserver rejecting the request).";
 
 /// Signals of `renew --loop`, shown under `renew --help`.
@@ -124,6 +124,8 @@ enum CliError {
     EmptyTokenFile(PathBuf),
     #[error("token file {} has {size} bytes, more than the limit of {MAX_TOKEN_FILE_BYTES}; a token is one line of about 100 bytes, so check that this is the token file", path.display())]
     TokenFileTooBig { path: PathBuf, size: u64 },
+    #[error("--dir {} is a file, not a directory; pass the directory of key.pem, cert.pem and ca.pem (redeem creates it when missing)", .0.display())]
+    DirIsFile(PathBuf),
     #[error("--retry-delay {retry} is longer than --max-retry-delay {max}; lower the first or raise the second")]
     RetryDelayAboveMax { retry: String, max: String },
     #[error("cannot start the async runtime: {0}")]
@@ -157,7 +159,7 @@ impl CliError {
     fn is_usage(&self) -> bool {
         matches!(
             self,
-            CliError::NoToken | CliError::RetryDelayAboveMax { .. }
+            CliError::NoToken | CliError::DirIsFile(_) | CliError::RetryDelayAboveMax { .. }
         )
     }
 }
@@ -229,6 +231,15 @@ fn read_token_file(path: &Path) -> Result<String, CliError> {
     Ok(token)
 }
 
+/// Checks that --dir is a directory or missing. A file there would fail later with an
+/// error about key.pem or cert.pem inside it, which hides the cause.
+fn check_dir(dir: &Path) -> Result<(), CliError> {
+    match std::fs::metadata(dir) {
+        Ok(metadata) if !metadata.is_dir() => Err(CliError::DirIsFile(dir.to_path_buf())),
+        _ => Ok(()),
+    }
+}
+
 fn run(command: Command) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -240,6 +251,7 @@ fn run(command: Command) -> Result<(), CliError> {
             ca_fingerprint,
             token_file,
         } => {
+            check_dir(&common.dir)?;
             let token = match token_file {
                 Some(path) => read_token_file(&path)?,
                 None => std::env::var(TOKEN_ENV).map_err(|_| CliError::NoToken)?,
@@ -262,6 +274,7 @@ fn run(command: Command) -> Result<(), CliError> {
             max_retry_delay,
             max_renewals,
         } => {
+            check_dir(&common.dir)?;
             let options = RenewOptions {
                 server: common.server,
                 server_name: common.server_name,

@@ -105,6 +105,55 @@ fn mismatched_key_names_files() {
 }
 
 #[test]
+fn file_as_dir_is_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("identity");
+    std::fs::write(&file, b"kept").unwrap();
+    let fingerprint = "ab".repeat(32);
+    for args in [
+        &["redeem", "--ca-fingerprint", &fingerprint][..],
+        &["renew"],
+    ] {
+        let output = bootstrap(args, &file);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert!(
+            message.contains(&format!(
+                "--dir {} is a file, not a directory",
+                file.display()
+            )),
+            "{args:?}: {message}"
+        );
+        assert!(!message.contains("File exists"), "{args:?}: {message}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"kept");
+}
+
+#[test]
+fn file_above_dir_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("identity");
+    std::fs::write(&file, b"kept").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_spike-bootstrap"))
+        .args(["redeem", "--ca-fingerprint", &"ab".repeat(32)])
+        .args(["--server", "127.0.0.1:9", "--timeout", "1s", "--dir"])
+        .arg(file.join("node"))
+        .env(
+            "SPIKE_BOOTSTRAP_TOKEN",
+            "spk1.0123456789abcdef01234567.secret",
+        )
+        .output()
+        .unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains(&format!("{} is a file, not a directory", file.display())),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"kept");
+}
+
+#[test]
 fn help_documents_exit_statuses() {
     let output = Command::new(env!("CARGO_BIN_EXE_spike-bootstrap"))
         .arg("--help")

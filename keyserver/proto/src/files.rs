@@ -22,6 +22,11 @@ pub enum FileError {
     /// A path that must name a file names a directory.
     #[error("{path} is a directory, expected a file; pass the path of the file inside it")]
     IsDirectory { path: PathBuf },
+    /// A directory to create, or one of its parents, exists as a file.
+    #[error(
+        "{path} is a file, not a directory; pass a directory, or a path where one can be created"
+    )]
+    NotADirectory { path: PathBuf },
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FileError {
@@ -37,10 +42,19 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 ///
 /// # Errors
 ///
+/// [`FileError::NotADirectory`] naming `dir` or the parent that is a file, or
 /// [`FileError::Io`] if the directory cannot be created.
 pub fn create_private_dir(dir: &Path) -> Result<(), FileError> {
     if dir.is_dir() {
         return Ok(());
+    }
+    // create_dir_all reports a file in the way as "File exists" or "Not a directory",
+    // without saying which path is the file.
+    let existing = dir.ancestors().find(|a| fs::metadata(a).is_ok());
+    if let Some(file) = existing.filter(|a| !a.is_dir()) {
+        return Err(FileError::NotADirectory {
+            path: file.to_path_buf(),
+        });
     }
     fs::create_dir_all(dir).map_err(io_error("creating directory", dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
@@ -143,6 +157,28 @@ mod tests {
         fs::create_dir(&target).unwrap();
         assert!(write_atomic(&target, b"secret", 0o600).is_err());
         assert!(!dir.path().join(".key.pem.tmp").exists());
+    }
+
+    #[test]
+    fn file_in_the_way_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("identity");
+        fs::write(&file, b"not a directory").unwrap();
+
+        for target in [file.clone(), file.join("node")] {
+            let error = create_private_dir(&target).unwrap_err();
+            assert!(
+                matches!(&error, FileError::NotADirectory { path } if *path == file),
+                "{target:?}: {error:?}"
+            );
+            assert!(
+                error
+                    .to_string()
+                    .starts_with(&format!("{} is a file, not a directory;", file.display())),
+                "{error}"
+            );
+        }
+        assert_eq!(fs::read(&file).unwrap(), b"not a directory");
     }
 
     #[test]
