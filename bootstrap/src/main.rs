@@ -120,6 +120,8 @@ enum CliError {
     File(#[from] files::FileError),
     #[error("no token given: pass --token-file FILE or set {TOKEN_ENV}")]
     NoToken,
+    #[error("token file {} does not exist; create it from the token that `spike-keyserver token create` prints, readable by its owner only (chmod 600), or set {TOKEN_ENV} instead", .0.display())]
+    TokenFileMissing(PathBuf),
     #[error("token file {} is empty; write the token printed by `spike-keyserver token create` into it", .0.display())]
     EmptyTokenFile(PathBuf),
     #[error("token file {} has {size} bytes, more than the limit of {MAX_TOKEN_FILE_BYTES}; a token is one line of about 100 bytes, so check that this is the token file", path.display())]
@@ -215,14 +217,18 @@ fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
 /// Reads the token from `path`, rejecting an empty or oversized file locally.
 fn read_token_file(path: &Path) -> Result<String, CliError> {
     // The size comes from the metadata, so a large file is never read into memory.
-    // read_secret reports a directory or a missing file with its own message.
-    if let Ok(metadata) = std::fs::metadata(path) {
-        if metadata.is_file() && metadata.len() > MAX_TOKEN_FILE_BYTES {
+    // read_secret reports a directory or an unreadable file with its own message.
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CliError::TokenFileMissing(path.to_path_buf()));
+        }
+        Ok(metadata) if metadata.is_file() && metadata.len() > MAX_TOKEN_FILE_BYTES => {
             return Err(CliError::TokenFileTooBig {
                 path: path.to_path_buf(),
                 size: metadata.len(),
             });
         }
+        _ => {}
     }
     let token = files::read_secret(path)?.trim().to_string();
     if token.is_empty() {

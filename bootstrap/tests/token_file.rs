@@ -1,5 +1,5 @@
-//! `spike-bootstrap redeem --token-file` rejects a directory, an empty file and an
-//! oversized file before contacting the keyserver, and a redemption that fails removes
+//! `spike-bootstrap redeem --token-file` rejects a missing file, a directory, an empty
+//! file and an oversized file before contacting the keyserver, and a redemption that fails removes
 //! the files it created.
 
 use std::os::unix::fs::PermissionsExt;
@@ -47,6 +47,21 @@ fn directory_token_file_rejected() {
         "{stderr}"
     );
     assert!(!stderr.contains("chmod"), "{stderr}");
+    assert!(!dir.path().join("identity").exists());
+}
+
+#[test]
+fn missing_token_file_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let (code, stderr) = redeem(&token, &dir.path().join("identity"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("token file {} does not exist", token.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("spike-keyserver token create"), "{stderr}");
+    assert!(!stderr.contains("reading metadata"), "{stderr}");
     assert!(!dir.path().join("identity").exists());
 }
 
