@@ -670,6 +670,25 @@ impl Config {
                     .to_owned(),
             );
         }
+        let ring = self
+            .dpdk
+            .as_ref()
+            .and_then(|dpdk| dpdk.snapshot_ring.as_ref());
+        if let (Some(ring), false) = (ring, self.services.is_empty()) {
+            let tables = if self.services.len() == 1 {
+                "table"
+            } else {
+                "tables"
+            };
+            warnings.push(format!(
+                "the {} [[service]] {tables} of this file serve only until the first snapshot \
+                 arrives through dpdk.snapshot_ring ({}): the control plane's snapshots then \
+                 replace them and SIGHUP does not reload them, so keep the services in the \
+                 control plane's file",
+                self.services.len(),
+                ring.display()
+            ));
+        }
         for (index, service) in self.services.iter().enumerate() {
             if service.backends.is_empty() {
                 warnings.push(format!(

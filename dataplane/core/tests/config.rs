@@ -834,6 +834,26 @@ fn zero_weight_services_warn() {
 }
 
 #[test]
+fn services_beside_snapshot_ring_warn() {
+    let ring = "\n[dpdk]\nport = \"net_null0\"\nsnapshot_ring = \"/dev/shm/spike-ring\"\n";
+    let text = format!("{}{ring}", common::BASE_CONFIG);
+    let warnings = text.parse::<Config>().unwrap().warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("the 5 [[service]] tables of this file serve only until"),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("dpdk.snapshot_ring"), "{warnings:?}");
+
+    let (head, _) = common::BASE_CONFIG.split_at(common::BASE_CONFIG.find("[[service]]").unwrap());
+    let warnings = format!("{head}{ring}")
+        .parse::<Config>()
+        .unwrap()
+        .warnings();
+    assert_eq!(warnings, Vec::<String>::new());
+}
+
+#[test]
 fn dpdk_lcores_and_ring_path() {
     let dpdk = |settings: &str| {
         format!(
