@@ -65,8 +65,10 @@ fn check_not_controlplane(raw: &toml::Table, text: &str) -> Result<(), ConfigErr
         },
         error: Box::new(ConfigError::Syntax(
             "controlplane: this looks like a spike-controlplane config (it has \
-             [controlplane]); spike-dataplane reads its own file with a [dpdk] section, such \
-             as configs/spike.toml of the source tree: pass that file with --config"
+             [controlplane]); spike-dataplane reads its own file, which has a [dpdk] section \
+             with at least port = \"<DPDK port name>\", such as debian/config/dataplane.toml \
+             of the source tree (installed as /etc/spike/dataplane.toml): pass that file with \
+             --config"
                 .to_owned(),
         )),
     })
@@ -334,6 +336,22 @@ mod tests {
         let dpdk = format!("\n[dpdk]\nport = \"net_null0\"\n{settings}\n");
         std::fs::write(&path, text + &dpdk).expect("write the config");
         load(&path).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn controlplane_file_names_a_dataplane_example() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let error = load(&root.join("configs/controlplane.toml"))
+            .expect_err("the control plane's file")
+            .to_string();
+        assert!(error.contains("spike-controlplane config"), "{error}");
+        // The file the message names must have the section the message asks for.
+        let example = error
+            .split_whitespace()
+            .find(|word| word.ends_with(".toml") && word.contains('/'))
+            .unwrap_or_else(|| panic!("no example file named: {error}"));
+        let text = std::fs::read_to_string(root.join(example)).expect("the named example");
+        assert!(text.lines().any(|line| line == "[dpdk]"), "{example}");
     }
 
     #[test]
