@@ -137,6 +137,18 @@ pub enum TraceError {
         interface: u32,
         defined: usize,
     },
+    /// Records whose captured length exceeds the frame's original length. Their captured
+    /// bytes were traced, but one of the two lengths is wrong.
+    #[error(
+        "{path}: {count} records have a captured length above their original length, \
+         first frame {first}; the file is damaged there, and those frames were traced with \
+         the bytes captured"
+    )]
+    CapturedOverOriginal {
+        path: String,
+        count: usize,
+        first: u64,
+    },
     /// Frames on pcapng interfaces that are not Ethernet, each shown as `skipped`.
     #[error(
         "{path}: {count} frames on interfaces that are not Ethernet were skipped \

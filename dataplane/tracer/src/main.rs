@@ -12,6 +12,7 @@ mod summary;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,10 +20,12 @@ use std::time::Duration;
 use clap::Parser;
 use spike_core::config::{locate, ConfigError, Place};
 use spike_core::flow::FlowKey;
+use spike_core::snapshot::ServiceKey;
 use spike_core::wire::MacAddr;
 use spike_core::{Config, Counters, DropReason, Output, Snapshot, Verdict, Worker};
 
 use crate::capture::{link_type_name, CaptureReader, CaptureWriter, Record, TraceError};
+use crate::summary::PartialFlow;
 
 /// Exit status 3: the capture stops inside a frame or at a damaged record, or the trace
 /// skipped frames it cannot decide.
@@ -35,8 +38,9 @@ const EXIT_STATUS_HELP: &str = "Exit status:
   3  the capture ends inside a frame (copied while tcpdump still wrote it) or at a
      damaged record: every frame before it was traced and the summary and counters
      printed; the warning names the frame and the bytes present. Also when frames on a
-     pcapng interface that is not Ethernet were skipped: each has a `skipped` line naming
-     the interface and link type, and every other frame was traced";
+     pcapng interface that is not Ethernet were skipped (each has a `skipped` line naming
+     the interface and link type), or records have a captured length above their original
+     length (each line ends in `damaged(...)`): every other frame was traced";
 
 /// Runs a capture through Spike's forwarding decision.
 #[derive(Parser, Debug)]
@@ -207,6 +211,9 @@ struct Summary {
     evicted: u64,
     /// Frames on pcapng interfaces that are not Ethernet, by interface id and link type.
     skipped: BTreeMap<(u32, String), u64>,
+    /// Numbers of the frames whose record has a captured length above the original
+    /// length, which pcap and pcapng do not allow.
+    overlong: Vec<u64>,
 }
 
 /// Traces the capture and returns warnings for an incomplete trace: frames it skipped,
@@ -290,6 +297,14 @@ fn run(args: &Args) -> Result<Vec<TraceError>, TraceError> {
                 frame.original_len
             ));
         }
+        if frame.data.len() > frame.original_len {
+            summary.overlong.push(number);
+            line.push_str(&format!(
+                " damaged(captured length {} above original length {})",
+                frame.data.len(),
+                frame.original_len
+            ));
+        }
         if evicted > 0 {
             line.push_str(&format!(
                 " store-full(took the slot of {evicted} earlier held fragment, now dropped)"
@@ -354,6 +369,13 @@ fn run(args: &Args) -> Result<Vec<TraceError>, TraceError> {
             path: args.input.display().to_string(),
             count: summary.skipped.values().sum(),
             interfaces: skipped_interfaces(&summary),
+        });
+    }
+    if let Some(&first) = summary.overlong.first() {
+        warnings.push(TraceError::CapturedOverOriginal {
+            path: args.input.display().to_string(),
+            count: summary.overlong.len(),
+            first,
         });
     }
     warnings.extend(stop);
@@ -498,39 +520,47 @@ fn duration_ns(timestamp: Duration) -> u64 {
 }
 
 fn describe_flow(flow: &FlowKey) -> String {
+    describe_partial_flow(&PartialFlow::from(flow))
+}
+
+/// Formats a flow as `protocol source -> destination`, with `-` for each part that is
+/// not known, and ports only for TCP and UDP.
+fn describe_partial_flow(flow: &PartialFlow) -> String {
     let protocol = match flow.protocol {
-        1 => "icmp".to_owned(),
-        6 => "tcp".to_owned(),
-        17 => "udp".to_owned(),
-        58 => "icmpv6".to_owned(),
-        other => format!("proto-{other}"),
+        Some(1) => "icmp".to_owned(),
+        Some(6) => "tcp".to_owned(),
+        Some(17) => "udp".to_owned(),
+        Some(58) => "icmpv6".to_owned(),
+        Some(other) => format!("proto-{other}"),
+        None => "-".to_owned(),
     };
-    let has_ports = flow.protocol == 6 || flow.protocol == 17;
-    let address = |ip: std::net::IpAddr, port: u16| match (ip, has_ports) {
-        (std::net::IpAddr::V4(v4), true) => format!("{v4}:{port}"),
-        (std::net::IpAddr::V6(v6), true) => format!("[{v6}]:{port}"),
-        (ip, false) => ip.to_string(),
+    let has_ports = matches!(flow.protocol, Some(6 | 17));
+    let known = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
+    let address = |ip: Option<IpAddr>, port: Option<u16>| {
+        let text = match ip {
+            Some(IpAddr::V6(v6)) if has_ports => format!("[{v6}]"),
+            ip => known(ip.map(|ip| ip.to_string())),
+        };
+        if has_ports {
+            format!("{text}:{}", known(port.map(|port| port.to_string())))
+        } else {
+            text
+        }
     };
     format!(
         "{protocol} {} -> {}",
-        address(flow.src_addr(), flow.src_port),
-        address(flow.dst_addr(), flow.dst_port)
+        address(flow.src, flow.src_port),
+        address(flow.dst, flow.dst_port)
     )
 }
 
 /// Formats the line of a frame whose verdict depends on bytes the capture tool removed.
 fn describe_truncated(number: u64, frame: &[u8]) -> String {
     let mut line = format!("{number:>6} {:<32}", "truncated");
-    // Zeros replace the missing bytes so the length checks pass. The flow still comes
-    // from the captured headers, and only this description reads the padded copy.
-    let mut padded = frame.to_vec();
-    padded.resize(usize::from(u16::MAX) + 64, 0);
-    let flow = summary::frame_flow(&padded);
-    if let Some(text) = flow
-        .as_ref()
-        .map(describe_flow)
-        .or_else(|| summary::frame_kind(frame))
-    {
+    let text = summary::cut_frame_flow(frame)
+        .map(|flow| describe_partial_flow(&flow))
+        .or_else(|| summary::frame_kind(frame));
+    if let Some(text) = text {
         line.push(' ');
         line.push_str(&text);
     }
@@ -566,14 +596,21 @@ fn describe(
             }
         }
     }
-    if let (Some(service_index), Some(backend_index)) = (out.service, out.backend) {
-        if let Some(service) = snapshot.services.get(service_index as usize) {
-            if let Some(backend) = service.backends.get(backend_index as usize) {
-                line.push_str(&format!(
-                    " service={} backend={} ({}, vtep {})",
-                    service.name, backend.name, backend.address, backend.vtep_mac
-                ));
-            }
+    // The core clears the service of a reply, which no backend receives.
+    let service_index = match (out.service, verdict, flow) {
+        (None, Verdict::Reply, Some(flow)) => reply_service(snapshot, &flow),
+        (service, _, _) => service,
+    };
+    if let Some(service) = service_index.and_then(|index| snapshot.services.get(index as usize)) {
+        line.push_str(&format!(" service={}", service.name));
+        let backend = out
+            .backend
+            .and_then(|index| service.backends.get(index as usize));
+        if let Some(backend) = backend {
+            line.push_str(&format!(
+                " backend={} ({}, vtep {})",
+                backend.name, backend.address, backend.vtep_mac
+            ));
         }
     }
     let peer = out
@@ -591,6 +628,15 @@ fn describe(
         line.push_str(" outer-fragmented");
     }
     line
+}
+
+/// Finds the service an ICMP too-big reply is about: the one on the flow's destination,
+/// protocol and port, or for a non-first fragment the one that hashes without ports.
+fn reply_service(snapshot: &Snapshot, flow: &FlowKey) -> Option<u32> {
+    let key = ServiceKey::new(flow.dst_addr(), flow.protocol, flow.dst_port);
+    snapshot
+        .service(&key)
+        .or_else(|| snapshot.portless_service(&key.vip, flow.protocol))
 }
 
 fn print_counters(

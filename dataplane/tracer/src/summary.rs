@@ -71,3 +71,101 @@ pub fn frame_kind(frame: &[u8]) -> Option<String> {
         other => format!("ethertype 0x{:04x}", u16::from(other)),
     })
 }
+
+/// The parts of a flow that the captured bytes of a cut frame contain. Each part that the
+/// capture tool removed is `None`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PartialFlow {
+    pub protocol: Option<u8>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+}
+
+impl From<&FlowKey> for PartialFlow {
+    fn from(flow: &FlowKey) -> Self {
+        PartialFlow {
+            protocol: Some(flow.protocol),
+            src: Some(flow.src_addr()),
+            dst: Some(flow.dst_addr()),
+            src_port: Some(flow.src_port),
+            dst_port: Some(flow.dst_port),
+        }
+    }
+}
+
+/// Reads the protocol, addresses and ports of an IP frame that the capture tool cut short.
+/// Each part comes from its own bytes, so a part beyond the cut is `None` instead of
+/// zeros.
+pub fn cut_frame_flow(frame: &[u8]) -> Option<PartialFlow> {
+    let (ethertype, bytes) = network_layer(frame)?;
+    let version = bytes.first()? >> 4;
+    match (ethertype, version) {
+        (EtherType::Ipv4, 4) => Some(cut_ipv4_flow(bytes)),
+        (EtherType::Ipv6, 6) => Some(cut_ipv6_flow(bytes)),
+        _ => None,
+    }
+}
+
+fn cut_ipv4_flow(bytes: &[u8]) -> PartialFlow {
+    let address = |range: std::ops::Range<usize>| {
+        let octets: [u8; 4] = bytes.get(range)?.try_into().ok()?;
+        Some(IpAddr::from(octets))
+    };
+    let header_len = usize::from(bytes[0] & 0x0f) * 4;
+    let first_fragment = bytes
+        .get(6..8)
+        .is_some_and(|field| u16::from_be_bytes([field[0], field[1]]) & 0x1fff == 0);
+    let transport = if header_len >= 20 && first_fragment {
+        bytes.get(header_len..)
+    } else {
+        None
+    };
+    with_ports(
+        PartialFlow {
+            protocol: bytes.get(9).copied(),
+            src: address(12..16),
+            dst: address(16..20),
+            ..PartialFlow::default()
+        },
+        transport,
+    )
+}
+
+fn cut_ipv6_flow(bytes: &[u8]) -> PartialFlow {
+    let address = |range: std::ops::Range<usize>| {
+        let octets: [u8; 16] = bytes.get(range)?.try_into().ok()?;
+        Some(IpAddr::from(octets))
+    };
+    let payload = bytes.get(40..).unwrap_or_default();
+    // A chain of extension headers cut short hides the upper-layer protocol.
+    let upper = bytes
+        .get(6)
+        .and_then(|next| wire::walk_extension_headers(IpProtocol::from(*next), payload).ok());
+    let transport = upper
+        .filter(|upper| upper.fragment.is_none_or(|fragment| fragment.offset == 0))
+        .and_then(|upper| payload.get(upper.offset..));
+    with_ports(
+        PartialFlow {
+            protocol: upper.map(|upper| u8::from(upper.protocol)),
+            src: address(8..24),
+            dst: address(24..40),
+            ..PartialFlow::default()
+        },
+        transport,
+    )
+}
+
+/// Adds the ports of a TCP or UDP header to `flow`, each when its two bytes are present.
+fn with_ports(mut flow: PartialFlow, transport: Option<&[u8]>) -> PartialFlow {
+    if matches!(flow.protocol, Some(6 | 17)) {
+        let port = |at: usize| {
+            let field = transport?.get(at..at + 2)?;
+            Some(u16::from_be_bytes([field[0], field[1]]))
+        };
+        flow.src_port = port(0);
+        flow.dst_port = port(2);
+    }
+    flow
+}

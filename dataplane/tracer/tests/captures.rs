@@ -1639,3 +1639,89 @@ fn pcapng_other_link_frames_are_skipped() {
         "{stderr}"
     );
 }
+
+#[test]
+fn cut_frame_shows_known_parts() {
+    let whole = tcp_frame([10, 9, 9, 9], 100);
+    // Each case: bytes captured, the flow the line shows.
+    let cases: [(usize, &str); 4] = [
+        (14 + 14, "tcp -:- -> -:-"),
+        (14 + 18, "tcp 10.0.0.1:- -> -:-"),
+        (14 + 20 + 3, "tcp 10.0.0.1:1234 -> 10.9.9.9:-"),
+        (14 + 20 + 4, "tcp 10.0.0.1:1234 -> 10.9.9.9:80"),
+    ];
+    for (captured, expected) in cases {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let input = dir.path().join("cut.pcap");
+        write_pcap_records(
+            &input,
+            captured as u32,
+            &[(whole[..captured].to_vec(), whole.len())],
+        );
+        let result = run_trace(&["--input".as_ref(), input.as_os_str()]);
+        let stdout = String::from_utf8_lossy(&result.stdout);
+        assert!(result.status.success(), "{captured} bytes: {stdout}");
+        let line = stdout.lines().next().unwrap_or_default();
+        let flow = line
+            .split_once("truncated")
+            .map(|(_, rest)| rest.trim_start())
+            .and_then(|rest| rest.split_once(" capture-truncated"))
+            .map(|(flow, _)| flow);
+        assert_eq!(flow, Some(expected), "{captured} bytes: {line}");
+        assert!(!line.contains("0.0.0.0"), "{line}");
+        assert!(!line.contains("proto-0"), "{line}");
+    }
+}
+
+#[test]
+fn captured_over_original_is_damage() {
+    let frame = tcp_frame([10, 9, 9, 9], 10);
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("overlong.pcap");
+    write_pcap_records(
+        &input,
+        65535,
+        &[
+            (frame.clone(), frame.len()),
+            (frame.clone(), 20),
+            (frame.clone(), frame.len()),
+        ],
+    );
+    let result = run_trace(&["--input".as_ref(), input.as_os_str(), "--counters".as_ref()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(3), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let expected = format!(
+        " damaged(captured length {} above original length 20)",
+        frame.len()
+    );
+    assert!(lines[1].ends_with(&expected), "{stdout}");
+    assert!(!lines[0].contains("damaged"), "{stdout}");
+    assert!(!lines[2].contains("damaged"), "{stdout}");
+    assert!(stdout.contains("counters:\n  rx_packets 3\n"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "1 records have a captured length above their original length, first frame 2; \
+             the file is damaged there"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn reply_line_names_service() {
+    // A TCP segment with DF to the web service, too big for node.mtu once encapsulated.
+    let mut frame = tcp_frame([3, 235, 60, 34], 1500 - 40);
+    frame[36..38].copy_from_slice(&8080u16.to_be_bytes());
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("too-big.pcap");
+    write_pcap(&input, &[frame]);
+    let result = run_trace(&["--input".as_ref(), input.as_os_str()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}");
+    let line = stdout.lines().next().unwrap_or_default();
+    assert_eq!(line.split_whitespace().nth(1), Some("reply"), "{line}");
+    assert_eq!(field(line, "service"), Some("web"), "{line}");
+    assert_eq!(field(line, "backend"), None, "{line}");
+}
