@@ -1126,13 +1126,18 @@ fn parse_hash_key(text: &str) -> Result<HashKey, ConfigError> {
 }
 
 fn seconds_to_ns(key: &str, seconds: f64) -> Result<u64, ConfigError> {
+    // Below one millisecond nearly every flow would expire before its next packet, so
+    // such a value is a typo, such as 1e-3 for 1e3, rather than a setting.
+    const MIN_SECONDS: f64 = 0.001;
     // One day bounds every timeout: longer ones only keep dead flows in a full table.
     const MAX_SECONDS: f64 = 86_400.0;
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_SECONDS {
+    if !seconds.is_finite() || !(MIN_SECONDS..=MAX_SECONDS).contains(&seconds) {
+        // Debug writes 1e-300 as such, where Display writes 300 zeros.
         return Err(ConfigError::invalid(
             key,
-            seconds,
-            "a timeout in seconds greater than 0 and at most 86400",
+            format!("{seconds:?}"),
+            "a timeout in seconds from 0.001 (1 ms) to 86400; fractions such as 0.5 are \
+             allowed",
         ));
     }
     Ok((seconds * 1e9) as u64)

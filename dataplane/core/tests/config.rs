@@ -409,6 +409,15 @@ const BAD_CASES: &[BadCase] = &[
         ],
     },
     BadCase {
+        description: "timeout below a millisecond",
+        from: "tcp_syn = 30",
+        to: "tcp_syn = 1e-300",
+        expected: &[
+            "conntrack.timeouts.tcp_syn: invalid value 1e-300",
+            "from 0.001 (1 ms) to 86400",
+        ],
+    },
+    BadCase {
         description: "all-zero hash key",
         from: "key = \"00112233445566778899aabbccddeeff\"",
         to: "key = \"00000000000000000000000000000000\"",
