@@ -15,6 +15,7 @@ use rustls::{RootCertStore, ServerConfig};
 use spike_bootstrap::{BootstrapError, IdentityPaths, ReloadingIdentity};
 use spike_keyproto::files::{self, FileError};
 use spike_keyproto::tls::{self, provider};
+use spike_keyproto::utc::rfc3339;
 use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
@@ -122,13 +123,13 @@ fn log_validity(paths: &IdentityPaths) {
     match spike_bootstrap::read_validity(&paths.cert()) {
         Ok((_, not_after)) if not_after <= now => warn!(
             cert = %paths.cert().display(),
-            not_after,
+            not_after = %rfc3339(not_after),
             "the metrics TLS certificate has expired; renew it with `spike-bootstrap renew` \
              or redeem a new token"
         ),
         Ok((_, not_after)) => info!(
             cert = %paths.cert().display(),
-            not_after,
+            not_after = %rfc3339(not_after),
             "loaded the metrics TLS certificate"
         ),
         Err(error) => warn!(%error, "cannot read the validity of the metrics TLS certificate"),
