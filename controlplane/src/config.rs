@@ -423,6 +423,15 @@ fn expected_sections() -> String {
     quoted.join(", ")
 }
 
+/// The arrays of tables of the control plane's file: each entry gets its own
+/// `[[NAME]]` header.
+const TABLE_ARRAYS: [&str; 4] = [
+    "service",
+    "service.backend",
+    "bgp.neighbor",
+    "kubernetes.service_settings",
+];
+
 /// Sections of the dataplane's file that the dataplane never takes from a snapshot.
 const DATAPLANE_SECTIONS: [&str; 4] = ["conntrack", "icmp", "dpdk", "cluster"];
 
@@ -453,6 +462,9 @@ impl ControlConfig {
             .all(|line| line.trim().is_empty() || line.trim().starts_with('#'))
         {
             return Err(spike_core::config::ConfigError::Empty.into());
+        }
+        if let Some(error) = spike_core::config::single_bracket_array(text, &TABLE_ARRAYS) {
+            return Err(error.into());
         }
         let mut root: toml::Table = toml::from_str(text)?;
         if !root.contains_key("controlplane") {
@@ -1743,6 +1755,31 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("an absolute path"), "{error}");
+    }
+
+    #[test]
+    fn single_bracket_arrays_are_named() {
+        let bgp = format!("{BASE}{BGP}");
+        let cases = [
+            (BASE.replace("[[service]]", "[service]"), "service"),
+            (
+                BASE.replacen("[[service.backend]]", "[service.backend]", 1),
+                "service.backend",
+            ),
+            (
+                bgp.replace("[[bgp.neighbor]]", "[bgp.neighbor]"),
+                "bgp.neighbor",
+            ),
+        ];
+        for (text, name) in cases {
+            let header = format!("[{name}]");
+            let line = line_of_text(&text, &header);
+            let error = ControlConfig::parse(&text).unwrap_err().to_string();
+            let place = format!("line {line}, column 10: {name}: ");
+            assert!(error.starts_with(&place), "{place}: {error}");
+            let fix = format!("write [[{name}]] (two brackets)");
+            assert!(error.contains(&fix), "{fix}: {error}");
+        }
     }
 
     #[test]

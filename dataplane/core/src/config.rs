@@ -640,6 +640,9 @@ impl FromStr for Config {
         if is_empty(text) {
             return Err(ConfigError::Empty);
         }
+        if let Some(error) = single_bracket_array(text, &TABLE_ARRAYS) {
+            return Err(error);
+        }
         let raw: RawConfig = toml::from_str(text).map_err(|error| {
             unknown_section(text, &error).unwrap_or_else(|| ConfigError::from_toml(&error, text))
         })?;
@@ -759,6 +762,29 @@ const SECTIONS: [&str; 8] = [
     "dpdk",
     "cluster",
 ];
+
+/// The arrays of tables of the dataplane's file: each entry gets its own `[[NAME]]`
+/// header.
+pub const TABLE_ARRAYS: [&str; 3] = ["service", "service.backend", "cluster.node"];
+
+/// Reports the first header that writes one of `arrays` with single brackets, such as
+/// `[service]`. TOML reads that as one table, so serde then reports a map where it
+/// expects a list, or TOML stops at a second such header as a duplicate key, and
+/// neither message says what to write.
+pub fn single_bracket_array(text: &str, arrays: &[&str]) -> Option<ConfigError> {
+    let (name, position) = locate::single_bracket_header(text, arrays)?;
+    let entry = name.rsplit('.').next().unwrap_or(&name).to_owned();
+    Some(ConfigError::At {
+        place: Place {
+            path: None,
+            position: Some(position),
+        },
+        error: Box::new(ConfigError::Syntax(format!(
+            "{name}: [{name}] is a single table, but each {entry} is an entry of a list: \
+             write [[{name}]] (two brackets) before each {entry}"
+        ))),
+    })
+}
 
 /// Reports a table header with an unknown first name, such as `[[services]]`, in text
 /// that TOML rejected. Such a typo often makes the parser stop later, at a header that

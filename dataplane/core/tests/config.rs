@@ -650,6 +650,58 @@ fn misspelled_section_is_named_at_its_line() {
 }
 
 #[test]
+fn single_bracket_arrays_are_named() {
+    let base = common::BASE_CONFIG;
+    let first = base.find("[[service]]").unwrap();
+    let first_line = base[..first].lines().count() + 1;
+    let backend = base.find("[[service.backend]]").unwrap();
+    let backend_line = base[..backend].lines().count() + 1;
+    // (description, text, line of the header to report, its name)
+    let cases = [
+        (
+            "every service",
+            base.replace("[[service]]", "[service]"),
+            first_line,
+            "service",
+        ),
+        (
+            "the first of several services",
+            base.replacen("[[service]]", "[service]", 1),
+            first_line,
+            "service",
+        ),
+        (
+            "the second service",
+            format!(
+                "{}{}",
+                &base[..first + 1],
+                base[first + 1..].replacen("[[service]]", "[service]", 1)
+            ),
+            base[..first + 1 + base[first + 1..].find("[[service]]").unwrap()]
+                .lines()
+                .count()
+                + 1,
+            "service",
+        ),
+        (
+            "a backend",
+            base.replacen("[[service.backend]]", "[service.backend]", 1),
+            backend_line,
+            "service.backend",
+        ),
+    ];
+    for (description, text, line, name) in cases {
+        let error = text.parse::<Config>().expect_err(description).to_string();
+        let place = format!("line {line}, column 2: {name}: ");
+        assert!(error.starts_with(&place), "{description}: {place}: {error}");
+        assert!(
+            error.contains(&format!("write [[{name}]] (two brackets)")),
+            "{description}: {error}"
+        );
+    }
+}
+
+#[test]
 fn syntax_errors_name_key_path() {
     // (from, to, lines from the start of `to` to the error, message after the place)
     let cases = [

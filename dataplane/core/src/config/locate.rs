@@ -258,6 +258,38 @@ pub fn unknown_table(text: &str, known: &[&str]) -> Option<(String, (usize, usiz
     None
 }
 
+/// Returns the first table header that names one of `arrays` (dotted names such as
+/// `service.backend`) with single brackets, such as `[service]`, with the position of
+/// its name.
+///
+/// NOTE: like `key_at_in_lines`, this reads headers by their first characters, so a
+/// header inside a multi-line string counts as one.
+pub fn single_bracket_header(text: &str, arrays: &[&str]) -> Option<(String, (usize, usize))> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        let Some(header) = line.trim_start().strip_prefix('[') else {
+            continue;
+        };
+        if header.starts_with('[') {
+            continue;
+        }
+        let Some((name, _)) = header.split_once(']') else {
+            continue;
+        };
+        let parts = split_key(name);
+        let parts: Vec<&str> = parts.iter().map(|part| part.trim()).collect();
+        let dotted = parts.join(".");
+        if !arrays.contains(&dotted.as_str()) {
+            continue;
+        }
+        let name_offset = start + line.len() - header.trim_start().len();
+        return Some((dotted, line_column(text, name_offset)));
+    }
+    None
+}
+
 /// Joins the lines of a parser's message with colons, so that a log line or a
 /// `PATH:LINE:COLUMN:` error stays one line.
 pub fn one_line(message: &str) -> String {
@@ -401,6 +433,15 @@ mod tests {
         let found = unknown_table(text, &["node", "service"]);
         assert_eq!(found, Some(("services".to_owned(), (2, 5))));
         assert_eq!(unknown_table(text, &["node", "service", "services"]), None);
+    }
+
+    #[test]
+    fn single_bracket_header_is_found() {
+        let arrays = ["service", "service.backend"];
+        let text = "[node]\n[[service]]\n  [ service . backend ]\n[service]\n";
+        let found = single_bracket_header(text, &arrays);
+        assert_eq!(found, Some(("service.backend".to_owned(), (3, 5))));
+        assert_eq!(single_bracket_header("[[service]]\n", &arrays), None);
     }
 
     #[test]
