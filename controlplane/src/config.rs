@@ -286,7 +286,8 @@ pub enum CheckKind {
 #[serde(deny_unknown_fields)]
 struct RawControl {
     ring: PathBuf,
-    metrics_listen: SocketAddr,
+    /// Parsed by `parse_metrics_listen`, whose error quotes the text.
+    metrics_listen: String,
     #[serde(default = "default_slot_size_mib")]
     ring_slot_size_mib: u64,
     metrics_tls: Option<MetricsTls>,
@@ -525,14 +526,7 @@ impl ControlConfig {
                     .collect()
             })
             .collect();
-        if control.metrics_listen.port() == 0 {
-            return Err(invalid(
-                "controlplane.metrics_listen",
-                control.metrics_listen,
-                "an IP address and a port from 1 to 65535, such as 127.0.0.1:9300: port 0 \
-                 would make the kernel pick a port that no scraper knows",
-            ));
-        }
+        let metrics_listen = parse_metrics_listen(&control.metrics_listen)?;
 
         if !control.ring.is_absolute() {
             return Err(invalid(
@@ -568,7 +562,7 @@ impl ControlConfig {
         }
         Ok(ControlConfig {
             ring: control.ring,
-            metrics_listen: control.metrics_listen,
+            metrics_listen,
             slot_size_bytes: control.ring_slot_size_mib << 20,
             metrics_tls: control.metrics_tls,
             resolve_next_hops: control.resolve_next_hops,
@@ -579,6 +573,49 @@ impl ControlConfig {
             kubernetes,
             bgp,
         })
+    }
+}
+
+/// Parses `controlplane.metrics_listen`, an IP address and a port, with a note on the
+/// usual mistakes: a host name, an IPv6 address without brackets, a missing port or one
+/// out of range.
+fn parse_metrics_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    const KEY: &str = "controlplane.metrics_listen";
+    const FORM: &str = "IP:port with a port from 1 to 65535, such as \"127.0.0.1:9300\" or \
+                        \"[::1]:9300\" (IPv6 in brackets, no host names)";
+    let note = match text.parse::<SocketAddr>() {
+        Ok(address) if address.port() != 0 => return Ok(address),
+        Ok(_) => "port 0 would make the kernel pick a port that no scraper knows".to_owned(),
+        Err(_) => metrics_listen_note(text),
+    };
+    Err(invalid(
+        KEY,
+        format!("{text:?}"),
+        &format!("{FORM}: {note}"),
+    ))
+}
+
+/// Says what is wrong with `text`, which is not a socket address.
+fn metrics_listen_note(text: &str) -> String {
+    if let Ok(IpAddr::V6(address)) = text.parse::<IpAddr>() {
+        return format!(
+            "this reads as the IPv6 address {address} with no port; write an IPv6 address \
+             in brackets before the port"
+        );
+    }
+    if text.parse::<IpAddr>().is_ok() {
+        return "the address has no port".to_owned();
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return "no port: add one after a colon".to_owned();
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<IpAddr>().is_err() {
+        return format!("{host:?} is not an IP address, and host names are not resolved");
+    }
+    match port.parse::<u64>() {
+        Ok(port) if port > 65535 => format!("port {port} is above 65535"),
+        _ => format!("{port:?} is not a port number"),
     }
 }
 
@@ -827,7 +864,7 @@ fn locate(text: &str, document: &ImDocument<&str>, error: &toml::de::Error) -> C
     let Some(span) = error.span() else {
         return ConfigError::Syntax(error.clone());
     };
-    let message = explain_message(error.message());
+    let message = error.message().trim().replace('\n', " ");
     let mut found = None;
     let headers = header_starts(document);
     find_key(document.as_table(), "", span.start, &headers, &mut found);
@@ -860,19 +897,6 @@ fn locate(text: &str, document: &ImDocument<&str>, error: &toml::de::Error) -> C
         key,
         message,
     }
-}
-
-/// Returns serde's message in one line, with what an address key needs where serde
-/// names only the syntax it expected.
-fn explain_message(message: &str) -> String {
-    let message = message.trim().replace('\n', " ");
-    if message.contains("invalid socket address syntax") {
-        return format!(
-            "{message}: expected an IP address and port such as \"127.0.0.1:9300\" or \
-             \"[::1]:9300\" (host names are not resolved)"
-        );
-    }
-    message
 }
 
 /// The deepest key found at an offset, with its table when it is one.
@@ -1657,8 +1681,8 @@ mod tests {
             ),
             (
                 BASE.replace("127.0.0.1:9300", "127.0.0.1:0"),
-                "controlplane.metrics_listen: invalid value 127.0.0.1:0: expected an IP address \
-                 and a port from 1 to 65535",
+                "controlplane.metrics_listen: invalid value \"127.0.0.1:0\": expected IP:port \
+                 with a port from 1 to 65535",
             ),
             (
                 format!("{kubernetes}\n[[kubernetes.service_settings]]\nport = 0\n"),
@@ -1811,11 +1835,32 @@ mod tests {
     }
 
     #[test]
+    fn bad_metrics_listen_is_quoted() {
+        let cases = [
+            ("127.0.0.1:99999", "port 99999 is above 65535"),
+            ("localhost:9300", "host names are not resolved"),
+            ("::1:9300", "write an IPv6 address in brackets"),
+            ("127.0.0.1", "no port"),
+        ];
+        for (value, note) in cases {
+            let text = BASE.replace("127.0.0.1:9300", value);
+            let error = ControlConfig::parse(&text).unwrap_err().to_string();
+            let expected = format!(
+                "line 4, column 26: controlplane.metrics_listen: invalid value \"{value}\": \
+                 expected IP:port"
+            );
+            assert!(error.starts_with(&expected), "{expected}: {error}");
+            assert!(error.contains("\"[::1]:9300\""), "{value}: {error}");
+            assert!(error.contains(note), "{note}: {error}");
+        }
+    }
+
+    #[test]
     fn metrics_listen_host_name_rejected() {
         let text = BASE.replace("127.0.0.1:9300", "localhost:9300");
         let error = ControlConfig::parse(&text).unwrap_err().to_string();
         assert!(error.contains("controlplane.metrics_listen"), "{error}");
-        assert!(error.contains("an IP address and port"), "{error}");
+        assert!(error.contains("host names are not resolved"), "{error}");
     }
 
     #[test]
