@@ -157,9 +157,15 @@ pub(crate) fn invalid(
     value: impl std::fmt::Display,
     expected: &str,
 ) -> ConfigError {
+    let value = value.to_string();
     ConfigError::Invalid {
         key: key.into(),
-        value: value.to_string(),
+        // An empty value would leave `invalid value : expected` in the message.
+        value: if value.is_empty() {
+            "\"\"".to_owned()
+        } else {
+            value
+        },
         expected: expected.to_owned(),
     }
 }
@@ -528,6 +534,14 @@ impl ControlConfig {
             .collect();
         let metrics_listen = parse_metrics_listen(&control.metrics_listen)?;
 
+        if control.ring.as_os_str().is_empty() {
+            return Err(invalid(
+                "controlplane.ring",
+                "\"\"",
+                "an absolute path, such as /dev/shm/spike-ring: the path is empty, perhaps an \
+                 unset template variable",
+            ));
+        }
         if !control.ring.is_absolute() {
             return Err(invalid(
                 "controlplane.ring",
@@ -1768,6 +1782,15 @@ mod tests {
                 "{section}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn empty_ring_is_called_empty() {
+        let text = BASE.replace("\"/dev/shm/spike-test\"", "\"\"");
+        let error = ControlConfig::parse(&text).unwrap_err().to_string();
+        let expected = "line 3, column 16: controlplane.ring: invalid value \"\": expected";
+        assert!(error.starts_with(expected), "{error}");
+        assert!(error.contains("the path is empty"), "{error}");
     }
 
     #[test]
