@@ -547,8 +547,9 @@ fn icmp_fragments_capture() {
 
 #[test]
 fn ipv6_extension_headers_capture() {
-    // The capture's packet goes from ::1 to ::1, which no VIP can be: a copy sends it to
-    // v6-udp's VIP instead. Spike does not check the inner UDP checksum that this breaks.
+    // The capture's packet goes from ::1 to ::1, which no VIP can be, and a loopback
+    // source is no client either. A copy goes from a documentation address to v6-udp's VIP
+    // instead. Spike does not check the inner UDP checksum that this breaks.
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let input = dir.path().join("ipv6-to-vip.pcap");
     let mut bytes =
@@ -560,7 +561,9 @@ fn ipv6_extension_headers_capture() {
         .windows(both.len())
         .position(|window| window == both.as_slice())
         .expect("source and destination ::1 in the capture");
+    let client: std::net::Ipv6Addr = "2001:db8:1::1".parse().unwrap();
     let vip: std::net::Ipv6Addr = "2001:db8:100::1".parse().unwrap();
+    bytes[at..at + 16].copy_from_slice(&client.octets());
     bytes[at + 16..at + 32].copy_from_slice(&vip.octets());
     std::fs::write(&input, bytes).expect("write the rewritten capture");
 
