@@ -130,6 +130,76 @@ fn explain_types(message: &str, text: &str, span: Option<std::ops::Range<usize>>
     explained
 }
 
+/// An example line for each key the dataplane's file requires, by key path without
+/// indexes, for the message about a missing one.
+const REQUIRED_KEYS: &[(&str, &str)] = &[
+    ("node.mac", "mac = \"02:00:00:00:00:01\""),
+    ("node.gateway_mac", "gateway_mac = \"02:00:00:00:00:fe\""),
+    ("node.vtep_mac", "vtep_mac = \"02:00:00:00:00:02\""),
+    (
+        "hash.key",
+        "key = \"<32 hexadecimal digits, the output of openssl rand -hex 16>\"",
+    ),
+    ("service.name", "name = \"web\""),
+    ("service.vip", "vip = \"198.51.100.10\""),
+    ("service.protocol", "protocol = \"tcp\""),
+    ("service.port", "port = 80"),
+    ("service.backend.address", "address = \"192.0.2.11\""),
+    (
+        "service.backend.vtep_mac",
+        "vtep_mac = \"0a:58:0a:f4:00:0a\"",
+    ),
+    ("dpdk.port", "port = \"net_af_packet0\""),
+    ("cluster.redirect_vni", "redirect_vni = 4097"),
+    ("cluster.node.address", "address = \"192.0.2.2\""),
+    ("cluster.node.mac", "mac = \"02:00:00:00:01:02\""),
+];
+
+/// Adds to serde's `missing field` message a line to add and the table it goes in, as in
+/// ``missing field `key`: add a line such as key = "..." to the [hash] table``. `table`
+/// is the key path of the table that lacks the field, `None` or empty at the top level,
+/// and `examples` maps key paths without indexes to example lines. Other messages, and
+/// fields without an example, are returned as they are.
+pub fn explain_missing(message: &str, table: Option<&str>, examples: &[(&str, &str)]) -> String {
+    let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    else {
+        return message.to_owned();
+    };
+    let (table, in_array) = locate::plain_path(table.unwrap_or(""));
+    let path = if table.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{table}.{field}")
+    };
+    let example = |path: &str| {
+        examples
+            .iter()
+            .find(|(key, _)| *key == path)
+            .map(|(_, line)| *line)
+    };
+    if let Some(line) = example(&path) {
+        let header = if in_array {
+            format!("this [[{table}]] table")
+        } else if table.is_empty() {
+            "the top of the file".to_owned()
+        } else {
+            format!("the [{table}] table")
+        };
+        return format!("{message}: add a line such as {line} to {header}");
+    }
+    // A missing table: show its first required key.
+    let prefix = format!("{path}.");
+    let first = examples.iter().find(|(key, _)| key.starts_with(&prefix));
+    match first {
+        Some((_, line)) => {
+            format!("{message}: add a [{path}] table with a line such as {line}")
+        }
+        None => message.to_owned(),
+    }
+}
+
 /// Returns the value assigned on the line containing byte `offset` when it looks like an
 /// address or MAC without quotes, such as `198.51.100.10` or `02:00:00:00:00:01`, which
 /// TOML cannot parse.
@@ -212,7 +282,7 @@ impl ConfigError {
     fn from_toml(error: &toml::de::Error, text: &str) -> Self {
         let message = explain_types(&locate::one_line(error.message()), text, error.span());
         let Some(span) = error.span() else {
-            return ConfigError::Syntax(message);
+            return ConfigError::Syntax(explain_missing(&message, None, REQUIRED_KEYS));
         };
         let message = match unquoted_address(text, span.start) {
             Some(value) => {
@@ -220,7 +290,9 @@ impl ConfigError {
             }
             None => message,
         };
-        let syntax = match locate::key_at(text, span.start) {
+        let key = locate::key_at(text, span.start);
+        let message = explain_missing(&message, key.as_deref(), REQUIRED_KEYS);
+        let syntax = match key {
             Some(key) => ConfigError::Syntax(format!("{key}: {message}")),
             None => ConfigError::Syntax(message),
         };

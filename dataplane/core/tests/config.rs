@@ -702,6 +702,48 @@ fn single_bracket_arrays_are_named() {
 }
 
 #[test]
+fn missing_keys_get_an_example_line() {
+    // (removed line, error after the place)
+    let cases = [
+        (
+            "key = \"00112233445566778899aabbccddeeff\"\n",
+            "hash: missing field `key`: add a line such as key = \"",
+        ),
+        (
+            "vtep_mac = \"0a:58:0a:f4:00:0a\"\n",
+            "service[0] (web).backend[0]: missing field `vtep_mac`: add a line such as \
+             vtep_mac = \"0a:58:0a:f4:00:0a\" to this [[service.backend]] table",
+        ),
+        (
+            "protocol = \"tcp\"\n",
+            "service[0] (web): missing field `protocol`: add a line such as protocol = \"tcp\" \
+             to this [[service]] table",
+        ),
+    ];
+    for (line, expected) in cases {
+        let text = common::BASE_CONFIG.replacen(line, "", 1);
+        let error = text.parse::<Config>().expect_err(line).to_string();
+        assert!(
+            error.contains(&format!(": {expected}")),
+            "{expected}: {error}"
+        );
+    }
+    let without_hash = common::BASE_CONFIG.replacen(
+        "[hash]\nkey = \"00112233445566778899aabbccddeeff\"\n",
+        "",
+        1,
+    );
+    let error = without_hash
+        .parse::<Config>()
+        .expect_err("no [hash]")
+        .to_string();
+    assert!(
+        error.contains("missing field `hash`: add a [hash] table with a line such as key = \""),
+        "{error}"
+    );
+}
+
+#[test]
 fn syntax_errors_name_key_path() {
     // (from, to, lines from the start of `to` to the error, message after the place)
     let cases = [

@@ -301,6 +301,22 @@ pub fn one_line(message: &str) -> String {
     lines.join(": ")
 }
 
+/// Returns a key path without notes and indexes, such as `service.backend` for
+/// `service[0] (web).backend[1]`, and whether its last part had an index, that is,
+/// whether it names an entry of an array of tables.
+pub fn plain_path(key: &str) -> (String, bool) {
+    let parts = split_key(&strip_notes(key));
+    let last_indexed = parts
+        .last()
+        .is_some_and(|part| split_index(part.trim()).1.is_some());
+    let names: Vec<&str> = parts
+        .iter()
+        .map(|part| split_index(part.trim()).0.trim())
+        .filter(|name| !name.is_empty())
+        .collect();
+    (names.join("."), last_indexed)
+}
+
 /// Removes ` (...)` notes, which name a service or a count, from a key path.
 fn strip_notes(key: &str) -> String {
     let mut plain = String::with_capacity(key.len());
@@ -433,6 +449,18 @@ mod tests {
         let found = unknown_table(text, &["node", "service"]);
         assert_eq!(found, Some(("services".to_owned(), (2, 5))));
         assert_eq!(unknown_table(text, &["node", "service", "services"]), None);
+    }
+
+    #[test]
+    fn plain_paths_drop_indexes_and_notes() {
+        let plain = |key| plain_path(key);
+        assert_eq!(
+            plain("service[0] (web).backend[1]"),
+            ("service.backend".to_owned(), true)
+        );
+        assert_eq!(plain("service[2] (dns)"), ("service".to_owned(), true));
+        assert_eq!(plain("hash"), ("hash".to_owned(), false));
+        assert_eq!(plain(""), (String::new(), false));
     }
 
     #[test]
