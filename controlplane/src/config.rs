@@ -22,7 +22,7 @@
 //! names the node itself among the Spike nodes.
 //!
 //! Errors name the line of the operator's file and the full key path, such as
-//! `service[0].backend[1].health_address`. The control plane's own keys are read with
+//! `service[0] (web).backend[1].health_address`. The control plane's own keys are read with
 //! their locations. spike-core reads the file with those keys blanked out line by line,
 //! so its line numbers match the file too.
 
@@ -429,6 +429,30 @@ fn expected_sections() -> String {
     let quoted: Vec<String> = accepted.iter().map(|name| format!("`{name}`")).collect();
     quoted.join(", ")
 }
+
+/// An example line for each key that the control plane's own sections require, by key
+/// path without indexes, for the message about a missing one. spike-core has those of
+/// the dataplane's sections.
+const REQUIRED_KEYS: &[(&str, &str)] = &[
+    ("controlplane.ring", "ring = \"/dev/shm/spike-ring\""),
+    (
+        "controlplane.metrics_listen",
+        "metrics_listen = \"127.0.0.1:9300\"",
+    ),
+    (
+        "controlplane.metrics_tls.identity_dir",
+        "identity_dir = \"/var/lib/spike/identity\"",
+    ),
+    ("service.health_check.kind", "kind = \"tcp\""),
+    ("bgp.asn", "asn = 65001"),
+    ("bgp.router_id", "router_id = \"192.0.2.1\""),
+    (
+        "bgp.routes_file",
+        "routes_file = \"/run/spike-controlplane/bird-routes.conf\"",
+    ),
+    ("bgp.neighbor.address", "address = \"192.0.2.254\""),
+    ("bgp.neighbor.asn", "asn = 65000"),
+];
 
 /// The arrays of tables of the control plane's file: each entry gets its own
 /// `[[NAME]]` header.
@@ -904,6 +928,7 @@ fn locate(text: &str, document: &ImDocument<&str>, error: &toml::de::Error) -> C
         Some((name, key_span)) => (format!("{path}.{name}"), key_span.start),
         None => (path, span.start),
     };
+    let message = spike_core::config::explain_missing(&message, Some(&key), REQUIRED_KEYS);
     let (line, column) = locate::line_column(text, offset);
     ConfigError::Located {
         line,
@@ -997,7 +1022,12 @@ fn find_key<'a>(
             }
             Item::ArrayOfTables(array) => {
                 for (index, child) in array.iter().enumerate() {
-                    let path = format!("{path}[{index}]");
+                    let path = match child.get("name").and_then(Item::as_str) {
+                        Some(name) if path == "service" => {
+                            spike_core::config::service_key(index, name)
+                        }
+                        _ => format!("{path}[{index}]"),
+                    };
                     if contains(header_body(child, headers, usize::MAX)) {
                         *found = Some(Found {
                             path: path.clone(),
@@ -1415,14 +1445,14 @@ mod tests {
                     "health_address = \"127.0.0.1\"",
                     "health_address = \"localhost\"",
                 ),
-                "service[0].backend[0].health_address",
+                "service[0] (web).backend[0].health_address",
             ),
             (
                 (
                     "timeout_ms = 200",
                     "timeout_ms = 200\n        colour = \"red\"",
                 ),
-                "service[0].health_check.colour",
+                "service[0] (web).health_check.colour",
             ),
             (
                 (
@@ -1826,6 +1856,32 @@ mod tests {
             assert!(error.starts_with(&place), "{place}: {error}");
             let fix = format!("write [[{name}]] (two brackets)");
             assert!(error.contains(&fix), "{fix}: {error}");
+        }
+    }
+
+    #[test]
+    fn missing_keys_get_the_service_and_an_example_line() {
+        let cases = [
+            (
+                "metrics_listen = \"127.0.0.1:9300\"",
+                "[controlplane]",
+                "controlplane: missing field `metrics_listen`: add a line such as \
+                 metrics_listen = \"127.0.0.1:9300\" to the [controlplane] table",
+            ),
+            (
+                "kind = \"http\"",
+                "[service.health_check]",
+                "service[0] (web).health_check: missing field `kind`: add a line such as \
+                 kind = \"tcp\" to the [service.health_check] table",
+            ),
+        ];
+        for (line, header, expected) in cases {
+            let text = BASE.replacen(line, "", 1);
+            let header_line = line_of_text(&text, header);
+            let error = ControlConfig::parse(&text).unwrap_err().to_string();
+            let place = format!("line {header_line}, column 9: ");
+            assert!(error.starts_with(&place), "{place}: {error}");
+            assert!(error.ends_with(expected), "{expected}: {error}");
         }
     }
 

@@ -1302,7 +1302,7 @@ fn is_valid_name(name: &str) -> bool {
 /// Returns the key path of a service in errors, `service[INDEX] (NAME)`. An invalid name
 /// is left out, because the error about it quotes it and a name with parentheses or
 /// spaces would make the path ambiguous.
-fn service_key(index: usize, name: &str) -> String {
+pub fn service_key(index: usize, name: &str) -> String {
     if is_valid_name(name) {
         format!("service[{index}] ({name})")
     } else {
