@@ -45,6 +45,22 @@ pub(crate) fn mapped(address: IpAddr) -> [u8; 16] {
     }
 }
 
+/// Returns whether `address`, in flow-key form (IPv4-mapped for IPv4), is a source no
+/// host sends from, as [`DropReason::MartianSource`](crate::DropReason::MartianSource)
+/// lists. The reserved 240.0.0.0/4 is allowed because some networks use it internally.
+#[inline]
+pub(crate) fn is_martian_source(address: &[u8; 16]) -> bool {
+    if is_ipv4_mapped(address) {
+        let first = address[12];
+        return first == 0
+            || first == 127
+            || (224..240).contains(&first)
+            || address[12..] == [255, 255, 255, 255];
+    }
+    let unspecified_or_loopback = address[..15] == [0; 15] && address[15] <= 1;
+    unspecified_or_loopback || address[0] == 0xff
+}
+
 /// Returns whether an address read from an IPv6 header is IPv4-mapped (`::ffff:0:0/96`).
 /// Flow keys write IPv4 addresses in that form, so an IPv6 packet to such an address
 /// would look like IPv4 traffic to an IPv4 VIP. It is not Spike's traffic, so it goes to

@@ -117,6 +117,11 @@ reason_enum! {
         /// A redirected fragment that is not for a service of this node, because the
         /// nodes' service lists differ for a moment or the sender is misconfigured.
         RedirectNotService => "redirect_not_service",
+        /// Service traffic from a source address no host sends from: unspecified
+        /// (0.0.0.0/8, ::), loopback (127.0.0.0/8, ::1), multicast (224.0.0.0/4,
+        /// ff00::/8) or the IPv4 limited broadcast. Such a packet is spoofed or
+        /// misrouted.
+        MartianSource => "martian_source",
     }
 }
 

@@ -28,7 +28,7 @@ use crate::hint::{
 };
 use crate::icmp::{self, MAX_REPLY_LEN};
 use crate::ratelimit::TokenBucket;
-use crate::snapshot::{is_ipv4_mapped, mapped, Service, ServiceKey, Snapshot};
+use crate::snapshot::{is_ipv4_mapped, is_martian_source, mapped, Service, ServiceKey, Snapshot};
 use crate::verdict::{DropReason, KernelReason, Selection, Verdict};
 use crate::wire::{
     self, EtherType, EthernetFrame, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet,
@@ -856,6 +856,11 @@ impl Worker {
         }
         let Classified { kind, key } = classified;
         out.flow = Some(key);
+        // `select` checks the source of new flows itself, so only an ICMP error's flow is
+        // checked here.
+        if is_icmp_error && is_martian_source(&key.src) {
+            return Verdict::Drop(DropReason::MartianSource);
+        }
         let flow_hash = snapshot.hasher.hash(&key, HashFields::FiveTuple);
         let selected = if is_icmp_error {
             self.select_for_icmp_error(snapshot, kind, &key, flow_hash, now_ns)
@@ -921,6 +926,11 @@ impl Worker {
         };
 
         let Some(entry) = self.conntrack.find_mut(flow_hash, now_ns) else {
+            // Only new flows are checked. A martian flow never gets a conntrack entry, so
+            // every packet of it comes this way, and tracked flows skip the check.
+            if is_martian_source(&key.src) {
+                return Err(DropReason::MartianSource);
+            }
             let index = maglev_lookup(snapshot, service_index, key, flow_hash)?;
             let value = TrackedBackend::new(index, backend_id(service, index));
             let inserted = self.conntrack.insert(flow_hash, value, kind.class, now_ns);
@@ -988,6 +998,9 @@ impl Worker {
     ) -> Verdict {
         if frame.flooded {
             return Verdict::Drop(DropReason::MulticastToService);
+        }
+        if is_martian_source(&key.src) && snapshot.has_protocol(&key.dst, key.protocol) {
+            return Verdict::Drop(DropReason::MartianSource);
         }
         if snapshot.cluster.is_some() && snapshot.has_protocol(&key.dst, key.protocol) {
             let inner_ipv6 = frame

@@ -2411,3 +2411,110 @@ fn inner_pieces_carry_valid_udp_checksums() {
         }
     }
 }
+
+#[test]
+fn martian_sources_to_services_are_dropped() {
+    let martian: [Ipv4Addr; 6] = [
+        Ipv4Addr::new(0, 0, 0, 0),
+        Ipv4Addr::new(0, 1, 2, 3),
+        Ipv4Addr::new(127, 0, 0, 1),
+        Ipv4Addr::new(224, 0, 0, 1),
+        Ipv4Addr::new(239, 255, 255, 255),
+        Ipv4Addr::BROADCAST,
+    ];
+    let ordinary: [Ipv4Addr; 3] = [
+        Ipv4Addr::new(1, 0, 0, 1),
+        Ipv4Addr::new(223, 255, 255, 255),
+        Ipv4Addr::new(240, 0, 0, 1),
+    ];
+    let cases = martian
+        .iter()
+        .map(|&src| (src, Verdict::Drop(DropReason::MartianSource)))
+        .chain(ordinary.iter().map(|&src| (src, Verdict::Forward)));
+    for (src, expected) in cases {
+        let frame = tcp_v4(
+            V4 {
+                src,
+                ..V4::to_vip(6)
+            },
+            40000,
+            80,
+            SYN,
+        );
+        // Alone, and prepared in a burst as the DPDK workers do.
+        for prefetched in [false, true] {
+            let mut harness = Harness::base();
+            if prefetched {
+                harness
+                    .worker
+                    .prefetch_burst(&harness.snapshot, [frame.as_slice()]);
+            }
+            let verdict = harness.process(&frame, 0);
+            assert_eq!(verdict, expected, "from {src}, prefetched {prefetched}");
+        }
+    }
+
+    // Not service traffic: the kernel decides about its own packets.
+    let mut harness = Harness::base();
+    let to_host = V4 {
+        src: Ipv4Addr::new(127, 0, 0, 1),
+        dst: Ipv4Addr::new(192, 0, 2, 1),
+        ..V4::to_vip(6)
+    };
+    assert_eq!(
+        harness.process(&tcp_v4(to_host, 40000, 22, SYN), 0),
+        Verdict::Kernel(KernelReason::NotService)
+    );
+
+    // A non-first fragment to a service.
+    let fragment = V4 {
+        src: Ipv4Addr::new(224, 0, 0, 1),
+        dont_fragment: false,
+        offset_bytes: 24,
+        ..V4::to_vip(6)
+    };
+    let frame = ethernet(0x0800, &ipv4(fragment, &[0xab; 24]));
+    assert_eq!(
+        harness.process(&frame, 0),
+        Verdict::Drop(DropReason::MartianSource)
+    );
+    assert_eq!(
+        harness
+            .worker
+            .counters()
+            .drop_count(DropReason::MartianSource),
+        1
+    );
+}
+
+#[test]
+fn martian_ipv6_sources_to_services_are_dropped() {
+    let cases = [
+        (
+            Ipv6Addr::UNSPECIFIED,
+            Verdict::Drop(DropReason::MartianSource),
+        ),
+        (
+            Ipv6Addr::LOCALHOST,
+            Verdict::Drop(DropReason::MartianSource),
+        ),
+        (
+            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+            Verdict::Drop(DropReason::MartianSource),
+        ),
+        (CLIENT6, Verdict::Forward),
+    ];
+    for (src, expected) in cases {
+        let frame = ethernet(0x86dd, &ipv6(src, VIP6, 6, &tcp(42000, 80, SYN, b"")));
+        for prefetched in [false, true] {
+            let mut harness = Harness::base();
+            if prefetched {
+                harness
+                    .worker
+                    .prefetch_burst(&harness.snapshot, [frame.as_slice()]);
+            }
+            let verdict = harness.process(&frame, 0);
+            assert_eq!(verdict, expected, "from {src}, prefetched {prefetched}");
+        }
+    }
+}
