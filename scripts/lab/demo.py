@@ -19,7 +19,8 @@ from pathlib import Path
 import bgp
 import capture
 import traffic
-from dataplane import REPOSITORY, Dataplane, table_shares
+from bgp import HOLD_TIME_S
+from dataplane import REPOSITORY, TCP_CLOSING_TIMEOUT_S, Dataplane, table_shares
 from scaleout import SpikeNode, start_router, stream_figures
 from topology import CLIENT_ADDRESS, SERVICE_PORT, VIP, Lab, LabError, exit_on_signals
 
@@ -192,13 +193,14 @@ def remove_node(lab, dataplane, first, first_ended):
     from_entries = max(0, len(replay) - from_table)
     print(
         f"Replayed the {len(replay)} requests from the same source ports, after the "
-        "first run's closed connections had expired from Spike's flow table."
+        "first run's closed connections had expired from Spike's flow table (this demo "
+        f"sets conntrack tcp_closing to {TCP_CLOSING_TIMEOUT_S} s; the default is 10 s)."
     )
     print(
-        f"Spike chose the node of {from_table} of them with its new Maglev table: "
-        f"{chosen['new_flow']} as new flows and {chosen['reselected_backend_removed']} "
-        f"whose flow entry still pointed to {removed.name}. {from_entries} followed a "
-        "flow entry that was still live."
+        f"Spike looked up {from_table} of them in its new Maglev table: "
+        f"{chosen['new_flow']} had no flow entry left, and "
+        f"{chosen['reselected_backend_removed']} had an entry pointing to the removed "
+        f"{removed.name}. The other {from_entries} reused a flow entry that was still live."
     )
     print_replay(lab, first, replay, removed, remaining)
 
@@ -269,7 +271,10 @@ def fail_spike_node(prefix, workdir):
         victim.kill()
         _, waited = bgp.wait_for(bgp.next_hops_are(lab, [survivor.spike]), ROUTING_TIMEOUT_S,
                                  f"route through {survivor.spike.name} only")
-        print(f"The router withdrew {victim.spike.name} after {waited:.2f} s:")
+        print(f"The router withdrew {victim.spike.name} after {waited:.2f} s. kill -9 "
+              "closes the BGP session's socket at once; a node that loses power is noticed "
+              f"only after the BGP hold time ({HOLD_TIME_S} s here, bgp.hold_time_s) or "
+              "by BFD (bgp.bfd):")
         print("  " + bgp.vip_route_text(lab))
         time.sleep(STREAM_AFTER_S)
         watched, lost, longest_ms = stream_figures(streams.stop())
