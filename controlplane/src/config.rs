@@ -633,7 +633,7 @@ fn parse_metrics_listen(text: &str) -> Result<SocketAddr, ConfigError> {
     ))
 }
 
-/// Says what is wrong with `text`, which is not a socket address.
+/// Returns a note on what makes `text` invalid as a socket address.
 fn metrics_listen_note(text: &str) -> String {
     if let Ok(IpAddr::V6(address)) = text.parse::<IpAddr>() {
         return format!(

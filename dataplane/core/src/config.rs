@@ -33,9 +33,9 @@ const PROTOCOL_UDP: u8 = 17;
 const MIN_MTU: u16 = 1280;
 const MAX_MTU: u16 = 9216;
 
-/// Largest config file read, in bytes. A config with thousands of services stays far
-/// below it; the limit keeps a wrong `--config`, such as /dev/zero or a log file, from
-/// filling the memory.
+/// Maximum size of a config file, in bytes. A config with thousands of services stays
+/// far below it. The limit keeps a wrong `--config`, such as /dev/zero or a log file,
+/// from filling the memory.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// The flow hash key that `configs/` and `debian/config/` ship as an example. Those
@@ -808,8 +808,9 @@ pub fn read_file(path: &Path) -> Result<String, ConfigError> {
     };
     let file = std::fs::File::open(path).map_err(read_error)?;
     let mut bytes = Vec::new();
-    // One byte past the limit tells a file of exactly the limit from a larger one. The
-    // size is checked before the UTF-8, which the cut may split.
+    // Reading one byte past the limit distinguishes a file of exactly the limit from a
+    // larger one. The size is checked before the UTF-8, because the cut may split a
+    // character.
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(read_error)?;
@@ -841,8 +842,8 @@ pub const TABLE_ARRAYS: [&str; 3] = ["service", "service.backend", "cluster.node
 
 /// Reports the first header that writes one of `arrays` with single brackets, such as
 /// `[service]`. TOML reads that as one table, so serde then reports a map where it
-/// expects a list, or TOML stops at a second such header as a duplicate key, and
-/// neither message says what to write.
+/// expects a list, or TOML stops at a second such header as a duplicate key. Neither
+/// message names the fix.
 pub fn single_bracket_array(text: &str, arrays: &[&str]) -> Option<ConfigError> {
     let (name, position) = locate::single_bracket_header(text, arrays)?;
     let entry = name.rsplit('.').next().unwrap_or(&name).to_owned();
