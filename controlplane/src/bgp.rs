@@ -448,7 +448,7 @@ impl State {
                  every VIP"
             ),
             Decision::Replaced { noticed_unix_ms } => info!(
-                noticed_unix_ms,
+                noticed = %spike_keyproto::utc::rfc3339((noticed_unix_ms / 1000) as i64),
                 "the routes file was replaced after the dataplane's last heartbeat; every \
                  VIP stays withdrawn until the dataplane writes a newer one"
             ),
