@@ -2412,6 +2412,18 @@ fn inner_pieces_carry_valid_udp_checksums() {
     }
 }
 
+/// Returns the verdicts of a fresh worker for `frame` alone and prepared in a burst, as
+/// the DPDK workers do.
+fn alone_and_prefetched(frame: &[u8]) -> [Verdict; 2] {
+    [false, true].map(|prefetched| {
+        let mut harness = Harness::base();
+        if prefetched {
+            harness.worker.prefetch_burst(&harness.snapshot, [frame]);
+        }
+        harness.process(frame, 0)
+    })
+}
+
 #[test]
 fn martian_sources_to_services_are_dropped() {
     let martian: [Ipv4Addr; 6] = [
@@ -2441,17 +2453,11 @@ fn martian_sources_to_services_are_dropped() {
             80,
             SYN,
         );
-        // Alone, and prepared in a burst as the DPDK workers do.
-        for prefetched in [false, true] {
-            let mut harness = Harness::base();
-            if prefetched {
-                harness
-                    .worker
-                    .prefetch_burst(&harness.snapshot, [frame.as_slice()]);
-            }
-            let verdict = harness.process(&frame, 0);
-            assert_eq!(verdict, expected, "from {src}, prefetched {prefetched}");
-        }
+        assert_eq!(
+            alone_and_prefetched(&frame),
+            [expected; 2],
+            "from {src}, alone and prefetched"
+        );
     }
 
     // Not service traffic: the kernel decides about its own packets.
@@ -2506,15 +2512,10 @@ fn martian_ipv6_sources_to_services_are_dropped() {
     ];
     for (src, expected) in cases {
         let frame = ethernet(0x86dd, &ipv6(src, VIP6, 6, &tcp(42000, 80, SYN, b"")));
-        for prefetched in [false, true] {
-            let mut harness = Harness::base();
-            if prefetched {
-                harness
-                    .worker
-                    .prefetch_burst(&harness.snapshot, [frame.as_slice()]);
-            }
-            let verdict = harness.process(&frame, 0);
-            assert_eq!(verdict, expected, "from {src}, prefetched {prefetched}");
-        }
+        assert_eq!(
+            alone_and_prefetched(&frame),
+            [expected; 2],
+            "from {src}, alone and prefetched"
+        );
     }
 }

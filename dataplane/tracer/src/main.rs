@@ -397,10 +397,7 @@ fn skipped_interfaces(summary: &Summary) -> String {
 /// Reads the dataplane config, and rejects the control plane's file, recognised by its
 /// `[controlplane]` table, with a message that names the right file.
 fn load_config(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = spike_core::config::read_file(path)?;
     if let Some(position) = locate::position_of_key(&text, "controlplane") {
         return Err(ConfigError::At {
             place: Place {

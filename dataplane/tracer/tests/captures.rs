@@ -1536,6 +1536,21 @@ fn controlplane_config_is_named() {
 }
 
 #[test]
+fn endless_config_is_cut_off() {
+    // /dev/zero never ends: the config read must stop at its size limit.
+    let input = captures_dir().join("suricata-tcp-handshake-data-rst.pcap");
+    let result = run_trace_with(
+        Path::new("/dev/zero"),
+        &["--input".as_ref(), input.as_os_str()],
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/dev/zero"), "names the file: {stderr}");
+    assert!(stderr.contains("larger than"), "says why: {stderr}");
+    assert!(result.stdout.is_empty(), "nothing was traced");
+}
+
+#[test]
 fn input_from_pipe_and_stdin() {
     use std::io::Write;
     use std::process::Stdio;
