@@ -351,54 +351,60 @@ mod tests {
             && (fast.frame_addr, fast.frame_len) == (general.frame_addr, general.frame_len)
     }
 
+    /// A fixed-offset reader, the frame it reads, and the flow, transport offset and IP
+    /// packet length it must find.
+    type ReaderCase = (
+        fn(&[u8], &FlowHasher) -> Option<Option<Hint>>,
+        fn(bool) -> Vec<u8>,
+        FlowKey,
+        u32,
+        u32,
+    );
+
     #[test]
-    fn plain_ipv4_reads_like_the_checked_views() {
-        for (tagged, l3_start) in [(false, 14), (true, 18)] {
-            let frame = plain_frame(tagged);
-            let fast = parse_plain_ipv4(&frame, &FlowHasher::new(HASHER_KEY))
-                .expect("plain shape")
-                .expect("a flow");
-            let general = parse_any(&frame).expect("a flow");
-            assert!(same(&fast, &general), "{fast:?} {general:?}");
-            assert_eq!(
-                fast.key,
+    fn plain_readers_match_checked_views() {
+        let cases: [ReaderCase; 2] = [
+            (
+                parse_plain_ipv4,
+                plain_frame,
                 FlowKey::new(
                     "192.0.2.10".parse().unwrap(),
                     "198.51.100.1".parse().unwrap(),
                     PROTOCOL_TCP,
                     40000,
-                    443
-                )
-            );
-            assert!(fast.dont_frag);
-            assert_eq!(fast.l3_start, l3_start);
-            assert_eq!(fast.ip_end, l3_start + 40);
-        }
-    }
-
-    #[test]
-    fn plain_ipv6_reads_like_the_checked_views() {
-        for (tagged, l3_start) in [(false, 14), (true, 18)] {
-            let frame = plain_frame_v6(tagged);
-            let fast = parse_plain_ipv6(&frame, &FlowHasher::new(HASHER_KEY))
-                .expect("plain shape")
-                .expect("a flow");
-            let general = parse_any(&frame).expect("a flow");
-            assert!(same(&fast, &general), "{fast:?} {general:?}");
-            assert_eq!(
-                fast.key,
+                    443,
+                ),
+                20,
+                40,
+            ),
+            (
+                parse_plain_ipv6,
+                plain_frame_v6,
                 FlowKey::new(
                     "2001:db8::10".parse().unwrap(),
                     "2001:db8:100::1".parse().unwrap(),
                     PROTOCOL_UDP,
                     40000,
-                    53
-                )
-            );
-            assert!(fast.dont_frag);
-            assert_eq!(fast.l3_start, l3_start);
-            assert_eq!(fast.transport_start, l3_start + 40);
-            assert_eq!(fast.ip_end, l3_start + 52);
+                    53,
+                ),
+                40,
+                52,
+            ),
+        ];
+        for (reader, build, key, transport_offset, ip_len) in cases {
+            for (tagged, l3_start) in [(false, 14), (true, 18)] {
+                let frame = build(tagged);
+                let fast = reader(&frame, &FlowHasher::new(HASHER_KEY))
+                    .expect("plain shape")
+                    .expect("a flow");
+                let general = parse_any(&frame).expect("a flow");
+                assert!(same(&fast, &general), "{fast:?} {general:?}");
+                assert_eq!(fast.key, key);
+                assert!(fast.dont_frag);
+                assert_eq!(fast.l3_start, l3_start);
+                assert_eq!(fast.transport_start, l3_start + transport_offset);
+                assert_eq!(fast.ip_end, l3_start + ip_len);
+            }
         }
     }
 
