@@ -1,9 +1,9 @@
 //! Per-core connection table: remembers which backend each flow went to, so that established
 //! connections keep their backend when the Maglev table changes.
 //!
-//! The table allocates only in [`Conntrack::new`]; a lookup reads two buckets of one cache line
-//! each, which [`Conntrack::prefetch`] can bring in ahead of time (see the `flow_table` module for
-//! the layout and the load factor). Expiry is lazy: [`Conntrack::find`] ignores expired entries,
+//! The table allocates only in [`Conntrack::new`]; a lookup reads one or two buckets of one cache
+//! line each, which [`Conntrack::prefetch`] and [`Conntrack::prefetch_overflow`] can bring in ahead
+//! of time (see the `flow_table` module for the layout and the load factor). Expiry is lazy: [`Conntrack::find`] ignores expired entries,
 //! [`Conntrack::insert`] reuses them, and [`Conntrack::reap`] clears a bounded number of slots per
 //! call.
 //!
@@ -219,11 +219,18 @@ impl<V: Copy> Conntrack<V> {
         self.table.find(hash, now_ns).map(to_slot)
     }
 
-    /// Prefetches the two cache lines `find` reads for `hash`. An `insert` reads the same two
-    /// unless it has to move entries.
+    /// Prefetches the cache line of the bucket that holds most flows' entries. Call
+    /// [`Conntrack::prefetch_overflow`] for the same hash once that line has arrived.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
         self.table.prefetch(hash);
+    }
+
+    /// Prefetches the flow's second bucket when the first, which [`Conntrack::prefetch`]
+    /// brought in, does not hold it: then `find` and `insert` read both lines.
+    #[inline]
+    pub fn prefetch_overflow(&self, hash: u64) {
+        self.table.prefetch_overflow(hash);
     }
 
     /// Returns the live entry (`expires_ns > now_ns`) for the flow whose five-tuple hash

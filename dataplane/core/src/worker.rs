@@ -38,6 +38,11 @@ use crate::wire::{
 /// Frames per burst that [`Worker::prefetch_burst`] prepares, DPDK's usual burst size.
 pub const BURST_SIZE: usize = 32;
 
+/// How many frames ahead of the one being decided [`Worker::process`] looks for flows whose
+/// conntrack entry sits in their second bucket, to prefetch that line. Of 2, 4 and 8 frames,
+/// 2 measured fastest at 1M flows (BENCHMARKS.md).
+const OVERFLOW_AHEAD: usize = 2;
+
 /// A conntrack entry's value: the backend by stable id, plus its index in the service's
 /// backends when it was stored. [`resolve_tracked`] uses the index only while the
 /// backend there still has that id, so a stale index costs a map lookup, never a wrong
@@ -353,9 +358,10 @@ impl Worker {
     }
 
     /// Prepares a burst: computes each TCP or UDP frame's flow hash and prefetches the
-    /// conntrack lines its lookup reads. Entries sit in their buckets, so these are all the
-    /// lines a lookup needs, and the table's memory latency overlaps across the burst
-    /// instead of stalling each packet in turn. Then call [`Worker::process`] on the same frames in
+    /// conntrack bucket that holds most flows' entries, so that the table's memory latency
+    /// overlaps across the burst instead of stalling each packet in turn. For the few flows
+    /// whose entry sits in their other bucket, `process` prefetches that line a few frames
+    /// ahead, once the first has arrived. Then call [`Worker::process`] on the same frames in
     /// the same order, which reuses the hashes and, for a TCP or UDP frame passed as the
     /// same slice, the parsed headers: the frames must not change in between. Frames
     /// beyond [`BURST_SIZE`] are ignored.
@@ -374,6 +380,9 @@ impl Worker {
         }
         self.hint_cursor = 0;
         self.hint_len = len;
+        for hint in self.hints[..len.min(OVERFLOW_AHEAD)].iter().flatten() {
+            self.conntrack.prefetch_overflow(hint.hash);
+        }
     }
 
     /// Decides what to do with `frame`, received at `now_ns`.
@@ -424,6 +433,12 @@ impl Worker {
             return None;
         }
         self.hint_cursor += 1;
+        let ahead = index + OVERFLOW_AHEAD;
+        if ahead < self.hint_len {
+            if let Some(Some(later)) = self.hints.get(ahead) {
+                self.conntrack.prefetch_overflow(later.hash);
+            }
+        }
         hint.as_ref()
             .is_some_and(|hint| hint.matches(frame))
             .then_some(index)
