@@ -357,26 +357,36 @@ impl Worker {
         self.counters.conntrack_insert_failed = stats.insert_failed;
     }
 
-    /// Prepares a burst: computes each TCP or UDP frame's flow hash and prefetches the
-    /// conntrack bucket that holds most flows' entries, so that the table's memory latency
-    /// overlaps across the burst instead of stalling each packet in turn. For the few flows
-    /// whose entry sits in their other bucket, `process` prefetches that line a few frames
-    /// ahead, once the first has arrived. Then call [`Worker::process`] on the same frames in
-    /// the same order, which reuses the hashes and, for a TCP or UDP frame passed as the
-    /// same slice, the parsed headers: the frames must not change in between. Frames
-    /// beyond [`BURST_SIZE`] are ignored.
+    /// Prepares a burst: prefetches each frame's first cache line, computes each TCP or UDP
+    /// frame's flow hash and prefetches the conntrack bucket that holds most flows' entries,
+    /// so that the memory latency overlaps across the burst instead of stalling each packet
+    /// in turn. For the few flows whose entry sits in their other bucket, `process`
+    /// prefetches that line a few frames ahead, once the first has arrived. Then call
+    /// [`Worker::process`] on the same frames in the same order, which reuses the hashes
+    /// and, for a TCP or UDP frame passed as the same slice, the parsed headers: the frames
+    /// must not change in between. Frames beyond [`BURST_SIZE`] are ignored.
     pub fn prefetch_burst<'a>(
         &mut self,
         snapshot: &Snapshot,
         frames: impl IntoIterator<Item = &'a [u8]>,
     ) {
+        // A frame's headers may still be in memory, or in the cache of another core or the
+        // NIC, when its burst arrives. Asking for every frame's first line before parsing any
+        // lets those reads overlap instead of each parse waiting in turn.
+        let mut burst: [&[u8]; BURST_SIZE] = [&[]; BURST_SIZE];
         let mut len = 0;
-        for (hint, frame) in self.hints.iter_mut().zip(frames) {
+        for (slot, frame) in burst.iter_mut().zip(frames) {
+            if let Some(first) = frame.first() {
+                spike_prefetch::prefetch_read(first);
+            }
+            *slot = frame;
+            len += 1;
+        }
+        for (hint, frame) in self.hints.iter_mut().zip(&burst[..len]) {
             parse_flow_into(frame, &snapshot.hasher, hint);
             if let Some(parsed) = hint {
                 self.conntrack.prefetch(parsed.hash);
             }
-            len += 1;
         }
         self.hint_cursor = 0;
         self.hint_len = len;
