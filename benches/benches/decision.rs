@@ -45,7 +45,7 @@ fn bench_decision(c: &mut Criterion) {
                     let frame = &frames[next * FRAME_LEN..(next + 1) * FRAME_LEN];
                     let verdict = worker.process(&snapshot, black_box(frame), NOW_NS, &mut out);
                     black_box(verdict);
-                    next = (next + 1) % flows;
+                    next = if next + 1 == flows { 0 } else { next + 1 };
                 }
             })
         });
@@ -56,7 +56,7 @@ fn bench_decision(c: &mut Criterion) {
                 let mut burst: [&[u8]; BURST] = [&[]; BURST];
                 for slot in burst.iter_mut() {
                     *slot = &frames[next * FRAME_LEN..(next + 1) * FRAME_LEN];
-                    next = (next + 1) % flows;
+                    next = if next + 1 == flows { 0 } else { next + 1 };
                 }
                 worker.prefetch_burst(&snapshot, burst.iter().copied());
                 for frame in burst {

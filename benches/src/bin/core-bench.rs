@@ -96,7 +96,11 @@ impl Setup {
         let mut burst: [&[u8]; BURST] = [&[]; BURST];
         for slot in burst.iter_mut() {
             *slot = &self.frames[self.next * FRAME_LEN..(self.next + 1) * FRAME_LEN];
-            self.next = (self.next + 1) % self.flows;
+            self.next = if self.next + 1 == self.flows {
+                0
+            } else {
+                self.next + 1
+            };
         }
         self.worker.prefetch_burst(snapshot, burst.iter().copied());
         for frame in burst {
