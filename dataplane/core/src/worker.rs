@@ -370,9 +370,9 @@ impl Worker {
         snapshot: &Snapshot,
         frames: impl IntoIterator<Item = &'a [u8]>,
     ) {
-        // A frame's headers may still be in memory, or in the cache of another core or the
-        // NIC, when its burst arrives. Asking for every frame's first line before parsing any
-        // lets those reads overlap instead of each parse waiting in turn.
+        // A frame the NIC has just written is usually not in this core's cache. Asking for
+        // every frame's first line before parsing any lets those reads overlap instead of
+        // each parse waiting in turn.
         let mut burst: [&[u8]; BURST_SIZE] = [&[]; BURST_SIZE];
         let mut len = 0;
         for (slot, frame) in burst.iter_mut().zip(frames) {
