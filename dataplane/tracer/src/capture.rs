@@ -22,7 +22,7 @@ use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 use thiserror::Error;
 
-/// The `--input` path that names standard input.
+/// The path `-`: standard input for `--input`, and rejected for the pcap outputs.
 pub const STDIN_PATH: &str = "-";
 /// Magic number at the start of a pcapng file (a section header block).
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
@@ -168,6 +168,14 @@ pub enum TraceError {
         second: &'static str,
         path: String,
     },
+    /// `-` given as a pcap output. Standard output carries the per-frame lines, so `-`
+    /// would otherwise create a file named `-`.
+    #[error(
+        "--{option} -: standard output carries the per-frame lines, so the pcap needs a file \
+         or a pipe; give a path such as out.pcap (./- for a file named -), or a process \
+         substitution such as `--{option} >(tshark -r -)`"
+    )]
+    OutputDash { option: &'static str },
     #[error("cannot write {path}: write error: {source}")]
     Write {
         path: String,

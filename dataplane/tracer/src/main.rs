@@ -55,11 +55,14 @@ struct Args {
     #[arg(short, long)]
     input: PathBuf,
 
-    /// Pcap file for the frames Spike sends out: encapsulated packets and ICMP replies.
+    /// Pcap file for the frames Spike sends out: encapsulated packets and ICMP replies. It
+    /// must not be the config, the input or --kernel-output. `-` is rejected because
+    /// standard output carries the per-frame lines. A pipe works, such as
+    /// `--output >(tshark -r -)`.
     #[arg(short, long)]
     output: Option<PathBuf>,
 
-    /// Pcap file for the frames Spike hands to the kernel.
+    /// Pcap file for the frames Spike hands to the kernel. The path rules of --output apply.
     #[arg(long)]
     kernel_output: Option<PathBuf>,
 
@@ -146,30 +149,35 @@ impl<W: Write> Write for ClosablePipe<W> {
     }
 }
 
-/// Refuses two path options that name one file: an output equal to the input would be
-/// truncated before it is read, and two outputs sharing a file interleave into a corrupt
-/// pcap. Runs before any file is opened for writing.
+/// Rejects an output path that names the config, the input or the other output. Opening
+/// a file the trace reads as an output would truncate it before it is read, and two
+/// outputs sharing a file interleave into a corrupt pcap. Also rejects `-` as an output,
+/// because standard output carries the per-frame lines. Runs before any file is opened
+/// for writing.
 fn check_distinct_paths(args: &Args) -> Result<(), TraceError> {
-    let mut named: Vec<(&'static str, &Path)> = Vec::new();
+    let mut named: Vec<(&'static str, &Path)> = vec![("config", args.config.as_path())];
     if args.input != Path::new(capture::STDIN_PATH) {
         named.push(("input", args.input.as_path()));
     }
-    if let Some(path) = &args.output {
-        named.push(("output", path));
-    }
-    if let Some(path) = &args.kernel_output {
-        named.push(("kernel-output", path));
-    }
-    for (index, (first, first_path)) in named.iter().enumerate() {
-        for (second, second_path) in &named[index + 1..] {
-            if same_file(first_path, second_path) {
-                return Err(TraceError::SamePath {
-                    first,
-                    second,
-                    path: second_path.display().to_string(),
-                });
-            }
+    let outputs = [
+        ("output", args.output.as_deref()),
+        ("kernel-output", args.kernel_output.as_deref()),
+    ];
+    for (option, path) in outputs {
+        let Some(path) = path else {
+            continue;
+        };
+        if path.as_os_str() == capture::STDIN_PATH {
+            return Err(TraceError::OutputDash { option });
         }
+        if let Some((first, _)) = named.iter().find(|(_, named)| same_file(named, path)) {
+            return Err(TraceError::SamePath {
+                first,
+                second: option,
+                path: path.display().to_string(),
+            });
+        }
+        named.push((option, path));
     }
     Ok(())
 }

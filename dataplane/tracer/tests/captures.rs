@@ -710,6 +710,78 @@ fn paths_naming_one_file_are_refused() {
     }
 }
 
+#[test]
+fn outputs_naming_the_config_are_rejected() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("in.pcap");
+    std::fs::copy(
+        captures_dir().join("suricata-tcp-handshake-data-rst.pcap"),
+        &input,
+    )
+    .expect("copy the capture");
+    let config = dir.path().join("spike.toml");
+    std::fs::copy(config_path(), &config).expect("copy the example config");
+    let original = std::fs::read(&config).expect("read the config");
+    let linked = dir.path().join("linked.toml");
+    std::fs::hard_link(&config, &linked).expect("hard link the config");
+    let symlinked = dir.path().join("symlinked.toml");
+    std::os::unix::fs::symlink(&config, &symlinked).expect("symlink the config");
+
+    // Each case: the output option, its path.
+    let cases: [(&str, &Path); 4] = [
+        ("--output", &config),
+        ("--output", &linked),
+        ("--kernel-output", &symlinked),
+        ("--kernel-output", &config),
+    ];
+    for (option, path) in cases {
+        let args = [
+            std::ffi::OsStr::new("--input"),
+            input.as_os_str(),
+            std::ffi::OsStr::new(option),
+            path.as_os_str(),
+        ];
+        let result = run_trace_with(&config, &args);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{option}: {stderr}");
+        let expected = format!("--config and {option} both name {}", path.display());
+        assert!(stderr.contains(&expected), "{stderr}");
+        assert!(result.stdout.is_empty(), "{option}: nothing was traced");
+        assert_eq!(
+            std::fs::read(&config).expect("read the config"),
+            original,
+            "{option} {}: the config is untouched",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn dash_as_output_is_rejected() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = captures_dir().join("suricata-tcp-handshake-data-rst.pcap");
+    for option in ["--output", "--kernel-output"] {
+        let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+            .current_dir(dir.path())
+            .arg("--config")
+            .arg(config_path())
+            .arg("--input")
+            .arg(&input)
+            .args([option, "-"])
+            .output()
+            .expect("run spike-trace");
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{option}: {stderr}");
+        let expected = format!("{option} -: standard output carries the per-frame lines");
+        assert!(stderr.contains(&expected), "{stderr}");
+        assert!(result.stdout.is_empty(), "{option}: nothing was traced");
+        assert!(
+            !dir.path().join("-").exists(),
+            "{option}: no file named - was created"
+        );
+    }
+}
+
 /// Builds an Ethernet + IPv4 + TCP frame from 10.0.0.1:1234 to `destination`:80 with
 /// `payload` bytes of data and a correct IPv4 header checksum.
 fn tcp_frame(destination: [u8; 4], payload: usize) -> Vec<u8> {
