@@ -585,8 +585,9 @@ impl CaptureReader {
                 source,
             };
             let (_, block) = parser.next_block(&input.record).map_err(bad_block)?;
+            let simple = matches!(block, Block::SimplePacket(_));
             // Timestamps stay in the interface's units until the interface is known.
-            let (interface_id, units, original_len, data) = match block {
+            let (interface_id, units, original_len, mut data) = match block {
                 Block::EnhancedPacket(packet) => {
                     for option in &packet.options {
                         if let EnhancedPacketOption::DropCount(count) = option {
@@ -648,6 +649,17 @@ impl CaptureReader {
                     defined: interfaces.len(),
                 });
             };
+            if simple {
+                let captured = simple_packet_captured_len(original_len, interface.snaplen);
+                if captured > data.len() {
+                    let expected = simple_packet_expected(data.len(), interface.snaplen);
+                    let part = format!("frame {}", self.frames);
+                    let value = original_len as u64;
+                    return Err(input.damaged(part, "original length", value, expected));
+                }
+                // The rest of the block's data is padding to a multiple of 4 bytes.
+                data.truncate(captured);
+            }
             if interface.linktype != DataLink::ETHERNET {
                 return Ok(Some(Record::OtherLink {
                     interface: interface_id,
@@ -660,6 +672,27 @@ impl CaptureReader {
                 original_len,
             })));
         }
+    }
+}
+
+/// Returns the captured length of a Simple Packet Block's frame. The block has no field
+/// for it, so it is the original length cut to the snapshot length of interface 0 (0 for
+/// none). Any block data after it is padding.
+fn simple_packet_captured_len(original_len: usize, snaplen: u32) -> usize {
+    match usize::try_from(snaplen) {
+        Ok(0) | Err(_) => original_len,
+        Ok(snaplen) => original_len.min(snaplen),
+    }
+}
+
+/// Describes the original lengths a Simple Packet Block with `data_len` bytes of data
+/// allows, for the message about one whose frame does not fit.
+fn simple_packet_expected(data_len: usize, snaplen: u32) -> String {
+    let limit = format!("at most {data_len} bytes, the packet data in the simple packet block");
+    if snaplen == 0 {
+        format!("{limit}, because interface 0 sets no snapshot length")
+    } else {
+        format!("{limit}, because interface 0's snapshot length is {snaplen}")
     }
 }
 

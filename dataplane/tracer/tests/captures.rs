@@ -968,15 +968,20 @@ fn pcapng_block(kind: u32, body: &[u8]) -> Vec<u8> {
     block
 }
 
-/// Encodes a section header and one Ethernet interface.
+/// Encodes a section header and one Ethernet interface without a snapshot length.
 fn pcapng_start() -> Vec<u8> {
+    pcapng_start_with_snaplen(0)
+}
+
+/// Encodes a section header and one Ethernet interface with snapshot length `snaplen`.
+fn pcapng_start_with_snaplen(snaplen: u32) -> Vec<u8> {
     let mut section = 0x1a2b_3c4du32.to_le_bytes().to_vec();
     section.extend_from_slice(&[1, 0, 0, 0]);
     section.extend_from_slice(&u64::MAX.to_le_bytes());
     let mut bytes = pcapng_block(0x0a0d_0d0a, &section);
     let mut interface = 1u16.to_le_bytes().to_vec();
     interface.extend_from_slice(&[0, 0]);
-    interface.extend_from_slice(&0u32.to_le_bytes());
+    interface.extend_from_slice(&snaplen.to_le_bytes());
     bytes.extend(pcapng_block(1, &interface));
     bytes
 }
@@ -989,6 +994,86 @@ fn pcapng_enhanced(interface: u32, frame: &[u8]) -> Vec<u8> {
     body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
     body.extend_from_slice(frame);
     pcapng_block(6, &body)
+}
+
+/// Encodes a Simple Packet Block: original length, then `data` padded to 4 bytes.
+fn pcapng_simple(original_len: u32, data: &[u8]) -> Vec<u8> {
+    let mut body = original_len.to_le_bytes().to_vec();
+    body.extend_from_slice(data);
+    pcapng_block(3, &body)
+}
+
+#[test]
+fn pcapng_simple_packet_padding_is_not_data() {
+    // 54 bytes: Ethernet, IPv4 and TCP headers, so the block carries 2 bytes of padding.
+    let frame = tcp_frame([10, 9, 9, 9], 0);
+    assert_eq!(frame.len(), 54);
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("simple.pcapng");
+    let mut bytes = pcapng_start();
+    bytes.extend(pcapng_simple(54, &frame));
+    std::fs::write(&input, bytes).expect("write the capture");
+    let shark = tshark_fields(&input, &["frame.len", "frame.cap_len"]);
+    assert_eq!(shark, [["54", "54"]], "tshark reads 54 of 54 bytes");
+
+    let kernel = dir.path().join("kernel.pcap");
+    let result = run_trace(&[
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--kernel-output".as_ref(),
+        kernel.as_os_str(),
+    ]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+    let line = stdout.lines().next().unwrap_or_default();
+    assert_eq!(line.split_whitespace().nth(1), Some("kernel:not_service"));
+    assert!(!line.contains("damaged"), "{line}");
+    assert!(!line.contains("capture-truncated"), "{line}");
+    assert_eq!(pcap_frames(&kernel), [frame], "the frame without padding");
+}
+
+#[test]
+fn pcapng_simple_packet_cut_by_snaplen() {
+    // Interface 0 keeps 54 bytes of a 100-byte frame, padded to 56 in the block.
+    let frame = tcp_frame([10, 9, 9, 9], 0);
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("simple-cut.pcapng");
+    let mut bytes = pcapng_start_with_snaplen(54);
+    bytes.extend(pcapng_simple(100, &frame));
+    std::fs::write(&input, bytes).expect("write the capture");
+    let shark = tshark_fields(&input, &["frame.len", "frame.cap_len"]);
+    assert_eq!(shark, [["100", "54"]], "tshark reads 54 of 100 bytes");
+
+    let result = run_trace(&["--input".as_ref(), input.as_os_str()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "{stderr}");
+    let line = stdout.lines().next().unwrap_or_default();
+    assert!(
+        line.ends_with(" capture-truncated(54 of 100 bytes)"),
+        "{line}"
+    );
+}
+
+#[test]
+fn pcapng_simple_packet_shorter_than_original() {
+    // No snapshot length, so the block must carry all 100 bytes, but it has 56.
+    let frame = tcp_frame([10, 9, 9, 9], 0);
+    let mut bytes = pcapng_start();
+    bytes.extend(pcapng_enhanced(0, &frame));
+    bytes.extend(pcapng_simple(100, &frame));
+    let (code, stdout, stderr) = trace_bytes("simple-short.pcapng", &bytes);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(
+            "frame 2 has original length 100, expected at most 56 bytes, the packet data in \
+             the simple packet block, because interface 0 sets no snapshot length; the file \
+             is damaged there"
+        ),
+        "{stderr}"
+    );
+    assert!(stdout.contains("counters:\n  rx_packets 1\n"), "{stdout}");
 }
 
 #[test]
