@@ -436,7 +436,7 @@ pub struct CaptureReader {
     frames: u64,
     /// Sum of the drop counts of obsolete pcapng Packet Blocks and of Enhanced Packet
     /// Blocks' `epb_dropcount`: packets lost between two captured ones, which the trace
-    /// cannot show.
+    /// cannot show. The sum saturates at `u64::MAX`.
     pub interface_drops: u64,
     /// The latest Interface Statistics Block counts per section and interface. Each block
     /// gives totals since the capture started, so a later one replaces an earlier one.
@@ -497,9 +497,15 @@ impl CaptureReader {
         })
     }
 
-    /// Drops reported by Interface Statistics Blocks, summed over interfaces.
+    /// Drops reported by Interface Statistics Blocks, summed over interfaces. The sums
+    /// saturate at `u64::MAX`.
     pub fn statistics_drops(&self) -> StatisticsDrops {
-        let sum = |counts: Vec<u64>| (!counts.is_empty()).then(|| counts.iter().sum());
+        let sum = |counts: Vec<u64>| {
+            let total = counts
+                .iter()
+                .fold(0u64, |total, count| total.saturating_add(*count));
+            (!counts.is_empty()).then_some(total)
+        };
         StatisticsDrops {
             interface: sum(self
                 .statistics
@@ -591,7 +597,7 @@ impl CaptureReader {
                 Block::EnhancedPacket(packet) => {
                     for option in &packet.options {
                         if let EnhancedPacketOption::DropCount(count) = option {
-                            self.interface_drops += count;
+                            self.interface_drops = self.interface_drops.saturating_add(*count);
                         }
                     }
                     (
@@ -605,7 +611,8 @@ impl CaptureReader {
                 // Obsolete, but tshark still numbers them as frames; skipping them
                 // would shift every later frame number.
                 Block::Packet(packet) => {
-                    self.interface_drops += u64::from(packet.drop_count);
+                    let count = u64::from(packet.drop_count);
+                    self.interface_drops = self.interface_drops.saturating_add(count);
                     (
                         u32::from(packet.interface_id),
                         Some(packet.timestamp),

@@ -475,7 +475,7 @@ fn print_summary(
         writeln!(
             output,
             "summary: packets dropped by the capturing interface: {} (not in the capture)",
-            reader.interface_drops
+            format_drop_count(reader.interface_drops)
         )?;
     }
     let statistics = reader.statistics_drops();
@@ -484,9 +484,9 @@ fn print_summary(
         (statistics.os, "by the operating system"),
     ]
     .into_iter()
-    .filter_map(|(count, place)| Some(format!("{} {place}", count?)))
+    .filter_map(|(count, place)| Some(format!("{} {place}", format_drop_count(count?))))
     .collect();
-    if statistics.interface.unwrap_or(0) + statistics.os.unwrap_or(0) > 0 {
+    if statistics.interface.unwrap_or(0) > 0 || statistics.os.unwrap_or(0) > 0 {
         writeln!(
             output,
             "summary: packets dropped according to the interface statistics: {} (not in the \
@@ -495,6 +495,16 @@ fn print_summary(
         )?;
     }
     Ok(())
+}
+
+/// Formats a drop count that the reader summed with saturation. `u64::MAX` means the true
+/// sum may be larger, so it reads `at least`.
+fn format_drop_count(count: u64) -> String {
+    if count == u64::MAX {
+        format!("at least {count}")
+    } else {
+        count.to_string()
+    }
 }
 
 fn write_forward(

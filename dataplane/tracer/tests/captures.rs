@@ -1485,6 +1485,52 @@ fn pcapng_drop_counts_in_summary() {
     );
 }
 
+#[test]
+fn pcapng_drop_counts_saturate() {
+    let frame = tcp_frame([10, 9, 9, 9], 10);
+    let mut bytes = pcapng_start();
+    let mut interface = 1u16.to_le_bytes().to_vec();
+    interface.extend_from_slice(&[0; 6]);
+    bytes.extend(pcapng_block(1, &interface));
+    for _ in 0..2 {
+        let mut block = pcapng_enhanced(0, &frame);
+        let trailer = block.len() - 4;
+        block.truncate(trailer);
+        block.extend(pcapng_options(&[(4, &u64::MAX.to_le_bytes())]));
+        let length = (block.len() + 4) as u32;
+        block[4..8].copy_from_slice(&length.to_le_bytes());
+        block.extend_from_slice(&length.to_le_bytes());
+        bytes.extend(block);
+    }
+    // One statistics block per interface, so their totals add up.
+    for interface in [0u32, 1] {
+        let mut body = interface.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0; 8]);
+        body.extend(pcapng_options(&[
+            (5, &u64::MAX.to_le_bytes()),
+            (7, &u64::MAX.to_le_bytes()),
+        ]));
+        bytes.extend(pcapng_block(5, &body));
+    }
+    let (code, stdout, stderr) = trace_bytes("many-drops.pcapng", &bytes);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(
+            "summary: packets dropped by the capturing interface: at least \
+             18446744073709551615 (not in the capture)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "summary: packets dropped according to the interface statistics: at least \
+             18446744073709551615 by the interface, at least 18446744073709551615 by the \
+             operating system (not in the capture)\n"
+        ),
+        "{stdout}"
+    );
+}
+
 /// Reads the first record's seconds and fraction from a pcap file of either byte order.
 fn first_timestamp(path: &Path) -> (u32, u32) {
     let bytes = std::fs::read(path).expect("read pcap");
