@@ -367,7 +367,8 @@ fn run(args: &Args) -> Result<Vec<TraceError>, TraceError> {
     if let Some(writer) = kernel_output {
         writer.finish()?;
     }
-    print_summary(&mut stdout, &summary, &reader, worker.counters()).map_err(TraceError::Stdout)?;
+    print_summary(&mut stdout, number, &summary, &reader, worker.counters())
+        .map_err(TraceError::Stdout)?;
     if args.counters {
         print_counters(&mut stdout, worker.counters(), &summary).map_err(TraceError::Stdout)?;
     }
@@ -431,12 +432,22 @@ fn mac_filter(config: &Config, turned_off: bool) -> Option<MacAddr> {
     (filters && !turned_off).then_some(config.node.mac)
 }
 
+/// Prints the `summary:` lines after the last frame. `records` counts the packet records
+/// read, including skipped ones.
 fn print_summary(
     output: &mut impl Write,
+    records: u64,
     summary: &Summary,
     reader: &CaptureReader,
     counters: &Counters,
 ) -> std::io::Result<()> {
+    if records == 0 {
+        // Without this line, a capture with no frames would print nothing at all.
+        writeln!(
+            output,
+            "summary: frames read: 0 (the capture contains no whole frame)"
+        )?;
+    }
     if !summary.skipped.is_empty() {
         writeln!(
             output,

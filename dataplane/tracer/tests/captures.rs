@@ -1492,6 +1492,7 @@ fn pcapng_drop_counts_saturate() {
     let mut interface = 1u16.to_le_bytes().to_vec();
     interface.extend_from_slice(&[0; 6]);
     bytes.extend(pcapng_block(1, &interface));
+
     for _ in 0..2 {
         let mut block = pcapng_enhanced(0, &frame);
         let trailer = block.len() - 4;
@@ -1512,6 +1513,7 @@ fn pcapng_drop_counts_saturate() {
         ]));
         bytes.extend(pcapng_block(5, &body));
     }
+
     let (code, stdout, stderr) = trace_bytes("many-drops.pcapng", &bytes);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
@@ -1529,6 +1531,37 @@ fn pcapng_drop_counts_saturate() {
         ),
         "{stdout}"
     );
+}
+
+#[test]
+fn capture_without_frames_is_summarised() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let empty_pcap = dir.path().join("empty.pcap");
+    write_pcap(&empty_pcap, &[]);
+    let pcap_header = std::fs::read(&empty_pcap).expect("read the capture");
+    let mut section = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+    section.extend_from_slice(&[1, 0, 0, 0]);
+    section.extend_from_slice(&u64::MAX.to_le_bytes());
+    let section_only = pcapng_block(0x0a0d_0d0a, &section);
+    let expected = "summary: frames read: 0 (the capture contains no whole frame)\n";
+
+    // Each case: file name, bytes, exit status.
+    let cases: [(&str, Vec<u8>, i32); 4] = [
+        ("empty.pcap", pcap_header.clone(), 0),
+        ("section-only.pcapng", section_only, 0),
+        ("interface-only.pcapng", pcapng_start(), 0),
+        // The first record header ends after 8 of 16 bytes.
+        ("cut-first.pcap", [pcap_header, vec![0; 8]].concat(), 3),
+    ];
+    for (name, bytes, status) in cases {
+        let (code, stdout, stderr) = trace_bytes(name, &bytes);
+        assert_eq!(code, Some(status), "{name}: {stderr}");
+        assert!(stdout.starts_with(expected), "{name}: {stdout}");
+        assert!(
+            stdout.contains("counters:\n  rx_packets 0\n"),
+            "{name}: {stdout}"
+        );
+    }
 }
 
 /// Reads the first record's seconds and fraction from a pcap file of either byte order.
