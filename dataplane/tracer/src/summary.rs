@@ -62,14 +62,54 @@ pub fn frame_flow(frame: &[u8]) -> Option<FlowKey> {
     Some(FlowKey::new(src, dst, u8::from(protocol), ports.0, ports.1))
 }
 
-/// Returns a short name for a frame that is not IP, such as `arp` or `ethertype 0x88cc`.
+/// Largest value of the Ethernet type field that IEEE 802.3 reads as a payload length.
+const MAX_LENGTH_FIELD: u16 = 1500;
+/// Smallest value of the Ethernet type field that IEEE 802.3 reads as an EtherType.
+const MIN_ETHERTYPE: u16 = 0x0600;
+
+/// Returns a short name for a frame that is not IP, such as `arp`, `ethertype 0x88cc` or
+/// `802.1ad service tag, inner ethertype 0x0800`.
 pub fn frame_kind(frame: &[u8]) -> Option<String> {
-    let (ethertype, _) = network_layer(frame)?;
-    Some(match ethertype {
-        EtherType::Arp => "arp".to_owned(),
-        EtherType::Vlan | EtherType::QinQ => "vlan-in-vlan".to_owned(),
-        other => format!("ethertype 0x{:04x}", u16::from(other)),
+    let outer = EthernetFrame::new_checked(frame).ok()?.ethertype();
+    let inner = match outer {
+        EtherType::Vlan | EtherType::QinQ => frame
+            .get(14..)
+            .and_then(|bytes| VlanTag::new_checked(bytes).ok())
+            .map(|tag| tag.ethertype()),
+        _ => None,
+    };
+    let is_tag = |ethertype| matches!(ethertype, EtherType::Vlan | EtherType::QinQ);
+    Some(match (outer, inner) {
+        // The core reads through one 802.1Q tag, so the type inside it names the frame.
+        (EtherType::Vlan, Some(inner)) if !is_tag(inner) => type_field_name(inner),
+        (outer, Some(inner)) => {
+            format!(
+                "{}, inner {}",
+                type_field_name(outer),
+                type_field_name(inner)
+            )
+        }
+        (outer, None) => type_field_name(outer),
     })
+}
+
+/// Names the value of an Ethernet or VLAN tag's type field. Values up to 1500 are an
+/// IEEE 802.3 payload length, and values from 1501 to 0x05ff are undefined.
+fn type_field_name(ethertype: EtherType) -> String {
+    match ethertype {
+        EtherType::Arp => "arp".to_owned(),
+        EtherType::Vlan => "802.1Q tag".to_owned(),
+        EtherType::QinQ => "802.1ad service tag".to_owned(),
+        other => match u16::from(other) {
+            length @ ..=MAX_LENGTH_FIELD => {
+                format!("802.3 length field {length}, not an EtherType")
+            }
+            value @ ..MIN_ETHERTYPE => {
+                format!("type field 0x{value:04x}, neither an 802.3 length nor an EtherType")
+            }
+            value => format!("ethertype 0x{value:04x}"),
+        },
+    }
 }
 
 /// The parts of a flow that the captured bytes of a cut frame contain. Each part that the

@@ -1963,6 +1963,85 @@ fn captured_over_original_is_damage() {
     );
 }
 
+/// Returns `frame` with `tags` (type and TCI, 4 bytes each) inserted after the MACs.
+fn with_tags(frame: &[u8], tags: &[[u8; 4]]) -> Vec<u8> {
+    let mut tagged = frame[..12].to_vec();
+    for tag in tags {
+        tagged.extend_from_slice(tag);
+    }
+    tagged.extend_from_slice(&frame[12..]);
+    tagged
+}
+
+/// Returns an Ethernet frame whose type field is `type_field`, followed by 46 bytes of
+/// LLC data (a spanning tree BPDU's DSAP, SSAP and control, then zeros).
+fn llc_frame(type_field: u16) -> Vec<u8> {
+    let mut frame = vec![0x01, 0x80, 0xc2, 0, 0, 0, 0x02, 0, 0, 0, 0, 0x01];
+    frame.extend_from_slice(&type_field.to_be_bytes());
+    frame.extend_from_slice(&[0x42, 0x42, 0x03]);
+    frame.resize(14 + 46, 0);
+    frame
+}
+
+#[test]
+fn vlan_and_length_fields_are_described() {
+    let ipv4 = tcp_frame([10, 9, 9, 9], 10);
+    let service_tag = [0x88, 0xa8, 0x00, 0x64];
+    let customer_tag = [0x81, 0x00, 0x00, 0x65];
+    // Each case: frame, verdict, description after the verdict column.
+    let cases: [(Vec<u8>, &str, &str); 7] = [
+        (
+            with_tags(&ipv4, &[service_tag]),
+            "kernel:double_vlan_tag",
+            "802.1ad service tag, inner ethertype 0x0800",
+        ),
+        (
+            with_tags(&ipv4, &[service_tag, customer_tag]),
+            "kernel:double_vlan_tag",
+            "802.1ad service tag, inner 802.1Q tag",
+        ),
+        (
+            with_tags(&ipv4, &[customer_tag, customer_tag]),
+            "kernel:double_vlan_tag",
+            "802.1Q tag, inner 802.1Q tag",
+        ),
+        (
+            with_tags(&ipv4, &[customer_tag, service_tag]),
+            "kernel:double_vlan_tag",
+            "802.1Q tag, inner 802.1ad service tag",
+        ),
+        (
+            llc_frame(46),
+            "kernel:other_ethertype",
+            "802.3 length field 46, not an EtherType",
+        ),
+        (
+            with_tags(&llc_frame(46), &[customer_tag]),
+            "kernel:other_ethertype",
+            "802.3 length field 46, not an EtherType",
+        ),
+        (
+            llc_frame(0x05ff),
+            "kernel:other_ethertype",
+            "type field 0x05ff, neither an 802.3 length nor an EtherType",
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = dir.path().join("tags.pcap");
+    let frames: Vec<Vec<u8>> = cases.iter().map(|(frame, _, _)| frame.clone()).collect();
+    write_pcap(&input, &frames);
+
+    let result = run_trace(&["--input".as_ref(), input.as_os_str()]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    for (index, (_, verdict, description)) in cases.iter().enumerate() {
+        let line = lines[index];
+        assert_eq!(line.split_whitespace().nth(1), Some(*verdict), "{line}");
+        assert_eq!(line.get(40..), Some(*description), "{line}");
+    }
+}
+
 #[test]
 fn reply_line_names_service() {
     // A TCP segment with DF to the web service, too big for node.mtu once encapsulated.
