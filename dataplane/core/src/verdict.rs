@@ -60,9 +60,11 @@ reason_enum! {
         Arp => "arp",
         /// ICMPv6 router or neighbor solicitation, advertisement or redirect.
         NeighborDiscovery => "neighbor_discovery",
-        /// An EtherType other than IPv4, IPv6, ARP and one 802.1Q tag.
+        /// An EtherType other than IPv4, IPv6, ARP and one 802.1Q tag, or an IEEE 802.3
+        /// length field in its place.
         OtherEthertype => "other_ethertype",
-        /// A second VLAN tag (QinQ): classified but never forwarded.
+        /// An 802.1ad service tag (0x88a8), even a single one, or a second tag inside an
+        /// 802.1Q tag. The core reads only one 802.1Q tag, so it never forwards these.
         DoubleVlanTag => "double_vlan_tag",
         /// The destination is not a VIP:port:protocol of any service.
         NotService => "not_service",
