@@ -998,11 +998,11 @@ fn validate_cluster(
                  node.ipv4 or node.ipv6)",
             ));
         }
-        if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
+        if let Some(kind) = not_unicast(address) {
             return Err(ConfigError::invalid(
                 format!("{key}.address"),
                 address,
-                "the Spike node's unicast underlay address",
+                &format!("the Spike node's unicast underlay address, not {kind}"),
             ));
         }
         if nodes.iter().any(|other| other.address == address) {
@@ -1023,6 +1023,10 @@ fn validate_cluster(
             self_index = Some(index);
         }
         let mac = unicast_mac(&format!("{key}.mac"), raw_node.mac)?;
+        // This node's own entry is never a destination, so its MAC may be node.mac.
+        if self_index != Some(index) {
+            not_own_mac(&format!("{key}.mac"), mac, node.mac)?;
+        }
         nodes.push(ClusterNode { address, mac });
     }
     let Some(self_index) = self_index else {
@@ -1146,14 +1150,50 @@ fn validate_node(raw: RawNode) -> Result<NodeConfig, ConfigError> {
             "node.ipv4 or node.ipv6 (or both) as the outer source address",
         ));
     }
+    let ipv4 = raw.ipv4.map(|Parsed(ipv4)| ipv4);
+    let ipv6 = raw.ipv6.map(|Parsed(ipv6)| ipv6);
+    let addresses = [
+        ("node.ipv4", ipv4.map(IpAddr::V4)),
+        ("node.ipv6", ipv6.map(IpAddr::V6)),
+    ];
+    for (key, address) in addresses {
+        let Some(address) = address else { continue };
+        if let Some(kind) = not_unicast(address) {
+            return Err(ConfigError::invalid(
+                key,
+                address,
+                &format!(
+                    "this node's unicast underlay address, the source of its VXLAN packets, \
+                     not {kind}"
+                ),
+            ));
+        }
+    }
+    let mac = unicast_mac("node.mac", raw.mac)?;
+    let gateway_mac = unicast_mac("node.gateway_mac", raw.gateway_mac)?;
+    not_own_mac("node.gateway_mac", gateway_mac, mac)?;
     Ok(NodeConfig {
-        mac: unicast_mac("node.mac", raw.mac)?,
-        ipv4: raw.ipv4.map(|Parsed(ipv4)| ipv4),
-        ipv6: raw.ipv6.map(|Parsed(ipv6)| ipv6),
-        gateway_mac: unicast_mac("node.gateway_mac", raw.gateway_mac)?,
+        mac,
+        ipv4,
+        ipv6,
+        gateway_mac,
         vtep_mac: unicast_mac("node.vtep_mac", raw.vtep_mac)?,
         mtu: raw.mtu,
     })
+}
+
+/// Rejects an outer Ethernet destination equal to `node.mac`: the port would send the
+/// frames to itself, so they would never reach the next hop.
+fn not_own_mac(key: &str, destination: MacAddr, own: MacAddr) -> Result<(), ConfigError> {
+    if destination != own {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        key,
+        destination,
+        "the MAC of the next hop, not node.mac: frames this node addresses to its own MAC \
+         never reach another host",
+    ))
 }
 
 fn validate_vxlan(raw: RawVxlan) -> Result<VxlanConfig, ConfigError> {
@@ -1449,6 +1489,22 @@ fn vip_problem(vip: IpAddr, node: &NodeConfig) -> Option<&'static str> {
     Some(problem)
 }
 
+/// Names the kind of address `address` is when it cannot be an underlay address, the
+/// outer source or destination of VXLAN packets, or returns `None` for a unicast one.
+/// Loopback is among them: the kernel of any receiver drops packets from or to
+/// 127.0.0.0/8 or ::1 that arrive from the network.
+fn not_unicast(address: IpAddr) -> Option<&'static str> {
+    match address {
+        IpAddr::V4(v4) if v4.is_broadcast() => {
+            Some("255.255.255.255, the limited broadcast address, which routers never forward")
+        }
+        _ if address.is_unspecified() => Some("the unspecified address, which no host has"),
+        _ if address.is_multicast() => Some("a multicast address"),
+        _ if address.is_loopback() => Some("a loopback address, which never leaves a host"),
+        _ => None,
+    }
+}
+
 /// Rejects a VIP that is also a backend's underlay address: the backend's VXLAN
 /// packets would then come back to Spike as VIP traffic.
 fn check_vips_against_backends(services: &[ServiceConfig]) -> Result<(), ConfigError> {
@@ -1494,11 +1550,11 @@ fn validate_backend(
              node.ipv6)",
         ));
     }
-    if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
+    if let Some(kind) = not_unicast(address) {
         return Err(ConfigError::invalid(
             format!("{key}.address"),
             address,
-            "the backend node's unicast underlay address",
+            &format!("the backend node's unicast underlay address, not {kind}"),
         ));
     }
     if let Some(name) = &raw.name {
@@ -1520,7 +1576,12 @@ fn validate_backend(
         ));
     }
     let next_hop_mac = match raw.next_hop_mac {
-        Some(mac) => Some(unicast_mac(&format!("{key}.next_hop_mac"), mac)?),
+        Some(mac) => {
+            let mac_key = format!("{key}.next_hop_mac");
+            let mac = unicast_mac(&mac_key, mac)?;
+            not_own_mac(&mac_key, mac, node.mac)?;
+            Some(mac)
+        }
         None => None,
     };
     Ok(BackendConfig {

@@ -436,6 +436,95 @@ const BAD_CASES: &[BadCase] = &[
         expected: &["vxlan.ttl", "expected a TTL from 1 to 255"],
     },
     BadCase {
+        description: "multicast node.ipv4",
+        from: "ipv4 = \"192.0.2.1\"",
+        to: "ipv4 = \"224.0.0.1\"",
+        expected: &[
+            "node.ipv4: invalid value 224.0.0.1",
+            "unicast underlay address",
+            "multicast",
+        ],
+    },
+    BadCase {
+        description: "unspecified node.ipv4",
+        from: "ipv4 = \"192.0.2.1\"",
+        to: "ipv4 = \"0.0.0.0\"",
+        expected: &["node.ipv4: invalid value 0.0.0.0", "unspecified"],
+    },
+    BadCase {
+        description: "limited broadcast node.ipv4",
+        from: "ipv4 = \"192.0.2.1\"",
+        to: "ipv4 = \"255.255.255.255\"",
+        expected: &["node.ipv4: invalid value 255.255.255.255", "broadcast"],
+    },
+    BadCase {
+        description: "loopback node.ipv4",
+        from: "ipv4 = \"192.0.2.1\"",
+        to: "ipv4 = \"127.0.0.1\"",
+        expected: &["node.ipv4: invalid value 127.0.0.1", "loopback"],
+    },
+    BadCase {
+        description: "multicast node.ipv6",
+        from: "ipv6 = \"2001:db8::1\"",
+        to: "ipv6 = \"ff02::1\"",
+        expected: &["node.ipv6: invalid value ff02::1", "multicast"],
+    },
+    BadCase {
+        description: "unspecified node.ipv6",
+        from: "ipv6 = \"2001:db8::1\"",
+        to: "ipv6 = \"::\"",
+        expected: &["node.ipv6: invalid value ::", "unspecified"],
+    },
+    BadCase {
+        description: "limited broadcast backend address",
+        from: "address = \"192.0.2.12\"",
+        to: "address = \"255.255.255.255\"",
+        expected: &[
+            "service[0] (web).backend[1].address: invalid value 255.255.255.255",
+            "unicast underlay address",
+            "broadcast",
+        ],
+    },
+    BadCase {
+        description: "loopback backend address",
+        from: "address = \"192.0.2.12\"",
+        to: "address = \"127.0.0.2\"",
+        expected: &["backend[1].address: invalid value 127.0.0.2", "loopback"],
+    },
+    BadCase {
+        description: "gateway MAC equal to node.mac",
+        from: "gateway_mac = \"02:53:50:00:00:fe\"",
+        to: "gateway_mac = \"02:53:50:00:00:01\"",
+        expected: &[
+            "node.gateway_mac: invalid value 02:53:50:00:00:01",
+            "not node.mac",
+        ],
+    },
+    BadCase {
+        description: "broadcast gateway MAC",
+        from: "gateway_mac = \"02:53:50:00:00:fe\"",
+        to: "gateway_mac = \"ff:ff:ff:ff:ff:ff\"",
+        expected: &[
+            "node.gateway_mac: invalid value ff:ff:ff:ff:ff:ff",
+            "unicast",
+        ],
+    },
+    BadCase {
+        description: "multicast node MAC",
+        from: "mac = \"02:53:50:00:00:01\"",
+        to: "mac = \"33:33:00:00:00:01\"",
+        expected: &["node.mac: invalid value 33:33:00:00:00:01", "unicast"],
+    },
+    BadCase {
+        description: "next-hop MAC equal to node.mac",
+        from: "next_hop_mac = \"02:53:50:00:00:fd\"",
+        to: "next_hop_mac = \"02:53:50:00:00:01\"",
+        expected: &[
+            "service[0] (web).backend[2].next_hop_mac: invalid value 02:53:50:00:00:01",
+            "not node.mac",
+        ],
+    },
+    BadCase {
         description: "table size as a string",
         from: "port = 80\n",
         to: "port = 80\ntable_size = \"65537\"\n",
@@ -587,6 +676,18 @@ fn cluster_section_validated() {
             &["cluster.node[0].address", "127.0.0.2", "unicast underlay"],
         ),
         (
+            "limited broadcast node",
+            "address = \"192.0.2.2\"",
+            "address = \"255.255.255.255\"",
+            &["cluster.node[0].address", "255.255.255.255", "broadcast"],
+        ),
+        (
+            "another node's MAC equal to node.mac",
+            "mac = \"02:53:50:00:01:02\"",
+            "mac = \"02:53:50:00:00:01\"",
+            &["cluster.node[0].mac", "02:53:50:00:00:01", "not node.mac"],
+        ),
+        (
             "unknown key",
             "redirect_vni = 4242",
             "redirect_vni = 4242\nvni = 3",
@@ -606,6 +707,12 @@ fn cluster_section_validated() {
             );
         }
     }
+
+    // This node's own entry is never a destination, so it may carry node.mac.
+    let own_mac = CLUSTER.replacen("02:53:50:00:01:01", "02:53:50:00:00:01", 1);
+    format!("{}{own_mac}", common::BASE_CONFIG)
+        .parse::<Config>()
+        .expect("this node's entry with node.mac");
 
     let no_nodes = format!("{}\n[cluster]\nredirect_vni = 4242\n", common::BASE_CONFIG);
     let error = no_nodes
@@ -986,3 +1093,4 @@ fn dpdk_lcores_and_ring_path() {
         "{error}"
     );
 }
+
