@@ -5,6 +5,7 @@
 //! syntax, address families, port ranges, prime table sizes) and names the key, the
 //! bad value and what is expected. A `Config` that exists is valid.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::io::Read;
@@ -69,7 +70,9 @@ pub enum ConfigError {
     /// A TOML syntax or type error, with the key it concerns when there is one.
     #[error("{0}")]
     Syntax(String),
-    #[error("{key}: invalid value {value}: expected {expected}")]
+    /// The value is printed with its control characters escaped, so that the message
+    /// stays one line whatever the file holds.
+    #[error("{key}: invalid value {}: expected {expected}", escape_controls(.value))]
     Invalid {
         key: String,
         value: String,
@@ -81,6 +84,24 @@ pub enum ConfigError {
         place: Place,
         error: Box<ConfigError>,
     },
+}
+
+/// Returns `text` with each control character (C0, DEL and C1) written as a Rust escape
+/// such as `\r` or `\u{0}`. A value from the file then cannot split a log line or an
+/// error message in two, or pass for a line of its own.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
 }
 
 /// The place of an error in a config file: `PATH:LINE:COLUMN`, or fewer parts when
@@ -1059,7 +1080,7 @@ fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, ConfigError> {
     if raw.kernel_port.as_deref() == Some(raw.port.as_str()) {
         return Err(ConfigError::invalid(
             "dpdk.kernel_port",
-            &raw.port,
+            format!("{:?}", raw.port),
             "a port other than dpdk.port",
         ));
     }

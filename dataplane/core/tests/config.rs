@@ -1094,3 +1094,47 @@ fn dpdk_lcores_and_ring_path() {
     );
 }
 
+#[test]
+fn control_characters_stay_escaped_on_one_line() {
+    // (description, from, to, the value as the message must show it)
+    let cases = [
+        (
+            "service name with CR LF",
+            "name = \"sticky\"",
+            "name = \"a\\r\\nb\"",
+            "invalid value \"a\\r\\nb\"",
+        ),
+        (
+            "backend name with NUL and DEL",
+            "name = \"node-b\"",
+            "name = \"b\\u0000\\u007f\"",
+            "invalid value \"b\\0\\u{7f}\"",
+        ),
+        (
+            "kernel port equal to the port, with a line feed",
+            "[icmp]",
+            "[dpdk]\nport = \"net\\n0\"\nkernel_port = \"net\\n0\"\n\n[icmp]",
+            "dpdk.kernel_port: invalid value \"net\\n0\"",
+        ),
+        (
+            "relative ring path with a line feed",
+            "[icmp]",
+            "[dpdk]\nport = \"net_null0\"\nsnapshot_ring = \"ring\\nx\"\n\n[icmp]",
+            "dpdk.snapshot_ring: invalid value ring\\nx: expected",
+        ),
+    ];
+    for (description, from, to, shown) in cases {
+        assert!(common::BASE_CONFIG.contains(from), "{description}");
+        let text = common::BASE_CONFIG.replacen(from, to, 1);
+        let error = text.parse::<Config>().expect_err(description).to_string();
+        assert!(
+            !error.contains(['\r', '\n', '\0']),
+            "{description}: {error:?}"
+        );
+        assert!(error.contains(shown), "{description}: {error}");
+    }
+    assert_eq!(
+        spike_core::config::escape_controls("tab\there\u{85}"),
+        "tab\\there\\u{85}"
+    );
+}
