@@ -1119,7 +1119,17 @@ fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, ConfigError> {
         }
     }
     if let Some(path) = &raw.snapshot_ring {
-        if !path.as_os_str().is_empty() && !path.is_absolute() {
+        // Leaving the key out already means no ring, so an empty string is more likely
+        // an unset template variable.
+        if path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "dpdk.snapshot_ring",
+                "\"\"",
+                "the absolute path of the control plane's controlplane.ring, such as \
+                 /dev/shm/spike-ring; to run without a control plane, remove the key",
+            ));
+        }
+        if !path.is_absolute() {
             return Err(ConfigError::invalid(
                 "dpdk.snapshot_ring",
                 path.display(),
@@ -1138,9 +1148,7 @@ fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, ConfigError> {
         tx_descriptors: raw.tx_descriptors,
         tx_retries: raw.tx_retries,
         mac_filter: raw.mac_filter,
-        snapshot_ring: raw
-            .snapshot_ring
-            .filter(|path| !path.as_os_str().is_empty()),
+        snapshot_ring: raw.snapshot_ring,
     })
 }
 

@@ -1092,6 +1092,12 @@ fn dpdk_lcores_and_ring_path() {
         error.contains("dpdk.snapshot_ring: invalid value spike-ring"),
         "{error}"
     );
+    // Leaving the key out means no ring; an empty string is an unset template variable.
+    let error = dpdk("snapshot_ring = \"\"").expect_err("empty ring path");
+    assert!(
+        error.contains("dpdk.snapshot_ring: invalid value \"\": expected the absolute path"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -43,9 +43,6 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let mut warnings = config.warnings();
     if let Some(dpdk) = &config.dpdk {
         let located = |error: ConfigError| error.locate(&text).in_file(path);
-        if let Some(raw) = &raw {
-            check_ring_not_empty(raw).map_err(located)?;
-        }
         check_ring_path(dpdk).map_err(located)?;
         warnings.extend(check_lcores(dpdk).map_err(located)?);
     }
@@ -71,25 +68,6 @@ fn check_not_controlplane(raw: &toml::Table, text: &str) -> Result<(), ConfigErr
              --config"
                 .to_owned(),
         )),
-    })
-}
-
-/// Rejects `snapshot_ring = ""`, which spike-core reads as no ring. Leaving the key out
-/// means the same, and an empty string is more likely an unset template variable.
-fn check_ring_not_empty(raw: &toml::Table) -> Result<(), ConfigError> {
-    let ring = raw
-        .get("dpdk")
-        .and_then(|dpdk| dpdk.get("snapshot_ring"))
-        .and_then(toml::Value::as_str);
-    if ring != Some("") {
-        return Ok(());
-    }
-    Err(ConfigError::Invalid {
-        key: "dpdk.snapshot_ring".to_owned(),
-        value: "\"\"".to_owned(),
-        expected: "the absolute path of the control plane's controlplane.ring, such as \
-                   /dev/shm/spike-ring; to run without a control plane, remove the key"
-            .to_owned(),
     })
 }
 
