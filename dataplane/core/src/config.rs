@@ -128,6 +128,11 @@ impl fmt::Display for Place {
 /// needs, for example `expected u16` into `expected an integer from 0 to 65535`. A key
 /// whose valid range is narrower than its type gets that range instead, found from the
 /// key on the line that `span` points at in `text`.
+///
+/// toml's own message for an integer literal beyond 64 bits, such as `number too large
+/// to fit in target type`, names neither the value nor a range: it becomes serde's form
+/// for a value beyond the key's type, as in ``invalid value: integer `99999999999999999999`,
+/// expected a prime integer ...``.
 fn explain_types(message: &str, text: &str, span: Option<std::ops::Range<usize>>) -> String {
     const RANGES: &[(&str, &str)] = &[
         ("expected u8", "expected an integer from 0 to 255"),
@@ -137,8 +142,15 @@ fn explain_types(message: &str, text: &str, span: Option<std::ops::Range<usize>>
         ("expected f64", "expected a number"),
     ];
     let narrower = span
+        .clone()
         .and_then(|span| key_at(text, span.start))
         .and_then(|key| key_range(&key));
+    if let Some(literal) = span.and_then(|span| beyond_64_bits(message, text, span)) {
+        let range = narrower
+            .as_deref()
+            .unwrap_or("an integer that fits in 64 bits");
+        return format!("invalid value: integer `{literal}`, expected {range}");
+    }
     let mut explained = message.to_owned();
     for (rust, plain) in RANGES {
         match &narrower {
@@ -149,6 +161,27 @@ fn explain_types(message: &str, text: &str, span: Option<std::ops::Range<usize>>
         }
     }
     explained
+}
+
+/// Returns the integer literal at `span` in `text` when `message` is toml's report of an
+/// integer too large or too small for 64 bits. toml reports it while it parses, before
+/// serde reads the value, so the message names neither the value nor the key's type.
+pub fn beyond_64_bits<'a>(
+    message: &str,
+    text: &'a str,
+    span: std::ops::Range<usize>,
+) -> Option<&'a str> {
+    if !message.starts_with("number too large to fit in target type")
+        && !message.starts_with("number too small to fit in target type")
+    {
+        return None;
+    }
+    // The span may cover only the literal's first character.
+    let literal = text.get(span.start..)?.trim_start();
+    let end = literal
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '_')))
+        .unwrap_or(literal.len());
+    Some(&literal[..end]).filter(|literal| !literal.is_empty())
 }
 
 /// An example line for each key the dataplane's file requires, by key path without
@@ -245,21 +278,41 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     Some(key.to_owned())
 }
 
-/// Returns the valid range of a numeric key where it is narrower than the key's integer type,
-/// as the validation below enforces it.
+/// Returns the valid range of a numeric key of the dataplane's file, by the last part of
+/// its path, as the validation below enforces it.
 fn key_range(key: &str) -> Option<String> {
-    match key {
-        "mtu" => Some(format!("an MTU from {MIN_MTU} to {MAX_MTU} bytes")),
-        "port" => Some("a port from 1 to 65535".to_owned()),
-        "workers" => Some("from 1 to 128 worker lcores".to_owned()),
-        "ttl" => Some("a TTL from 1 to 255".to_owned()),
-        "table_size" => Some(format!(
+    const MAX_FLOWS: usize = crate::conntrack::MAX_CAPACITY;
+    let range = match key {
+        "mtu" => format!("an MTU from {MIN_MTU} to {MAX_MTU} bytes"),
+        "port" => "a port from 1 to 65535".to_owned(),
+        "source_port_range" => "[low, high] with 1 <= low <= high <= 65535".to_owned(),
+        "workers" => "from 1 to 128 worker lcores".to_owned(),
+        "ttl" => "a TTL from 1 to 255".to_owned(),
+        "vni" | "redirect_vni" => VNI_RANGE.to_owned(),
+        "table_size" => format!(
             "a prime integer number of Maglev slots up to {}, such as 65537",
             maglev::MAX_TABLE_SIZE
-        )),
-        _ => None,
-    }
+        ),
+        "weight" => format!("a weight from 0 to {}", u32::MAX),
+        "capacity" => format!("a number of flows per core from 1 to {MAX_FLOWS}"),
+        "fragment_capacity" => format!("a number of datagrams per core from 1 to {MAX_FLOWS}"),
+        "tcp_syn" | "tcp_established" | "tcp_closing" | "udp" | "other" | "fragment" => {
+            TIMEOUT_RANGE.to_owned()
+        }
+        "too_big_per_second" => format!("a rate from 0 to {} replies per second", u32::MAX),
+        "too_big_burst" => format!("a burst from 0 to {} replies", u32::MAX),
+        "mbufs" => format!("a number of mbufs up to {}", u32::MAX),
+        "rx_descriptors" | "tx_descriptors" => DESCRIPTOR_RANGE.to_owned(),
+        "tx_retries" => format!("a number of retries from 0 to {}", u32::MAX),
+        _ => return None,
+    };
+    Some(range)
 }
+
+const VNI_RANGE: &str = "a 24-bit VNI from 0 to 16777215";
+const TIMEOUT_RANGE: &str =
+    "a timeout in seconds from 0.001 (1 ms) to 86400; fractions such as 0.5 are allowed";
+const DESCRIPTOR_RANGE: &str = "a power of two from 32 to 16384";
 
 impl ConfigError {
     /// Names the file in the error, as in `PATH:LINE:COLUMN: key: message`.
@@ -976,7 +1029,7 @@ fn validate_cluster(
         return Err(ConfigError::invalid(
             "cluster.redirect_vni",
             raw.redirect_vni,
-            "a 24-bit VNI from 0 to 16777215",
+            VNI_RANGE,
         ));
     }
     if raw.redirect_vni == vxlan.vni {
@@ -1111,11 +1164,7 @@ fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, ConfigError> {
         ("dpdk.tx_descriptors", raw.tx_descriptors),
     ] {
         if !(32..=16384).contains(&value) || !value.is_power_of_two() {
-            return Err(ConfigError::invalid(
-                key,
-                value,
-                "a power of two from 32 to 16384",
-            ));
+            return Err(ConfigError::invalid(key, value, DESCRIPTOR_RANGE));
         }
     }
     if let Some(path) = &raw.snapshot_ring {
@@ -1227,11 +1276,7 @@ fn not_own_mac(key: &str, destination: MacAddr, own: MacAddr) -> Result<(), Conf
 
 fn validate_vxlan(raw: RawVxlan) -> Result<VxlanConfig, ConfigError> {
     if raw.vni >= 1 << 24 {
-        return Err(ConfigError::invalid(
-            "vxlan.vni",
-            raw.vni,
-            "a 24-bit VNI from 0 to 16777215",
-        ));
+        return Err(ConfigError::invalid("vxlan.vni", raw.vni, VNI_RANGE));
     }
     if raw.port == 0 {
         return Err(ConfigError::invalid(
@@ -1304,8 +1349,7 @@ fn seconds_to_ns(key: &str, seconds: f64) -> Result<u64, ConfigError> {
         return Err(ConfigError::invalid(
             key,
             format!("{seconds:?}"),
-            "a timeout in seconds from 0.001 (1 ms) to 86400; fractions such as 0.5 are \
-             allowed",
+            TIMEOUT_RANGE,
         ));
     }
     Ok((seconds * 1e9) as u64)

@@ -525,6 +525,58 @@ const BAD_CASES: &[BadCase] = &[
         ],
     },
     BadCase {
+        description: "table size beyond 64 bits",
+        from: "port = 80\n",
+        to: "port = 80\ntable_size = 99999999999999999999\n",
+        expected: &[
+            "service[0] (web).table_size: invalid value: integer `99999999999999999999`",
+            "expected a prime integer number of Maglev slots up to 16777213",
+        ],
+    },
+    BadCase {
+        description: "table size below -2^63",
+        from: "port = 80\n",
+        to: "port = 80\ntable_size = -99999999999999999999 # comment\n",
+        expected: &[
+            "service[0] (web).table_size: invalid value: integer `-99999999999999999999`,",
+            "expected a prime integer",
+        ],
+    },
+    BadCase {
+        description: "conntrack capacity beyond 64 bits",
+        from: "capacity = 4096",
+        to: "capacity = 18446744073709551616",
+        expected: &[
+            "conntrack.capacity: invalid value: integer `18446744073709551616`",
+            "expected a number of flows per core from 1 to 16777216",
+        ],
+    },
+    BadCase {
+        description: "weight beyond 64 bits",
+        from: "name = \"node-b\"\n",
+        to: "name = \"node-b\"\nweight = 1_000_000_000_000_000_000_000\n",
+        expected: &[
+            "service[0] (web).backend[1].weight: invalid value: integer \
+             `1_000_000_000_000_000_000_000`",
+            "expected a weight from 0 to 4294967295",
+        ],
+    },
+    BadCase {
+        description: "weight beyond 32 bits",
+        from: "name = \"node-b\"\n",
+        to: "name = \"node-b\"\nweight = 4294967296\n",
+        expected: &["expected a weight from 0 to 4294967295"],
+    },
+    BadCase {
+        description: "VNI beyond 64 bits",
+        from: "vni = 1",
+        to: "vni = 0x1_0000_0000_0000_0000",
+        expected: &[
+            "vxlan.vni: invalid value: integer `0x1_0000_0000_0000_0000`",
+            "expected a 24-bit VNI from 0 to 16777215",
+        ],
+    },
+    BadCase {
         description: "table size as a string",
         from: "port = 80\n",
         to: "port = 80\ntable_size = \"65537\"\n",
