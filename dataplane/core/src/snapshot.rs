@@ -5,6 +5,7 @@
 //! is a service lookup, a table read and a header copy.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::cluster::Cluster;
 use crate::config::{Config, Protocol};
 use crate::encap::{EncapSettings, EncapTemplate};
 use crate::flow::{FlowHasher, HashFields};
-use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
+use crate::maglev::{self, MaglevBackend, MaglevError, MaglevTable};
 use crate::wire::MacAddr;
 
 /// The key a packet is classified by: destination address, protocol and port.
@@ -322,6 +323,121 @@ impl Snapshot {
     /// Returns the flow hasher keyed from the config.
     pub fn hasher(&self) -> &FlowHasher {
         &self.hasher
+    }
+}
+
+/// A backend whose weight is above 0 but whose service's Maglev table gives it no slot, so
+/// that it receives no new flows, as if it had weight 0.
+///
+/// Slot shares follow the weights: a backend gets about `table_size * weight / weight_sum`
+/// slots, so a weight far below the others' leaves it less than one slot.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UnslottedBackend {
+    pub service: String,
+    pub backend: String,
+    pub weight: u32,
+    /// Sum of the weights of the service's backends.
+    pub weight_sum: u64,
+    pub table_size: u32,
+}
+
+impl UnslottedBackend {
+    /// Returns the backends of `service` with a weight above 0 that `table` gives no slot.
+    /// `backends` are the backends' names and weights in the order `table` was built from.
+    pub fn find<'a>(
+        service: &str,
+        backends: impl IntoIterator<Item = (&'a str, u32)> + Clone,
+        table: &MaglevTable,
+    ) -> Vec<UnslottedBackend> {
+        Self::from_counts(service, backends, &table.slot_counts(), table.size())
+    }
+
+    /// Like [`UnslottedBackend::find`], from the table's slot counts per backend.
+    fn from_counts<'a>(
+        service: &str,
+        backends: impl IntoIterator<Item = (&'a str, u32)> + Clone,
+        slot_counts: &[u32],
+        table_size: u32,
+    ) -> Vec<UnslottedBackend> {
+        let weight_sum = backends
+            .clone()
+            .into_iter()
+            .map(|(_, weight)| u64::from(weight))
+            .sum();
+        backends
+            .into_iter()
+            .zip(slot_counts)
+            .filter(|&((_, weight), &slots)| weight > 0 && slots == 0)
+            .map(|((backend, weight), _)| UnslottedBackend {
+                service: service.to_owned(),
+                backend: backend.to_owned(),
+                weight,
+                weight_sum,
+                table_size,
+            })
+            .collect()
+    }
+
+    /// Returns the smallest table size that gives this backend a share of one slot.
+    fn table_size_needed(&self) -> u64 {
+        self.weight_sum.div_ceil(u64::from(self.weight))
+    }
+}
+
+impl fmt::Display for UnslottedBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let share = self.table_size as f64 * f64::from(self.weight) / self.weight_sum.max(1) as f64;
+        write!(
+            f,
+            "service {}: backend {} has weight {} but none of the {} Maglev slots, so it \
+             receives no new flows: the weights of the service sum to {}, which leaves it \
+             {share:.2} slots; ",
+            self.service, self.backend, self.weight, self.table_size, self.weight_sum
+        )?;
+        let needed = self.table_size_needed();
+        if needed <= u64::from(maglev::MAX_TABLE_SIZE) {
+            write!(
+                f,
+                "set table_size to a prime of at least {needed}, or lower the ratio of the \
+                 largest weight to the smallest"
+            )
+        } else {
+            write!(
+                f,
+                "lower the ratio of the largest weight to the smallest (it would need a table \
+                 of {needed} slots, above the largest table_size, {})",
+                maglev::MAX_TABLE_SIZE
+            )
+        }
+    }
+}
+
+impl Snapshot {
+    /// Returns the backends with a weight above 0 that their service's table gives no
+    /// slot, in service order. The slots of a table that several services share are
+    /// counted once.
+    pub fn unslotted_backends(&self) -> Vec<UnslottedBackend> {
+        let mut counts: HashMap<*const MaglevTable, Vec<u32>> = HashMap::new();
+        let mut found = Vec::new();
+        for service in &self.services {
+            let Some(table) = &service.table else {
+                continue;
+            };
+            let slot_counts = counts
+                .entry(Arc::as_ptr(table))
+                .or_insert_with(|| table.slot_counts());
+            let backends = service
+                .backends
+                .iter()
+                .map(|backend| (backend.name.as_str(), backend.weight));
+            found.extend(UnslottedBackend::from_counts(
+                &service.name,
+                backends,
+                slot_counts,
+                table.size(),
+            ));
+        }
+        found
     }
 }
 

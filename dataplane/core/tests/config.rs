@@ -1144,7 +1144,7 @@ fn dpdk_lcores_and_ring_path() {
         error.contains("dpdk.snapshot_ring: invalid value spike-ring"),
         "{error}"
     );
-    // Leaving the key out means no ring; an empty string is an unset template variable.
+    // Leaving the key out means no ring, so an empty string is an unset template variable.
     let error = dpdk("snapshot_ring = \"\"").expect_err("empty ring path");
     assert!(
         error.contains("dpdk.snapshot_ring: invalid value \"\": expected the absolute path"),
@@ -1153,7 +1153,7 @@ fn dpdk_lcores_and_ring_path() {
 }
 
 #[test]
-fn control_characters_stay_escaped_on_one_line() {
+fn control_characters_are_escaped() {
     // (description, from, to, the value as the message must show it)
     let cases = [
         (
@@ -1195,4 +1195,49 @@ fn control_characters_stay_escaped_on_one_line() {
         spike_core::config::escape_controls("tab\there\u{85}"),
         "tab\\there\\u{85}"
     );
+}
+
+#[test]
+fn unslotted_backends_are_named() {
+    // web's first backend outweighs the two others so far that their shares of the
+    // 65537 slots are 0.07 each.
+    let text = common::BASE_CONFIG.replacen(
+        "name = \"node-a\"\n",
+        "name = \"node-a\"\nweight = 1000000\n",
+        1,
+    );
+    let config: Config = text.parse().expect("the weights are valid");
+    let snapshot = Snapshot::build(&config, 1).expect("the snapshot builds");
+    let unslotted = snapshot.unslotted_backends();
+    let names: Vec<(&str, &str)> = unslotted
+        .iter()
+        .map(|found| (found.service.as_str(), found.backend.as_str()))
+        .collect();
+    assert_eq!(names, [("web", "node-b"), ("web", "node-c")]);
+    let message = unslotted[0].to_string();
+    for fragment in [
+        "service web: backend node-b has weight 1 but none of the 65537 Maglev slots",
+        "sum to 1000002",
+        "0.07 slots",
+        "table_size to a prime of at least 1000002",
+        "lower the ratio of the largest weight to the smallest",
+    ] {
+        assert!(message.contains(fragment), "{fragment}: {message}");
+    }
+
+    // Beyond the largest table, only a narrower weight ratio helps.
+    let text = common::BASE_CONFIG.replacen(
+        "name = \"node-a\"\n",
+        "name = \"node-a\"\nweight = 4000000000\n",
+        1,
+    );
+    let snapshot = Snapshot::build(&text.parse().unwrap(), 1).unwrap();
+    let message = snapshot.unslotted_backends()[0].to_string();
+    assert!(
+        message.contains("above the largest table_size, 16777213"),
+        "{message}"
+    );
+
+    let snapshot = Snapshot::build(&common::BASE_CONFIG.parse().unwrap(), 1).unwrap();
+    assert_eq!(snapshot.unslotted_backends(), []);
 }
