@@ -12,7 +12,8 @@ use crate::error::{one_line, DaemonError};
 
 /// Loads and validates the file as a start would before EAL: every key, the `[dpdk]`
 /// section with its snapshot ring path and the lcores of its EAL lcore list, and the
-/// Maglev tables of its services. Returns the warnings of a valid file.
+/// Maglev tables of its services. Returns the warnings of a valid file, among them each
+/// backend with a weight above 0 that its service's table gives no slot.
 ///
 /// # Errors
 ///
@@ -24,8 +25,12 @@ pub fn check(path: &Path) -> Result<Vec<String>, DaemonError> {
             path: path.display().to_string(),
         });
     }
-    Snapshot::build(&config, 1)?;
-    Ok(warnings)
+    let snapshot = Snapshot::build(&config, 1)?;
+    let unslotted = snapshot.unslotted_backends();
+    Ok(warnings
+        .into_iter()
+        .chain(unslotted.iter().map(ToString::to_string))
+        .collect())
 }
 
 /// Runs [`check`] and prints its outcome: each warning and `FILE: ok` on stdout, or the
@@ -54,5 +59,18 @@ pub fn log_warnings(path: &Path) {
     };
     for warning in loaded.warnings {
         warn!(config = %path.display(), "{warning}");
+    }
+}
+
+/// Logs each backend with a weight above 0 that `snapshot`'s tables give no slot, when a
+/// start or a reload builds it from the file at `path`.
+pub fn log_unslotted(snapshot: &Snapshot, path: &Path) {
+    for unslotted in snapshot.unslotted_backends() {
+        warn!(
+            config = %path.display(),
+            service = %unslotted.service,
+            backend = %unslotted.backend,
+            "{unslotted}"
+        );
     }
 }

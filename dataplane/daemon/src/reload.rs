@@ -68,6 +68,7 @@ pub fn reload(
 
     let generation = shared.snapshot.load().generation.wrapping_add(1);
     let snapshot = Snapshot::build(&config, generation)?;
+    crate::check::log_unslotted(&snapshot, path);
     let previous = shared.snapshot.swap(Arc::new(snapshot));
     Ok((previous, generation))
 }

@@ -77,6 +77,7 @@ pub fn run(args: &Args) -> Result<(), DaemonError> {
             path: args.config.display().to_string(),
         })?;
     let snapshot = Snapshot::build(&config, 1)?;
+    crate::check::log_unslotted(&snapshot, &args.config);
     let signals = Signals::install()?;
 
     // Held until exit: a second dataplane on the same port would forward every packet

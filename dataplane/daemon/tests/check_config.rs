@@ -158,3 +158,27 @@ fn controlplane_file_is_recognised() {
     );
     assert!(stderr.contains("pass that file with --config"), "{stderr}");
 }
+
+#[test]
+fn unslotted_backend_is_a_warning() {
+    let dir = TestDir::new("check-unslotted");
+    let eal_args = common::eal_args("check-unslotted", "0,1", &[]);
+    // node-a of the first service, web, outweighs node-b (1) and node-c (2) so far that
+    // neither gets one of the 65537 slots.
+    let example = common::example_config();
+    let heavy = example.replacen("weight = 1\n", "weight = 10000000\n", 1);
+    assert_ne!(heavy, example, "the example sets node-a's weight");
+    let config = heavy + &common::dpdk_section(&eal_args, "net_null0", "");
+    let (output, path) = check(&dir, &config);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    for backend in ["node-b has weight 1", "node-c has weight 2"] {
+        assert!(
+            stdout.contains(&format!("{path}: warning: service web: backend {backend} but none of the 65537 Maglev slots")),
+            "{backend}: {stdout}"
+        );
+    }
+    assert!(stdout.contains("sum to 10000003"), "{stdout}");
+    assert!(stdout.ends_with(&format!("{path}: ok\n")), "{stdout}");
+}
