@@ -1,8 +1,9 @@
 //! Loading of the dataplane's config file for a start, a reload and `--check-config`.
 //!
 //! spike-core parses and validates the file. This module adds what only the DPDK daemon
-//! needs: the `[dpdk]` section's snapshot ring path and the EAL lcore list read the way
-//! EAL reads them, and a clear message for the control plane's file given by mistake.
+//! needs: that the `[dpdk]` section's snapshot ring path is no directory, the EAL options
+//! (`eal_options`) and lcore list read the way EAL reads them, and a clear message for
+//! the control plane's file given by mistake.
 //! Every error has the core's form, `PATH:LINE:COLUMN: key: message`.
 
 use std::collections::BTreeSet;
@@ -44,6 +45,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     if let Some(dpdk) = &config.dpdk {
         let located = |error: ConfigError| error.locate(&text).in_file(path);
         check_ring_path(dpdk).map_err(located)?;
+        crate::eal_options::check(&dpdk.eal_args).map_err(located)?;
         warnings.extend(check_lcores(dpdk).map_err(located)?);
     }
     Ok(Loaded { config, warnings })
@@ -330,6 +332,15 @@ mod tests {
             .unwrap_or_else(|| panic!("no example file named: {error}"));
         let text = std::fs::read_to_string(root.join(example)).expect("the named example");
         assert!(text.lines().any(|line| line == "[dpdk]"), "{example}");
+    }
+
+    #[test]
+    fn packaged_config_passes() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let loaded = load(&root.join("debian/config/dataplane.toml"))
+            .unwrap_or_else(|error| panic!("debian/config/dataplane.toml: {error}"));
+        let dpdk = loaded.config.dpdk.expect("the packaged file has [dpdk]");
+        assert!(dpdk.eal_args.contains(&"--vdev".to_owned()), "{dpdk:?}");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 mod check;
 mod config;
+mod eal_options;
 mod error;
 mod poll;
 mod reap;

@@ -108,6 +108,19 @@ fn dpdk_section_checks_name_the_value() {
             common::dpdk_section(&["--lcores".to_owned(), "0@1".to_owned()], "net_null0", ""),
             "dpdk.workers: invalid value 1: expected at most 0".to_owned(),
         ),
+        (
+            common::dpdk_section(&with_lcores("0,1"), "net_null0", "")
+                .replacen("\"-m\", \"256\"", "\"-m\", \"lots\"", 1),
+            "dpdk.eal_args: invalid value \"lots\" in -m \"lots\": expected a number of MiB"
+                .to_owned(),
+        ),
+        (
+            common::dpdk_section(&with_lcores("0,1"), "net_null0", "")
+                .replacen("\"--no-huge\"", "\"--no-huge\", \"--bogus-option=1\"", 1),
+            "dpdk.eal_args: invalid value \"--bogus-option\": expected an EAL option of DPDK \
+             22.11, one of -a -b -c"
+                .to_owned(),
+        ),
     ];
     for (section, message) in cases {
         let (output, path) = check(&dir, &(common::example_config() + &section));
