@@ -145,11 +145,8 @@ fn explain_types(message: &str, text: &str, span: Option<std::ops::Range<usize>>
         .clone()
         .and_then(|span| key_at(text, span.start))
         .and_then(|key| key_range(&key));
-    if let Some(literal) = span.and_then(|span| beyond_64_bits(message, text, span)) {
-        let range = narrower
-            .as_deref()
-            .unwrap_or("an integer that fits in 64 bits");
-        return format!("invalid value: integer `{literal}`, expected {range}");
+    if let Some(explained) = span.and_then(|span| explain_beyond_64_bits(message, text, span)) {
+        return explained;
     }
     let mut explained = message.to_owned();
     for (rust, plain) in RANGES {
@@ -161,6 +158,24 @@ fn explain_types(message: &str, text: &str, span: Option<std::ops::Range<usize>>
         }
     }
     explained
+}
+
+/// Rewrites toml's message about an integer literal beyond 64 bits into serde's form for
+/// a value beyond its type, with the valid range of the dataplane key assigned on the
+/// line, as in ``invalid value: integer `99999999999999999999`, expected a prime integer
+/// ...``. Returns `None` for other messages.
+pub fn explain_beyond_64_bits(
+    message: &str,
+    text: &str,
+    span: std::ops::Range<usize>,
+) -> Option<String> {
+    let literal = beyond_64_bits(message, text, span.clone())?;
+    let range = key_at(text, span.start)
+        .and_then(|key| key_range(&key))
+        .unwrap_or_else(|| "an integer that fits in 64 bits".to_owned());
+    Some(format!(
+        "invalid value: integer `{literal}`, expected {range}"
+    ))
 }
 
 /// Returns the integer literal at `span` in `text` when `message` is toml's report of an

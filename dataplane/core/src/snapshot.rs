@@ -349,11 +349,12 @@ impl UnslottedBackend {
         backends: impl IntoIterator<Item = (&'a str, u32)> + Clone,
         table: &MaglevTable,
     ) -> Vec<UnslottedBackend> {
-        Self::from_counts(service, backends, &table.slot_counts(), table.size())
+        Self::from_slot_counts(service, backends, &table.slot_counts(), table.size())
     }
 
-    /// Like [`UnslottedBackend::find`], from the table's slot counts per backend.
-    fn from_counts<'a>(
+    /// Like [`UnslottedBackend::find`], from the table's slot counts per backend, as
+    /// [`MaglevTable::slot_counts`] returns them.
+    pub fn from_slot_counts<'a>(
         service: &str,
         backends: impl IntoIterator<Item = (&'a str, u32)> + Clone,
         slot_counts: &[u32],
@@ -430,7 +431,7 @@ impl Snapshot {
                 .backends
                 .iter()
                 .map(|backend| (backend.name.as_str(), backend.weight));
-            found.extend(UnslottedBackend::from_counts(
+            found.extend(UnslottedBackend::from_slot_counts(
                 &service.name,
                 backends,
                 slot_counts,
