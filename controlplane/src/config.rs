@@ -39,7 +39,7 @@ use spike_core::flow::HashFields;
 use spike_core::maglev;
 use spike_core::wire::MacAddr;
 use spike_core::Config;
-use spike_kube::{ApiServerConfig, KubernetesConfig, Selection, ServiceSelector};
+use spike_kube::{ApiServerConfig, KubeconfigError, KubernetesConfig, Selection, ServiceSelector};
 use thiserror::Error;
 use toml_edit::{ImDocument, Item};
 
@@ -701,8 +701,8 @@ fn parse_kubernetes(raw: RawKubernetes) -> Result<KubernetesSettings, ConfigErro
         .enumerate()
         .map(|(index, entry)| parse_service_settings(index, entry, raw.hash, table_size))
         .collect::<Result<Vec<_>, _>>()?;
-    if let ApiServerConfig::Kubeconfig { path, .. } = &raw.api_server {
-        check_kubeconfig(path)?;
+    if let ApiServerConfig::Kubeconfig { path, context } = &raw.api_server {
+        check_kubeconfig(path, context.as_deref())?;
     }
     for (index, &ip) in raw.services.load_balancer_ips.iter().enumerate() {
         if let Some(kind) = special_address(ip) {
@@ -729,10 +729,11 @@ fn parse_kubernetes(raw: RawKubernetes) -> Result<KubernetesSettings, ConfigErro
     })
 }
 
-/// Checks that `kubernetes.api_server.path` names a kubeconfig file that exists. A
-/// relative path is rejected rather than resolved, as `controlplane.ring` is, so that the
-/// file read never depends on the directory the control plane starts in.
-fn check_kubeconfig(path: &Path) -> Result<(), ConfigError> {
+/// Checks that `kubernetes.api_server.path` names a kubeconfig file that parses and has
+/// the context to use, with its cluster and server URL. A relative path is rejected
+/// rather than resolved, as `controlplane.ring` is, so that the file read never depends
+/// on the directory the control plane starts in.
+fn check_kubeconfig(path: &Path, context: Option<&str>) -> Result<(), ConfigError> {
     const KEY: &str = "kubernetes.api_server.path";
     if !path.is_absolute() {
         return Err(invalid(
@@ -742,18 +743,43 @@ fn check_kubeconfig(path: &Path) -> Result<(), ConfigError> {
         ));
     }
     match std::fs::metadata(path) {
-        Ok(metadata) if metadata.is_file() => Ok(()),
-        Ok(_) => Err(invalid(
-            KEY,
-            path.display(),
-            "a kubeconfig file, not a directory",
-        )),
-        Err(error) => Err(invalid(
-            KEY,
-            path.display(),
-            &format!("an existing kubeconfig file ({error}): copy it there or fix the path"),
-        )),
+        Ok(metadata) if metadata.is_file() => {}
+        Ok(_) => {
+            return Err(invalid(
+                KEY,
+                path.display(),
+                "a kubeconfig file, not a directory",
+            ))
+        }
+        Err(error) => {
+            return Err(invalid(
+                KEY,
+                path.display(),
+                &format!("an existing kubeconfig file ({error}): copy it there or fix the path"),
+            ))
+        }
     }
+    spike_kube::check_kubeconfig(path, context).map_err(|error| {
+        // A YAML parse error goes on to quote the offending line under its first line,
+        // which already names the line and column.
+        let failure = spike_kube::read_failure(&error);
+        let reason = failure.lines().next().unwrap_or_default();
+        match context {
+            Some(context) if matches!(error, KubeconfigError::LoadContext(_)) => invalid(
+                "kubernetes.api_server.context",
+                format!("{context:?}"),
+                &format!(
+                    "a context that the kubeconfig file {} defines",
+                    path.display()
+                ),
+            ),
+            _ => invalid(
+                KEY,
+                path.display(),
+                &format!("a kubeconfig file that spike-controlplane can use: {reason}"),
+            ),
+        }
+    })
 }
 
 /// Names the kind of special-purpose address `ip` is, or returns `None` for an ordinary
@@ -1743,7 +1769,12 @@ mod tests {
     fn kubeconfig_path_is_checked() {
         let dir = tempfile::tempdir().unwrap();
         let existing = dir.path().join("kubeconfig");
-        std::fs::write(&existing, "apiVersion: v1\n").unwrap();
+        std::fs::write(
+            &existing,
+            "clusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\n\
+             contexts:\n- name: c\n  context:\n    cluster: c\ncurrent-context: c\n",
+        )
+        .unwrap();
         let with_path = |path: &str| {
             let url = "mode = \"url\"\n        url = \"http://127.0.0.1:8001\"";
             let kubeconfig = format!("mode = \"kubeconfig\"\npath = {path:?}");
@@ -1772,6 +1803,20 @@ mod tests {
             .to_string();
         assert!(error.contains("not a directory"), "{error}");
         ControlConfig::parse(&with_path(&existing.display().to_string())).unwrap();
+
+        let garbage = dir.path().join("garbage");
+        std::fs::write(&garbage, "garbage: [\n").unwrap();
+        let error = ControlConfig::parse(&with_path(&garbage.display().to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!(
+                "kubernetes.api_server.path: invalid value {}: expected a kubeconfig file that \
+                 spike-controlplane can use: failed to parse kubeconfig YAML",
+                garbage.display()
+            )),
+            "{error}"
+        );
     }
 
     #[test]

@@ -76,30 +76,90 @@ fn invalid_config_exits_2() {
     }
 }
 
+/// A kubeconfig whose current context names a cluster with a server.
+const KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster:
+    server: https://127.0.0.1:6443
+contexts:
+- name: lab
+  context:
+    cluster: lab
+current-context: lab
+";
+
 #[test]
-fn missing_kubeconfig_exits_2() {
+fn kubeconfig_is_parsed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("controlplane.toml");
     let kubeconfig = dir.path().join("kubeconfig");
-    let section = format!(
-        "[kubernetes.api_server]\nmode = \"kubeconfig\"\npath = {:?}\n\n\
-         [kubernetes.services]\nmatch_labels = {{ spike = \"yes\" }}\n",
-        kubeconfig.display().to_string()
-    );
-    std::fs::write(&path, format!("{}\n{section}", example())).unwrap();
+    let write_config = |api_server_extra: &str| {
+        let section = format!(
+            "[kubernetes.api_server]\nmode = \"kubeconfig\"\npath = {:?}\n{api_server_extra}\n\
+             [kubernetes.services]\nmatch_labels = {{ spike = \"yes\" }}\n",
+            kubeconfig.display().to_string()
+        );
+        std::fs::write(&path, format!("{}\n{section}", example())).unwrap();
+    };
+    let shown = kubeconfig.display();
+    // (kubeconfig text or None for no file, extra api_server lines, expected error)
+    let cases = [
+        (
+            None,
+            "",
+            format!("kubernetes.api_server.path: invalid value {shown}: expected an existing kubeconfig file"),
+        ),
+        (
+            Some("garbage: [\n"),
+            "",
+            format!(
+                "kubernetes.api_server.path: invalid value {shown}: expected a kubeconfig file \
+                 that spike-controlplane can use: failed to parse kubeconfig YAML: error: line 1 \
+                 column 10"
+            ),
+        ),
+        (
+            Some("apiVersion: v1\n"),
+            "",
+            "failed to determine current context".to_owned(),
+        ),
+        (
+            Some(KUBECONFIG),
+            "context = \"prod\"\n",
+            format!(
+                "kubernetes.api_server.context: invalid value \"prod\": expected a context that \
+                 the kubeconfig file {shown} defines"
+            ),
+        ),
+        (
+            Some(&KUBECONFIG.replace("    server: https://127.0.0.1:6443\n", "    insecure-skip-tls-verify: true\n")),
+            "",
+            "cluster url is missing".to_owned(),
+        ),
+    ];
+    for (text, extra, expected) in cases {
+        match text {
+            Some(text) => std::fs::write(&kubeconfig, text).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&kubeconfig);
+            }
+        }
+        write_config(extra);
+        let output = check(&path);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{expected}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(&expected), "{expected}: {stderr}");
+    }
 
-    let output = check(&path);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    let expected = format!(
-        "kubernetes.api_server.path: invalid value {}: expected an existing kubeconfig file",
-        kubeconfig.display()
-    );
-    assert!(stderr.contains(&expected), "{stderr}");
-
-    std::fs::write(&kubeconfig, "apiVersion: v1\n").unwrap();
-    let output = check(&path);
-    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    std::fs::write(&kubeconfig, KUBECONFIG).unwrap();
+    for extra in ["", "context = \"lab\"\n"] {
+        write_config(extra);
+        let output = check(&path);
+        assert_eq!(output.status.code(), Some(0), "{extra}: {output:?}");
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Creating a kube [`Client`] from [`ApiServerConfig`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kube::config::{Config, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::Client;
@@ -51,13 +51,44 @@ pub enum ConnectError {
     Client(#[source] kube::Error),
 }
 
-/// Returns why a kubeconfig could not be read, without kube's own "failed to read
-/// kubeconfig from PATH" prefix, which would repeat the path already in the message.
-fn read_failure(error: &KubeconfigError) -> String {
+/// Returns why a kubeconfig could not be read or used, without kube's own "failed to
+/// read kubeconfig from PATH" prefix, which would repeat the path already in the message.
+pub fn read_failure(error: &KubeconfigError) -> String {
     match error {
         KubeconfigError::ReadConfig(io, _) => io.to_string(),
         other => other.to_string(),
     }
+}
+
+/// Reads and parses the kubeconfig file at `path` and checks the first things a
+/// connection takes from it: the context (`context`, else the file's current context),
+/// that context's cluster and the cluster's server URL. It connects to nothing and reads
+/// none of the files that the kubeconfig names, so a config check can run it.
+///
+/// # Errors
+///
+/// The [`KubeconfigError`] that [`connect`] would fail with for these reasons.
+pub fn check_kubeconfig(path: &Path, context: Option<&str>) -> Result<(), KubeconfigError> {
+    let kubeconfig = Kubeconfig::read_from(path)?;
+    let name = context
+        .or(kubeconfig.current_context.as_deref())
+        .ok_or(KubeconfigError::CurrentContextNotSet)?;
+    let context = kubeconfig
+        .contexts
+        .iter()
+        .find(|named| named.name == name)
+        .and_then(|named| named.context.as_ref())
+        .ok_or_else(|| KubeconfigError::LoadContext(name.to_owned()))?;
+    let cluster = kubeconfig
+        .clusters
+        .iter()
+        .find(|named| named.name == context.cluster)
+        .and_then(|named| named.cluster.as_ref())
+        .ok_or_else(|| KubeconfigError::LoadClusterOfContext(context.cluster.clone()))?;
+    if cluster.server.is_none() {
+        return Err(KubeconfigError::MissingClusterUrl);
+    }
+    Ok(())
 }
 
 /// Creates a client for the configured API server. Nothing is sent until the client is
