@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
-use spike_core::config::{locate, Place};
+use spike_core::config::{escape_controls, locate, Place};
 use spike_core::flow::HashFields;
 use spike_core::maglev;
 use spike_core::wire::MacAddr;
@@ -75,7 +75,9 @@ pub enum ConfigError {
     DataplaneFile(String),
     #[error("invalid config: {0}")]
     Kubernetes(#[from] spike_kube::ConfigError),
-    #[error("{key}: invalid value {value}: expected {expected}")]
+    /// The value is printed with its control characters escaped, so that the message
+    /// stays one line whatever the file holds.
+    #[error("{key}: invalid value {}: expected {expected}", escape_controls(.value))]
     Invalid {
         key: String,
         value: String,
@@ -143,8 +145,15 @@ impl ConfigError {
                         ),
                     );
                 }
+                let span = error.span();
                 match offset.and_then(|offset| locate::key_at(text, offset)) {
-                    Some(key) => at(position, format!("{key}: {message}")),
+                    Some(key) => {
+                        let message = match span {
+                            Some(span) => explain_number(&message, text, span, &key),
+                            None => message,
+                        };
+                        at(position, format!("{key}: {message}"))
+                    }
                     None => at(position, message),
                 }
             }
@@ -622,8 +631,15 @@ fn parse_metrics_listen(text: &str) -> Result<SocketAddr, ConfigError> {
     const FORM: &str = "IP:port with a port from 1 to 65535, such as \"127.0.0.1:9300\" or \
                         \"[::1]:9300\" (IPv6 in brackets, no host names)";
     let note = match text.parse::<SocketAddr>() {
-        Ok(address) if address.port() != 0 => return Ok(address),
-        Ok(_) => "port 0 would make the kernel pick a port that no scraper knows".to_owned(),
+        Ok(address) if address.port() == 0 => {
+            "port 0 would make the kernel pick a port that no scraper knows".to_owned()
+        }
+        Ok(address) if address.ip().is_multicast() || is_broadcast(address.ip()) => {
+            "a TCP socket cannot listen on a multicast or broadcast address: use an address \
+             of this host, or 0.0.0.0 or [::] for every interface"
+                .to_owned()
+        }
+        Ok(address) => return Ok(address),
         Err(_) => metrics_listen_note(text),
     };
     Err(invalid(
@@ -631,6 +647,10 @@ fn parse_metrics_listen(text: &str) -> Result<SocketAddr, ConfigError> {
         format!("{text:?}"),
         &format!("{FORM}: {note}"),
     ))
+}
+
+fn is_broadcast(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
 }
 
 /// Returns a note on what makes `text` invalid as a socket address.
@@ -690,6 +710,10 @@ fn check_ring_path(ring: &Path) -> Result<(), ConfigError> {
 /// Validates the `[kubernetes]` section and splits it into spike-kube's
 /// `KubernetesConfig` and the control plane's keys.
 fn parse_kubernetes(raw: RawKubernetes) -> Result<KubernetesSettings, ConfigError> {
+    // spike-kube rejects an empty namespace with its own message.
+    if let Some(namespace) = raw.namespace.as_deref().filter(|name| !name.is_empty()) {
+        check_object_name("kubernetes.namespace", namespace, NameKind::Namespace)?;
+    }
     let table_size = match raw.table_size {
         Some(size) => table_size("kubernetes.table_size", size)?,
         None => maglev::DEFAULT_TABLE_SIZE,
@@ -789,7 +813,9 @@ fn special_address(ip: IpAddr) -> Option<&'static str> {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
     };
-    if ip.is_loopback() {
+    if is_broadcast(ip) {
+        Some("the limited broadcast address")
+    } else if ip.is_loopback() {
         Some("a loopback address")
     } else if ip.is_unspecified() {
         Some("the unspecified address")
@@ -887,6 +913,12 @@ fn parse_service_settings(
         Some(size) => table_size(&format!("{key}.table_size"), size)?,
         None => default_table_size,
     };
+    if let Some(namespace) = &raw.namespace {
+        check_object_name(&format!("{key}.namespace"), namespace, NameKind::Namespace)?;
+    }
+    if let Some(name) = &raw.name {
+        check_object_name(&format!("{key}.name"), name, NameKind::Service)?;
+    }
     Ok(ServiceSettings {
         namespace: raw.namespace,
         name: raw.name,
@@ -895,6 +927,44 @@ fn parse_service_settings(
         hash: raw.hash.unwrap_or(default_hash),
         table_size,
     })
+}
+
+/// The kinds of Kubernetes object names the file can hold.
+#[derive(Clone, Copy, Debug)]
+enum NameKind {
+    /// A namespace name: an RFC 1123 label. It goes into the URLs of the API requests.
+    Namespace,
+    /// A Service name: an RFC 1035 label, which starts with a letter.
+    Service,
+}
+
+/// Rejects a name that Kubernetes cannot give an object of `kind`, which would never
+/// match, or would make every request to the API server fail.
+fn check_object_name(key: &str, name: &str, kind: NameKind) -> Result<(), ConfigError> {
+    let first_ok = |c: char| match kind {
+        NameKind::Namespace => c.is_ascii_lowercase() || c.is_ascii_digit(),
+        NameKind::Service => c.is_ascii_lowercase(),
+    };
+    let valid = name.len() <= 63
+        && name.starts_with(first_ok)
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        return Ok(());
+    }
+    let expected = match kind {
+        NameKind::Namespace => {
+            "a Kubernetes namespace name: 1 to 63 lowercase letters, digits and '-', starting \
+             and ending with a letter or digit"
+        }
+        NameKind::Service => {
+            "a Kubernetes Service name: 1 to 63 lowercase letters, digits and '-', starting \
+             with a letter and ending with a letter or digit"
+        }
+    };
+    Err(invalid(key, format!("{name:?}"), expected))
 }
 
 /// Parses `kubernetes.next_hop_macs`, a table of node name to unicast MAC address.
@@ -955,12 +1025,69 @@ fn locate(text: &str, document: &ImDocument<&str>, error: &toml::de::Error) -> C
         None => (path, span.start),
     };
     let message = spike_core::config::explain_missing(&message, Some(&key), REQUIRED_KEYS);
+    let message = explain_number(&message, text, span, &key);
     let (line, column) = locate::line_column(text, offset);
     ConfigError::Located {
         line,
         column,
         key,
         message,
+    }
+}
+
+/// The valid ranges of the control plane's own numeric keys, by key path without indexes,
+/// as their validation enforces them.
+const NUMBER_RANGES: &[(&str, &str)] = &[
+    ("controlplane.ring_slot_size_mib", "1 to 1024 MiB"),
+    ("controlplane.initial_sync_timeout_s", "1 to 3600 seconds"),
+    ("service.health_check.port", "a port from 1 to 65535"),
+    (
+        "service.health_check.expected_status",
+        "an HTTP status code from 100 to 599",
+    ),
+    ("service.health_check.interval_ms", "10 to 3600000 ms"),
+    ("service.health_check.timeout_ms", "1 ms up to interval_ms"),
+    ("service.health_check.rise", "1 to 100 checks"),
+    ("service.health_check.fall", "1 to 100 checks"),
+    ("kubernetes.table_size", TABLE_SIZE_RANGE),
+    ("kubernetes.service_settings.table_size", TABLE_SIZE_RANGE),
+    (
+        "kubernetes.service_settings.port",
+        "a Service port from 1 to 65535",
+    ),
+    ("bgp.asn", ASN_RANGE),
+    ("bgp.neighbor.asn", ASN_RANGE),
+    ("bgp.hold_time_s", "3 to 65535 seconds"),
+    ("bgp.drain_s", "0 to 3600 seconds"),
+    ("bgp.dataplane_timeout_ms", "100 to 60000 ms"),
+];
+
+const TABLE_SIZE_RANGE: &str =
+    "a prime number of Maglev slots up to 16777213 (65537 is the default)";
+const ASN_RANGE: &str = "an AS number from 1 to 4294967294 other than 23456 (AS_TRANS)";
+
+/// Rewrites a message about an integer beyond the range of the Rust type of `key` so that
+/// it names the key's valid range. Such messages are serde's ``invalid value: integer
+/// `-1`, expected u64``, and toml's `number too large to fit in target type` for a
+/// literal beyond 64 bits, which names neither value nor range. Keys other than the
+/// control plane's own get spike-core's range for the dataplane key of that name, if any.
+fn explain_number(message: &str, text: &str, span: Range<usize>, key: &str) -> String {
+    let (plain, _) = locate::plain_path(key);
+    let Some(&(_, range)) = NUMBER_RANGES.iter().find(|(path, _)| *path == plain) else {
+        return spike_core::config::explain_beyond_64_bits(message, text, span)
+            .unwrap_or_else(|| message.to_owned());
+    };
+    if let Some(literal) = spike_core::config::beyond_64_bits(message, text, span) {
+        return format!("invalid value: integer `{literal}`, expected {range}");
+    }
+    let types = ["u8", "u16", "u32", "u64", "i64"];
+    match types
+        .iter()
+        .map(|name| format!("expected {name}"))
+        .find(|rust| message.contains(rust.as_str()))
+    {
+        Some(rust) => message.replace(&rust, &format!("expected {range}")),
+        None => message.to_owned(),
     }
 }
 
@@ -1193,7 +1320,7 @@ fn validate_check(
     let kind = match raw.kind.as_str() {
         "tcp" => {
             let http_keys = [
-                ("path", raw.path.clone()),
+                ("path", raw.path.as_ref().map(|path| format!("{path:?}"))),
                 (
                     "expected_status",
                     raw.expected_status.map(|s| s.to_string()),
@@ -1217,14 +1344,23 @@ fn validate_check(
             path: raw.path.unwrap_or_else(|| "/".to_owned()),
             expected_status: raw.expected_status.unwrap_or(200),
         },
-        other => return Err(invalid(format!("{key}.kind"), other, "\"tcp\" or \"http\"")),
+        other => {
+            return Err(invalid(
+                format!("{key}.kind"),
+                format!("{other:?}"),
+                "\"tcp\" or \"http\"",
+            ))
+        }
     };
     if let CheckKind::Http { path, .. } = &kind {
-        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+        if let Some(problem) = crate::health::request_target_problem(path) {
             return Err(invalid(
                 format!("{key}.path"),
-                path,
-                "an absolute path without spaces, such as /healthz",
+                format!("{path:?}"),
+                &format!(
+                    "an HTTP request-target in origin form, such as /healthz or \
+                     /status?full=1, with any other byte percent-encoded: {problem}"
+                ),
             ));
         }
     }
@@ -1746,8 +1882,37 @@ mod tests {
             ),
             (
                 BASE.replace("kind = \"http\"", "kind = \"tcp\""),
-                "service[0] (web).health_check.path: invalid value /healthz: expected no path \
-                 with kind = \"tcp\"",
+                "service[0] (web).health_check.path: invalid value \"/healthz\": expected no \
+                 path with kind = \"tcp\"",
+            ),
+            (
+                BASE.replace(
+                    "health_address = \"127.0.0.1\"",
+                    "health_address = \"255.255.255.255\"",
+                ),
+                "service[0] (web).backend[0].health_address: invalid value 255.255.255.255: \
+                 expected the unicast address the backend's checks connect to, not the limited \
+                 broadcast address",
+            ),
+            (
+                kubernetes.replace(
+                    labels,
+                    &format!("{labels}\nload_balancer_ips = [\"255.255.255.255\"]"),
+                ),
+                "kubernetes.services.load_balancer_ips[0]: invalid value 255.255.255.255",
+            ),
+            (
+                BASE.replace("127.0.0.1:9300", "224.0.0.1:9300"),
+                "controlplane.metrics_listen: invalid value \"224.0.0.1:9300\": expected IP:port \
+                 with a port from 1 to 65535",
+            ),
+            (
+                BASE.replace("127.0.0.1:9300", "255.255.255.255:9300"),
+                "a TCP socket cannot listen on a multicast or broadcast address",
+            ),
+            (
+                BASE.replace("127.0.0.1:9300", "[ff02::1]:9300"),
+                "controlplane.metrics_listen: invalid value \"[ff02::1]:9300\"",
             ),
             (
                 BASE.replace("127.0.0.1:9300", "127.0.0.1:0"),
@@ -1763,6 +1928,163 @@ mod tests {
             let error = ControlConfig::parse(&text).unwrap_err().to_string();
             assert!(error.contains(expected), "{expected}: {error}");
         }
+        // 0.0.0.0 and :: listen on every interface.
+        for every in ["0.0.0.0:9300", "[::]:9300"] {
+            let text = BASE.replace("127.0.0.1:9300", every);
+            let config = ControlConfig::parse(&text).unwrap_or_else(|error| panic!("{error}"));
+            assert!(config.metrics_listen.ip().is_unspecified(), "{every}");
+        }
+    }
+
+    #[test]
+    fn numbers_beyond_their_type_name_the_range() {
+        let cases = [
+            (
+                ("interval_ms = 500", "interval_ms = 99999999999999999999"),
+                "service[0] (web).health_check.interval_ms: invalid value: integer \
+                 `99999999999999999999`, expected 10 to 3600000 ms",
+            ),
+            (
+                ("interval_ms = 500", "interval_ms = -1"),
+                "service[0] (web).health_check.interval_ms: invalid value: integer `-1`, \
+                 expected 10 to 3600000 ms",
+            ),
+            (
+                ("timeout_ms = 200", "timeout_ms = 200\nrise = 4294967296"),
+                "service[0] (web).health_check.rise: invalid value: integer `4294967296`, \
+                 expected 1 to 100 checks",
+            ),
+            (
+                (
+                    "metrics_listen = \"127.0.0.1:9300\"",
+                    "metrics_listen = \"127.0.0.1:9300\"\nring_slot_size_mib = -99999999999999999999",
+                ),
+                "controlplane.ring_slot_size_mib: invalid value: integer \
+                 `-99999999999999999999`, expected 1 to 1024 MiB",
+            ),
+            (
+                ("port = 80", "port = 80\ntable_size = 99999999999999999999"),
+                "service[0] (web).table_size: invalid value: integer `99999999999999999999`, \
+                 expected a prime integer number of Maglev slots",
+            ),
+        ];
+        for ((from, to), expected) in cases {
+            let text = BASE.replacen(from, to, 1);
+            let error = ControlConfig::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+        let kubernetes = format!("{BASE}{KUBERNETES}")
+            .replace("table_size = 251", "table_size = 99999999999999999999");
+        let error = ControlConfig::parse(&kubernetes).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!(
+                "kubernetes.table_size: invalid value: integer `99999999999999999999`, expected \
+                 {TABLE_SIZE_RANGE}"
+            )),
+            "{error}"
+        );
+        assert!(
+            TABLE_SIZE_RANGE.contains(&format!("up to {} ", maglev::MAX_TABLE_SIZE)),
+            "{TABLE_SIZE_RANGE}"
+        );
+    }
+
+    #[test]
+    fn health_check_path_is_a_request_target() {
+        // `path` is written into the TOML string as it is, escapes included.
+        let with_path =
+            |path: &str| BASE.replace("path = \"/healthz\"", &format!("path = \"{path}\""));
+        for valid in [
+            "/",
+            "/healthz",
+            "/status?full=1&x=%2F",
+            "/a/b;c=d/~e@f:g",
+            "/%C3%A9",
+        ] {
+            let config = ControlConfig::parse(&with_path(valid))
+                .unwrap_or_else(|error| panic!("{valid}: {error}"));
+            let check = config.health_checks[0].as_ref().unwrap();
+            assert!(
+                matches!(&check.kind, CheckKind::Http { path, .. } if path == valid),
+                "{valid}"
+            );
+        }
+        let cases = [
+            (
+                "/a\\r\\nHost: evil",
+                "invalid value \"/a\\r\\nHost: evil\"",
+                "the control character '\\r' at byte 2 must be percent-encoded, as %0D",
+            ),
+            (
+                "/\u{e9}\\u0000",
+                "invalid value \"/\u{e9}\\0\"",
+                "the character '\u{e9}' at byte 1 must be percent-encoded, as %C3%A9",
+            ),
+            ("/a\\u007f", "\"/a\\u{7f}\"", "'\\u{7f}' at byte 2"),
+            ("/a b", "\"/a b\"", "the character ' ' at byte 2"),
+            ("/a#top", "\"/a#top\"", "the character '#' at byte 2"),
+            (
+                "/100%",
+                "\"/100%\"",
+                "'%' at byte 4 is not followed by two hexadecimal",
+            ),
+            ("healthz", "\"healthz\"", "it does not start with '/'"),
+        ];
+        for (path, value, problem) in cases {
+            let error = ControlConfig::parse(&with_path(path))
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains(['\r', '\n', '\0']), "one line: {error:?}");
+            assert!(
+                error.contains("service[0] (web).health_check.path: "),
+                "{path:?}: {error}"
+            );
+            assert!(error.contains(value), "{value}: {error}");
+            assert!(
+                error.contains("expected an HTTP request-target in origin form"),
+                "{error}"
+            );
+            assert!(error.contains(problem), "{problem}: {error}");
+        }
+    }
+
+    #[test]
+    fn free_text_values_are_escaped_or_checked() {
+        let kubernetes = format!("{BASE}{KUBERNETES}");
+        let cases = [
+            (
+                BASE.replace("kind = \"http\"", "kind = \"tc\\np\""),
+                "service[0] (web).health_check.kind: invalid value \"tc\\np\"",
+            ),
+            (
+                kubernetes.replace("namespace = \"web\"", "namespace = \"Web\\r\\n\""),
+                "kubernetes.namespace: invalid value \"Web\\r\\n\": expected a Kubernetes \
+                 namespace name",
+            ),
+            (
+                format!("{kubernetes}\n[[kubernetes.service_settings]]\nnamespace = \"a_b\"\n"),
+                "kubernetes.service_settings[0].namespace: invalid value \"a_b\"",
+            ),
+            (
+                format!("{kubernetes}\n[[kubernetes.service_settings]]\nname = \"1web\"\n"),
+                "kubernetes.service_settings[0].name: invalid value \"1web\": expected a \
+                 Kubernetes Service name",
+            ),
+            (
+                BASE.replace("/dev/shm/spike-test", "spike\\ntest"),
+                "controlplane.ring: invalid value spike\\ntest: expected an absolute path",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = ControlConfig::parse(&text).unwrap_err().to_string();
+            assert!(!error.contains(['\r', '\n']), "one line: {error:?}");
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+        let names = format!(
+            "{kubernetes}\n[[kubernetes.service_settings]]\nnamespace = \"kube-system\"\n\
+             name = \"web-2\"\n"
+        );
+        ControlConfig::parse(&names).expect("valid Kubernetes names");
     }
 
     #[test]

@@ -14,6 +14,50 @@ use crate::config::{CheckKind, HealthCheck};
 /// Largest HTTP response head read while looking for the status line.
 const MAX_STATUS_LINE_BYTES: usize = 1024;
 
+/// Returns what makes `path` unfit as the request-target of an HTTP check's `GET` line,
+/// or `None` for a valid one. The request-target must be in origin form (RFC 9112,
+/// section 3.2.1): a '/', then path characters, and optionally '?' and a query. Each
+/// byte outside RFC 3986's `pchar` set, `/` and `?` must be percent-encoded. A CR or LF
+/// would end the request line and start a header line, and servers reject a request
+/// whose target holds a space or a non-ASCII character.
+pub fn request_target_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return Some("it does not start with '/'".to_owned());
+    }
+    let bytes = path.as_bytes();
+    for (index, c) in path.char_indices() {
+        let allowed = c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/?".contains(c);
+        if allowed {
+            continue;
+        }
+        if c == '%' {
+            let digits = bytes.get(index + 1..index + 3);
+            if digits.is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit)) {
+                continue;
+            }
+            return Some(format!(
+                "'%' at byte {index} is not followed by two hexadecimal digits"
+            ));
+        }
+        let kind = if c.is_control() {
+            "the control character"
+        } else {
+            "the character"
+        };
+        let mut encoded = [0u8; 4];
+        let percent: String = c
+            .encode_utf8(&mut encoded)
+            .bytes()
+            .map(|byte| format!("%{byte:02X}"))
+            .collect();
+        return Some(format!(
+            "{kind} {:?} at byte {index} must be percent-encoded, as {percent}",
+            c
+        ));
+    }
+    None
+}
+
 /// Runs one check against `address`; `Err` carries the reason for the log.
 pub async fn check(check: &HealthCheck, address: IpAddr) -> Result<(), String> {
     let target = SocketAddr::new(address, check.port);
