@@ -114,7 +114,18 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             return check_failed(&publish::RunError::from(error));
         }
     }
-    for warning in config.base.warnings() {
+    // Builds the tables of the static services with every backend up, as the dataplane's
+    // check does, to find the weighted backends that would get no slot.
+    let snapshot = match spike_core::Snapshot::build(&config.base, 1) {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            eprintln!("spike-controlplane: {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let unslotted = snapshot.unslotted_backends();
+    let warnings = config.base.warnings().into_iter();
+    for warning in warnings.chain(unslotted.iter().map(ToString::to_string)) {
         println!("{}: warning: {warning}", path.display());
     }
     println!("{}: ok", path.display());

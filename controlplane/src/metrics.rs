@@ -34,6 +34,8 @@ pub struct Metrics {
     pub backend_health: Family<BackendLabels, Gauge>,
     /// Share of each backend in its service's table, in parts per million.
     pub table_share_ppm: Family<BackendLabels, Gauge>,
+    /// Backends with a weight above 0 that their service's table gives no slot.
+    pub unslotted_backends: Gauge,
     pub fingerprint: Family<[(&'static str, String); 2], Gauge>,
     /// Services left out because a service of an earlier source (static first) has their
     /// VIP, protocol and port, or their name.
@@ -61,6 +63,7 @@ impl Metrics {
             ),
             backend_health: Family::default(),
             table_share_ppm: Family::default(),
+            unslotted_backends: Gauge::default(),
             fingerprint: Family::default(),
             conflicting_services: Gauge::default(),
             invalid_services: Gauge::default(),
@@ -105,6 +108,12 @@ impl Metrics {
             "backend_table_share_ppm",
             "Slots of the service's Maglev table that go to the backend, in parts per million",
             metrics.table_share_ppm.clone(),
+        );
+        registry.register(
+            "unslotted_backends",
+            "Backends with a weight above 0 that their service's Maglev table gives no slot, \
+             so that they receive no new flows; the log names each",
+            metrics.unslotted_backends.clone(),
         );
         registry.register(
             "service_table_fingerprint",

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use spike_core::config::ServiceConfig;
+use spike_core::snapshot::UnslottedBackend;
 use spike_core::Config;
 use spike_snapring::payload::{self, EncodeError};
 use spike_snapring::{checksum, Geometry, Publisher, RingError};
@@ -86,6 +87,9 @@ struct Current {
     /// Services left out of the last publication because the core rejects them, with
     /// the reason, so that each is logged once while it stays invalid.
     invalid: BTreeSet<String>,
+    /// Backends with a weight above 0 that the last encoded tables give no slot, so that
+    /// each is logged once while it stays without one.
+    unslotted: BTreeSet<UnslottedBackend>,
 }
 
 /// Runs until SIGINT or SIGTERM, or with `[bgp]` until SIGUSR1, the planned stop that
@@ -482,7 +486,18 @@ fn publish(
             return;
         }
     };
-    record_tables(&encoded, &config.base, metrics);
+    let unslotted = record_tables(&encoded, &config.base, metrics);
+    {
+        let mut current = lock(current);
+        for backend in unslotted.difference(&current.unslotted) {
+            warn!(
+                service = %backend.service,
+                backend = %backend.backend,
+                "{backend}"
+            );
+        }
+        current.unslotted = unslotted;
+    }
 
     let mut ring = lock(ring);
     let sum = checksum(&encoded.bytes);
@@ -526,10 +541,16 @@ fn log_encode_error(error: &EncodeError) {
     warn!(%error, "snapshot not built; the published one stays");
 }
 
-/// Updates the table share and fingerprint metrics for the encoded services. A backend
-/// of a static service that its health checks took out of the table shows a share of 0,
-/// so that the series stays and a dashboard shows the drop.
-fn record_tables(encoded: &payload::Encoded, configured: &Config, metrics: &Metrics) {
+/// Updates the table share and fingerprint metrics for the encoded services, and returns
+/// the backends with a weight above 0 that their table gives no slot. A backend of a
+/// static service that its health checks took out of the table shows a share of 0, so
+/// that the series stays and a dashboard shows the drop.
+fn record_tables(
+    encoded: &payload::Encoded,
+    configured: &Config,
+    metrics: &Metrics,
+) -> BTreeSet<UnslottedBackend> {
+    let mut unslotted = BTreeSet::new();
     metrics.table_share_ppm.clear();
     metrics.fingerprint.clear();
     for (index, service) in encoded.config.services.iter().enumerate() {
@@ -560,10 +581,23 @@ fn record_tables(encoded: &payload::Encoded, configured: &Config, metrics: &Metr
             continue;
         };
         let size = u64::from(table.size());
-        for (backend, slots) in service.backends.iter().zip(table.slot_counts()) {
+        let slot_counts = table.slot_counts();
+        for (backend, &slots) in service.backends.iter().zip(&slot_counts) {
             share(&backend.name).set((u64::from(slots) * 1_000_000 / size) as i64);
         }
+        let backends = service
+            .backends
+            .iter()
+            .map(|backend| (backend.name.as_str(), backend.weight));
+        unslotted.extend(UnslottedBackend::from_slot_counts(
+            &service.name,
+            backends,
+            &slot_counts,
+            table.size(),
+        ));
     }
+    metrics.unslotted_backends.set(unslotted.len() as i64);
+    unslotted
 }
 
 #[cfg(test)]

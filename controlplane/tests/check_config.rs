@@ -163,6 +163,32 @@ fn kubeconfig_is_parsed() {
 }
 
 #[test]
+fn unslotted_backend_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("ring");
+    let path = dir.path().join("controlplane.toml");
+    // web's node-a outweighs node-b so far that node-b gets none of the 65537 slots.
+    let example = example().replace("/dev/shm/spike-ring", &ring.display().to_string());
+    let heavy = example.replacen("weight = 1\n", "weight = 1000000\n", 1);
+    assert_ne!(heavy, example, "the example sets node-a's weight");
+    std::fs::write(&path, heavy).unwrap();
+
+    let output = check(&path);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let warning = format!(
+        "{}: warning: service web: backend node-b has weight 1 but none of the 65537 Maglev \
+         slots",
+        path.display()
+    );
+    assert!(stdout.contains(&warning), "{stdout}");
+    assert!(
+        stdout.ends_with(&format!("{}: ok\n", path.display())),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn help_lists_signals_exit_codes_and_logging() {
     let output = Command::new(CONTROLPLANE).arg("--help").output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -218,6 +218,40 @@ fn down_backend_shows_zero_table_share() {
 }
 
 #[test]
+fn unslotted_backend_is_logged_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_health, health_port) = health_listener();
+    let metrics_port = free_port();
+    let path = dir.path().join("controlplane.toml");
+    // Both backends pass their checks, and node-a outweighs node-b so far that node-b's
+    // share of the 65537 slots is below one.
+    let text = config(&dir.path().join("ring"), metrics_port, health_port, "")
+        .replace("127.0.0.2", "127.0.0.1")
+        .replacen(
+            "name = \"node-a\"\n",
+            "name = \"node-a\"\nweight = 1000000\n",
+            1,
+        );
+    fs::write(&path, text).unwrap();
+    let mut process = Process::start(&path, dir.path().join("controlplane.log"));
+
+    let metrics = wait_until("the first snapshot", || {
+        process.assert_running();
+        request(metrics_port, "GET", "/metrics")
+            .filter(|text| text.contains("spike_snapshot_generation 1"))
+    });
+    for line in [
+        "spike_unslotted_backends 1",
+        "spike_backend_table_share_ppm{service=\"web\",backend=\"node-b\"} 0",
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
+    let log = process.log();
+    let warning = "service web: backend node-b has weight 1 but none of the 65537 Maglev slots";
+    assert_eq!(log.matches(warning).count(), 1, "logged once:\n{log}");
+}
+
+#[test]
 fn taken_metrics_port_leaves_no_ring_file() {
     let dir = tempfile::tempdir().unwrap();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
