@@ -231,6 +231,11 @@ fn run(args: &Args) -> Result<Vec<TraceError>, TraceError> {
     check_distinct_paths(args)?;
     let config = load_config(&args.config)?;
     let snapshot = Snapshot::build(&config, 1)?;
+    // A backend without a slot explains a trace in which it never appears, so this
+    // warning is printed here too, unlike the warnings about running the dataplane.
+    for unslotted in snapshot.unslotted_backends() {
+        report(&format!("{}: warning: {unslotted}", args.config.display()));
+    }
     let mut worker = Worker::new(&config)?;
     worker.set_mac_filter(mac_filter(&config, args.no_mac_filter));
     let mut reader = CaptureReader::open(&args.input)?;

@@ -621,6 +621,56 @@ fn bad_config_exits_with_error() {
 }
 
 #[test]
+fn backend_without_a_slot_is_warned_about() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let config = dir.path().join("heavy.toml");
+    let example = std::fs::read_to_string(config_path()).expect("read example config");
+    let text = example.replacen("weight = 2", "weight = 1000000", 1);
+    assert_ne!(
+        text, example,
+        "the example config has a backend of weight 2"
+    );
+    std::fs::write(&config, text).expect("write config");
+    let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--input")
+        .arg(captures_dir().join("tcpdump-vxlan_port_8472.pcap"))
+        .output()
+        .expect("run spike-trace");
+    assert_eq!(result.status.code(), Some(0), "a warning is no error");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("warning"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        2,
+        "both weight-1 backends of the example are left without a slot: {stderr}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .all(|line| line.contains("heavy.toml") && line.contains("table_size")),
+        "each warning names the file and the fix: {stderr}"
+    );
+
+    let example_result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(config_path())
+        .arg("--input")
+        .arg(captures_dir().join("tcpdump-vxlan_port_8472.pcap"))
+        .output()
+        .expect("run spike-trace");
+    let example_stderr = String::from_utf8_lossy(&example_result.stderr);
+    assert!(
+        !example_stderr.contains("warning"),
+        "the example config gives every backend a slot: {example_stderr}"
+    );
+}
+
+#[test]
 fn snapshot_length_cut_is_reported() {
     let source = pcap_frames(&captures_dir().join("suricata-tcp-handshake-data-rst.pcap"));
     let frame = &source[0];
