@@ -176,6 +176,12 @@ pub enum TraceError {
          substitution such as `--{option} >(tshark -r -)`"
     )]
     OutputDash { option: &'static str },
+    /// A pcap output that is the file or pipe standard output already writes to, as with
+    /// `--output out.pcap > out.pcap` or `--output /dev/stdout`.
+    #[error(
+        "--{option} {path} is where standard output goes, and standard output carries the          per-frame lines, so the two would mix into one corrupt file; send the lines or the          pcap elsewhere"
+    )]
+    OutputIsStdout { option: &'static str, path: String },
     #[error("cannot write {path}: write error: {source}")]
     Write {
         path: String,

@@ -56,9 +56,9 @@ struct Args {
     input: PathBuf,
 
     /// Pcap file for the frames Spike sends out: encapsulated packets and ICMP replies. It
-    /// must not be the config, the input or --kernel-output. `-` is rejected because
-    /// standard output carries the per-frame lines. A pipe works, such as
-    /// `--output >(tshark -r -)`.
+    /// must not be the config, the input or --kernel-output. Standard output carries the
+    /// per-frame lines, so `-` and the file or pipe that standard output goes to are
+    /// rejected. A pipe works, such as `--output >(tshark -r -)`.
     #[arg(short, long)]
     output: Option<PathBuf>,
 
@@ -170,6 +170,12 @@ fn check_distinct_paths(args: &Args) -> Result<(), TraceError> {
         if path.as_os_str() == capture::STDIN_PATH {
             return Err(TraceError::OutputDash { option });
         }
+        if is_stdout(path) {
+            return Err(TraceError::OutputIsStdout {
+                option,
+                path: path.display().to_string(),
+            });
+        }
         if let Some((first, _)) = named.iter().find(|(_, named)| same_file(named, path)) {
             return Err(TraceError::SamePath {
                 first,
@@ -190,6 +196,21 @@ fn same_file(first: &Path, second: &Path) -> bool {
         return a.dev() == b.dev() && a.ino() == b.ino();
     }
     canonical(first) == canonical(second)
+}
+
+/// Checks whether `path` is the file or pipe that standard output writes to. The shell
+/// creates the target of `> file` before the trace starts, so that file exists here. A
+/// device such as /dev/null keeps nothing to corrupt, so it may serve as both.
+fn is_stdout(path: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let (Ok(stdout), Ok(output)) = (
+        std::fs::metadata("/proc/self/fd/1"),
+        std::fs::metadata(path),
+    ) else {
+        return false;
+    };
+    let device = output.file_type().is_char_device();
+    !device && stdout.dev() == output.dev() && stdout.ino() == output.ino()
 }
 
 /// Canonicalises a path that may not exist yet by resolving its parent and appending the

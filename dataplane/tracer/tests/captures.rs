@@ -832,6 +832,48 @@ fn dash_as_output_is_rejected() {
     }
 }
 
+#[test]
+fn output_to_where_stdout_goes_is_rejected() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let input = captures_dir().join("suricata-tcp-handshake-data-rst.pcap");
+    let same = dir.path().join("same.out");
+
+    // As `spike-trace ... --output same.out > same.out`: the shell has created the file.
+    let stdout_file = std::fs::File::create(&same).expect("create the stdout file");
+    let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(config_path())
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&same)
+        .stdout(stdout_file)
+        .output()
+        .expect("run spike-trace");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is where standard output goes"), "{stderr}");
+    let written = std::fs::read(&same).expect("read the stdout file");
+    assert!(written.is_empty(), "nothing was traced into the file");
+
+    // Standard output is a pipe here, and /dev/stdout names that pipe.
+    let result = Command::new(env!("CARGO_BIN_EXE_spike-trace"))
+        .arg("--config")
+        .arg(config_path())
+        .arg("--input")
+        .arg(&input)
+        .args(["--kernel-output", "/dev/stdout"])
+        .output()
+        .expect("run spike-trace");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--kernel-output /dev/stdout is where standard output goes"),
+        "{stderr}"
+    );
+    assert!(result.stdout.is_empty(), "nothing was traced");
+}
+
 /// Builds an Ethernet + IPv4 + TCP frame from 10.0.0.1:1234 to `destination`:80 with
 /// `payload` bytes of data and a correct IPv4 header checksum.
 fn tcp_frame(destination: [u8; 4], payload: usize) -> Vec<u8> {
