@@ -123,6 +123,19 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Encodes the static services as a publication does, to find a snapshot that the
+    // ring's slots cannot hold. Kubernetes services come on top at run time.
+    let encoded = match spike_snapring::payload::encode(&config.base) {
+        Ok(encoded) => encoded,
+        Err(error) => {
+            eprintln!("spike-controlplane: {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(reason) = publish::slot_too_small(encoded.bytes.len(), config.slot_size_bytes) {
+        eprintln!("spike-controlplane: {}: {reason}", path.display());
+        return ExitCode::from(2);
+    }
     let unslotted = snapshot.unslotted_backends();
     let warnings = config.base.warnings().into_iter();
     for warning in warnings.chain(unslotted.iter().map(ToString::to_string)) {

@@ -533,8 +533,47 @@ fn publish(
                 "snapshot published"
             );
         }
+        Err(RingError::TooLarge { len, .. }) => {
+            // The ring's own slot size, which differs from the config's when the file
+            // was created with another one.
+            let reason = slot_too_small(len, ring.geometry().slot_size).unwrap_or_default();
+            error!(
+                generation,
+                "cannot publish the snapshot: {reason}; the ring file {} keeps the slot size \
+                 it was created with, so a new value applies only to a ring file created anew",
+                config.ring.display()
+            );
+        }
         Err(error) => error!(%error, generation, "cannot publish the snapshot"),
     }
+}
+
+/// The largest `controlplane.ring_slot_size_mib` that the config accepts.
+const MAX_SLOT_SIZE_MIB: u64 = 1024;
+
+/// Returns why a snapshot payload of `len` bytes does not fit a ring slot of
+/// `slot_size` bytes (its header included), naming the setting and the smallest value
+/// that fits, or `None` when it fits.
+pub fn slot_too_small(len: usize, slot_size: u64) -> Option<String> {
+    let capacity = slot_size.saturating_sub(spike_snapring::SLOT_HEADER_LEN);
+    let len = len as u64;
+    if len <= capacity {
+        return None;
+    }
+    let needed = (len + spike_snapring::SLOT_HEADER_LEN).div_ceil(1 << 20);
+    let fix = if needed <= MAX_SLOT_SIZE_MIB {
+        format!("set controlplane.ring_slot_size_mib to {needed} or more")
+    } else {
+        format!(
+            "that is more than the largest controlplane.ring_slot_size_mib, \
+             {MAX_SLOT_SIZE_MIB}; lower service.table_size or split the services"
+        )
+    };
+    Some(format!(
+        "the snapshot payload of {len} bytes does not fit a ring slot of {capacity} payload \
+         bytes (controlplane.ring_slot_size_mib = {}): {fix}",
+        slot_size >> 20
+    ))
 }
 
 fn log_encode_error(error: &EncodeError) {
@@ -632,5 +671,22 @@ mod tests {
         assert!(reason.starts_with("service on-node: "), "{reason}");
         merged.services = kept;
         assert_eq!(validate(&merged), Ok(()));
+    }
+
+    #[test]
+    fn slot_too_small_names_the_fix() {
+        assert_eq!(slot_too_small((1 << 20) - 64, 1 << 20), None);
+        let reason = slot_too_small(52_476_809, 16 << 20).expect("too large");
+        assert_eq!(
+            reason,
+            "the snapshot payload of 52476809 bytes does not fit a ring slot of 16777152 \
+             payload bytes (controlplane.ring_slot_size_mib = 16): set \
+             controlplane.ring_slot_size_mib to 51 or more"
+        );
+        // The slot header counts: a payload of exactly 1 MiB needs 2 MiB slots.
+        let reason = slot_too_small(1 << 20, 1 << 20).expect("too large");
+        assert!(reason.ends_with("to 2 or more"), "{reason}");
+        let reason = slot_too_small(2 << 30, 1024 << 20).expect("too large");
+        assert!(reason.contains("more than the largest"), "{reason}");
     }
 }

@@ -189,6 +189,44 @@ fn unslotted_backend_is_a_warning() {
 }
 
 #[test]
+fn snapshot_larger_than_a_slot_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("ring");
+    let path = dir.path().join("controlplane.toml");
+    let mut text = example().replace("/dev/shm/spike-ring", &ring.display().to_string());
+    // Each service with its own backend gets its own table of 65537 slots, about 256 KiB:
+    // with web's and dns's, five tables outgrow a slot of 1 MiB.
+    for index in 1..=3 {
+        text.push_str(&format!(
+            "\n[[service]]\nname = \"extra-{index}\"\nvip = \"198.51.100.10\"\n\
+             protocol = \"tcp\"\nport = {}\n\n[[service.backend]]\nname = \"b\"\n\
+             address = \"192.0.2.{}\"\nvtep_mac = \"0a:58:0a:f4:00:0c\"\n",
+            8000 + index,
+            100 + index
+        ));
+    }
+    std::fs::write(&path, &text).unwrap();
+    let output = check(&path);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+
+    let small = text.replace("ring_slot_size_mib = 16", "ring_slot_size_mib = 1");
+    assert_ne!(small, text, "the example sets ring_slot_size_mib");
+    std::fs::write(&path, small).unwrap();
+    let output = check(&path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    for expected in [
+        "does not fit a ring slot of 1048512 payload bytes",
+        "(controlplane.ring_slot_size_mib = 1): set controlplane.ring_slot_size_mib to 2 or more",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    assert!(output.stdout.is_empty(), "{output:?}");
+    assert!(!ring.exists(), "the check created no ring");
+}
+
+#[test]
 fn help_lists_signals_exit_codes_and_logging() {
     let output = Command::new(CONTROLPLANE).arg("--help").output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
