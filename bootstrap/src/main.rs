@@ -12,6 +12,7 @@ use spike_bootstrap::{
     redeem, renew_loop, renew_once, Backoff, BootstrapError, Identity, IdentityPaths,
     RedeemOptions, RenewOptions,
 };
+use spike_keyproto::client::server_address;
 use spike_keyproto::duration::{format_duration, parse_duration_at_most, BoundedDurationError};
 use spike_keyproto::files;
 use spike_keyproto::tls::parse_fingerprint;
@@ -63,7 +64,7 @@ struct Cli {
 #[derive(Debug, Args)]
 struct Common {
     /// Keyserver address, HOST:PORT.
-    #[arg(long)]
+    #[arg(long, value_parser = server_address)]
     server: String,
     /// Name the keyserver's certificate must carry; defaults to the host of --server.
     #[arg(long)]

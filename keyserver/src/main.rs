@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use spike_keyproto::client::host_of;
+use spike_keyproto::client::{host_of, server_address};
 use spike_keyproto::duration::{parse_duration_at_most, BoundedDurationError};
 use spike_keyproto::tls::{self, ClientIdentity, IdentityFiles};
 use spike_keyproto::utc::{rfc3339, rfc3339_and_unix};
@@ -151,7 +151,7 @@ struct ServeArgs {
 #[derive(Debug, Args)]
 struct AdminArgs {
     /// Keyserver address, HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:7443")]
+    #[arg(long, default_value = "127.0.0.1:7443", value_parser = server_address)]
     server: String,
     /// Name to verify the keyserver's certificate against; defaults to the host of --server.
     #[arg(long)]

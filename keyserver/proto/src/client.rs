@@ -121,9 +121,59 @@ pub fn host_of(addr: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
+/// Checks a `--server` value: a host name or address, then `:` and a port from 1 to
+/// 65535, with an IPv6 address in brackets. Returns it unchanged, or a message that
+/// shows the expected form.
+///
+/// # Errors
+///
+/// The message for a value without a port, with an empty host or with a bad port.
+pub fn server_address(input: &str) -> Result<String, String> {
+    let expected = "expected HOST:PORT, such as keyserver.example:7443, 192.0.2.5:7443 or \
+                    [2001:db8::5]:7443";
+    let Some((host, port)) = input.rsplit_once(':') else {
+        return Err(format!("{input:?} has no port: {expected}"));
+    };
+    let bare_ipv6 = host.contains(':') && !(host.starts_with('[') && host.ends_with(']'));
+    if host.is_empty() || host == "[]" || bare_ipv6 {
+        return Err(format!("{input:?} has no valid host: {expected}"));
+    }
+    match port.parse::<u16>() {
+        Ok(1..) => Ok(input.to_owned()),
+        _ => Err(format!("{input:?} has no port from 1 to 65535: {expected}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_address_needs_host_and_port() {
+        for good in [
+            "127.0.0.1:7443",
+            "[::1]:7443",
+            "keyserver.spike:1",
+            "ks:65535",
+        ] {
+            assert_eq!(server_address(good).as_deref(), Ok(good));
+        }
+        let cases = [
+            ("127.0.0.1", "has no port"),
+            ("keyserver", "has no port"),
+            (":7443", "has no valid host"),
+            ("[]:7443", "has no valid host"),
+            ("::1:7443", "has no valid host"),
+            ("ks:0", "no port from 1 to 65535"),
+            ("ks:65536", "no port from 1 to 65535"),
+            ("ks:https", "no port from 1 to 65535"),
+        ];
+        for (bad, reason) in cases {
+            let error = server_address(bad).expect_err(bad);
+            assert!(error.contains(reason), "{bad}: {error}");
+            assert!(error.contains("expected HOST:PORT"), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn host_of_strips_port_and_brackets() {
