@@ -32,6 +32,8 @@ pub enum BootstrapError {
     Key(#[from] rcgen::Error),
     #[error("an identity already exists in {dir}; renew it instead, or remove cert.pem to redeem a new token")]
     IdentityExists { dir: PathBuf },
+    #[error("no identity to renew in {dir}: it has no cert.pem; redeem a token first with `spike-bootstrap redeem --dir {dir}`")]
+    NoIdentity { dir: PathBuf },
     #[error("the keyserver returned a CA certificate with fingerprint {got}, not the pinned {expected}; do not trust this keyserver")]
     CaMismatch { expected: String, got: String },
     #[error("the keyserver returned a certificate for a different public key than the CSR's; not storing it")]
@@ -328,6 +330,11 @@ pub fn read_validity(path: &Path) -> Result<(i64, i64), BootstrapError> {
 /// helps then); otherwise the failing step.
 pub async fn renew_once(options: &RenewOptions) -> Result<Identity, BootstrapError> {
     let paths = &options.paths;
+    if !paths.cert().exists() {
+        return Err(BootstrapError::NoIdentity {
+            dir: paths.dir.clone(),
+        });
+    }
     let (_, not_after) = read_validity(&paths.cert())?;
     if now_unix() >= not_after {
         return Err(BootstrapError::Expired {

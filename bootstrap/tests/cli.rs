@@ -32,6 +32,32 @@ fn bad_fingerprint_is_usage_error() {
 }
 
 #[test]
+fn renew_without_identity_says_to_redeem() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("identity");
+    let output = bootstrap(&["renew"], &identity);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("no identity to renew"), "{message}");
+    assert!(message.contains("spike-bootstrap redeem"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+}
+
+#[test]
+fn server_without_port_is_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_spike-bootstrap"))
+        .args(["renew", "--server", "127.0.0.1", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("has no port"), "{message}");
+    assert!(message.contains("expected HOST:PORT"), "{message}");
+}
+
+#[test]
 fn missing_token_is_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let fingerprint = "ab".repeat(32);
