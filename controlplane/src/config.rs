@@ -39,7 +39,10 @@ use spike_core::flow::HashFields;
 use spike_core::maglev;
 use spike_core::wire::MacAddr;
 use spike_core::Config;
-use spike_kube::{ApiServerConfig, KubeconfigError, KubernetesConfig, Selection, ServiceSelector};
+use spike_kube::{
+    ApiServerConfig, CheckKubeconfigError, KubeconfigError, KubernetesConfig, Selection,
+    ServiceSelector,
+};
 use thiserror::Error;
 use toml_edit::{ImDocument, Item};
 
@@ -784,6 +787,16 @@ fn check_kubeconfig(path: &Path, context: Option<&str>) -> Result<(), ConfigErro
         }
     }
     spike_kube::check_kubeconfig(path, context).map_err(|error| {
+        let error = match error {
+            CheckKubeconfigError::Kubeconfig(error) => error,
+            server @ CheckKubeconfigError::Server { .. } => {
+                return invalid(
+                    KEY,
+                    path.display(),
+                    &format!("a kubeconfig file that spike-controlplane can use: {server}"),
+                )
+            }
+        };
         // A YAML parse error goes on to quote the offending line under its first line,
         // which already names the line and column.
         let failure = spike_kube::read_failure(&error);

@@ -138,6 +138,19 @@ fn kubeconfig_is_parsed() {
             "",
             "cluster url is missing".to_owned(),
         ),
+        (
+            Some(&KUBECONFIG.replace("https://127.0.0.1:6443", "\"\"")),
+            "",
+            format!("kubeconfig {shown}: cluster \"lab\" of context \"lab\" has server \"\", which is empty"),
+        ),
+        (
+            Some(&KUBECONFIG.replace("https://127.0.0.1:6443", "not a url")),
+            "",
+            format!(
+                "kubeconfig {shown}: cluster \"lab\" of context \"lab\" has server \"not a url\", \
+                 which is not a URL"
+            ),
+        ),
     ];
     for (text, extra, expected) in cases {
         match text {

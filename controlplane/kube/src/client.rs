@@ -51,6 +51,48 @@ pub enum ConnectError {
     Client(#[source] kube::Error),
 }
 
+/// The reason [`check_kubeconfig`] rejects a kubeconfig file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckKubeconfigError {
+    /// The file cannot be read or parsed, or lacks the context, the cluster or its server.
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+    /// The cluster's server is not a URL that a connection can use.
+    #[error(
+        "kubeconfig {path}: cluster {cluster:?} of context {context:?} has server {server:?}, \
+         which is {reason}; expected an absolute http or https URL with a host, such as \
+         https://192.0.2.1:6443"
+    )]
+    Server {
+        path: PathBuf,
+        context: String,
+        cluster: String,
+        server: String,
+        reason: String,
+    },
+}
+
+/// Returns why `server` is not an absolute http or https URL with a host, or `None`
+/// when it is one.
+fn server_url_problem(server: &str) -> Option<String> {
+    if server.trim().is_empty() {
+        return Some("empty".to_owned());
+    }
+    let uri = match server.parse::<http::Uri>() {
+        Ok(uri) => uri,
+        Err(error) => return Some(format!("not a URL ({error})")),
+    };
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(scheme) => return Some(format!("a URL with the scheme {scheme:?}")),
+        None => return Some("a URL without a scheme".to_owned()),
+    }
+    match uri.host() {
+        Some(host) if !host.is_empty() => None,
+        _ => Some("a URL without a host".to_owned()),
+    }
+}
+
 /// Returns why a kubeconfig could not be read or used, without kube's own "failed to
 /// read kubeconfig from PATH" prefix, which would repeat the path already in the message.
 pub fn read_failure(error: &KubeconfigError) -> String {
@@ -67,8 +109,10 @@ pub fn read_failure(error: &KubeconfigError) -> String {
 ///
 /// # Errors
 ///
-/// The [`KubeconfigError`] that [`connect`] would fail with for these reasons.
-pub fn check_kubeconfig(path: &Path, context: Option<&str>) -> Result<(), KubeconfigError> {
+/// [`CheckKubeconfigError::Kubeconfig`] with the [`KubeconfigError`] that [`connect`]
+/// would fail with for these reasons, or [`CheckKubeconfigError::Server`] when the
+/// server is not an absolute http or https URL with a host.
+pub fn check_kubeconfig(path: &Path, context: Option<&str>) -> Result<(), CheckKubeconfigError> {
     let kubeconfig = Kubeconfig::read_from(path)?;
     let name = context
         .or(kubeconfig.current_context.as_deref())
@@ -85,8 +129,17 @@ pub fn check_kubeconfig(path: &Path, context: Option<&str>) -> Result<(), Kubeco
         .find(|named| named.name == context.cluster)
         .and_then(|named| named.cluster.as_ref())
         .ok_or_else(|| KubeconfigError::LoadClusterOfContext(context.cluster.clone()))?;
-    if cluster.server.is_none() {
-        return Err(KubeconfigError::MissingClusterUrl);
+    let Some(server) = &cluster.server else {
+        return Err(KubeconfigError::MissingClusterUrl.into());
+    };
+    if let Some(reason) = server_url_problem(server) {
+        return Err(CheckKubeconfigError::Server {
+            path: path.to_owned(),
+            context: name.to_owned(),
+            cluster: context.cluster.clone(),
+            server: server.clone(),
+            reason,
+        });
     }
     Ok(())
 }
@@ -187,5 +240,50 @@ mod tests {
                 path.display()
             )
         );
+    }
+
+    #[test]
+    fn server_must_be_http_url() {
+        let dir = std::env::temp_dir().join(format!("spike-kube-server-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kubeconfig");
+        let write = |server: &str| {
+            let text = format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    \
+                 server: {server:?}\ncontexts:\n- name: ctx\n  context:\n    cluster: lab\n\
+                 current-context: ctx\n"
+            );
+            std::fs::write(&path, text).unwrap();
+        };
+        for good in ["https://127.0.0.1:6443", "http://localhost:8001"] {
+            write(good);
+            let result = check_kubeconfig(&path, None);
+            assert!(result.is_ok(), "{good}: {result:?}");
+        }
+        let cases = [
+            ("", "which is empty"),
+            ("not a url", "which is not a URL"),
+            ("127.0.0.1:6443", "which is a URL without a scheme"),
+            ("ftp://127.0.0.1", "which is a URL with the scheme \"ftp\""),
+            ("/api", "which is a URL without a scheme"),
+        ];
+        for (server, reason) in cases {
+            write(server);
+            let Err(error) = check_kubeconfig(&path, None) else {
+                panic!("server {server:?} was accepted");
+            };
+            let message = error.to_string();
+            let start = format!(
+                "kubeconfig {}: cluster \"lab\" of context \"ctx\" has server {server:?}, ",
+                path.display()
+            );
+            assert!(message.starts_with(&start), "{message}");
+            assert!(message.contains(reason), "{reason}: {message}");
+            assert!(
+                message.contains("expected an absolute http or https URL"),
+                "{message}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -46,9 +46,11 @@ mod rbac;
 mod watch;
 
 pub use builder::{build_discovery, SERVICE_NAME_LABEL};
-pub use client::{check_kubeconfig, connect, connect_with_url, read_failure, ConnectError};
+pub use client::{
+    check_kubeconfig, connect, connect_with_url, read_failure, CheckKubeconfigError, ConnectError,
+};
 pub use config::{ApiServerConfig, ConfigError, KubernetesConfig, Selection, ServiceSelector};
-/// The error of [`check_kubeconfig`] and of reading a kubeconfig in [`connect`].
+/// The error of reading a kubeconfig in [`connect`] and [`check_kubeconfig`].
 pub use kube::config::KubeconfigError;
 pub use model::{
     Backend, Discovery, PortSkipReason, ServiceName, SkipReason, SkippedNode, SkippedPort,
