@@ -9,7 +9,8 @@
 //! Exit codes: 0 after a clean stop, 2 for an invalid config or command line, 1 for
 //! DPDK and other runtime failures. Every failure is one `spike-dataplane: <error>` line
 //! on stderr; logs also go to stderr (`RUST_LOG` sets the filter, `info` by default).
-//! `--check-config` validates the file without DPDK and exits 0 or 2.
+//! `--check-config FILE` (or `--check-config --config FILE`) validates the file without
+//! DPDK and exits 0 or 2.
 
 mod check;
 mod config;
@@ -34,7 +35,16 @@ use tracing_subscriber::EnvFilter;
 #[command(version, about, after_help = AFTER_HELP)]
 pub struct Args {
     /// Dataplane config file (TOML) with a [dpdk] section.
-    #[arg(short, long)]
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "CONFIG",
+        required_unless_present = "check_config"
+    )]
+    config_arg: Option<PathBuf>,
+
+    /// The config file of --config or --check-config FILE.
+    #[arg(skip)]
     config: PathBuf,
 
     /// JSON file that the counters are written to, replaced atomically every interval.
@@ -45,10 +55,11 @@ pub struct Args {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     counters_interval_ms: u64,
 
-    /// Check the config file and exit, without starting DPDK: print warnings and
-    /// "FILE: ok" (exit 0), or the error (exit 2). Run it before a reload or an upgrade.
-    #[arg(long)]
-    check_config: bool,
+    /// Check FILE, or the file of --config, and exit without starting DPDK: print
+    /// warnings and "FILE: ok" (exit 0), or the error (exit 2). Run it before a reload or
+    /// an upgrade.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check_config: Option<Option<PathBuf>>,
 }
 
 /// Signals, exit codes and logging, shown after the options in `--help`.
@@ -69,8 +80,10 @@ Environment:
 Logs go to stderr. RUST_LOG sets the filter (default: info), e.g. RUST_LOG=debug.";
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if args.check_config {
+    let mut args = Args::parse();
+    let checked = args.check_config.clone().flatten();
+    args.config = config_path(args.config_arg.take(), checked);
+    if args.check_config.is_some() {
         return check::print(&args.config);
     }
     init_logging();
@@ -82,6 +95,40 @@ fn main() -> ExitCode {
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+/// Returns the config file that `--config` and `--check-config FILE` name, or exits
+/// with a command line error (status 2) when they name different files or neither
+/// names one.
+fn config_path(config: Option<PathBuf>, checked: Option<PathBuf>) -> PathBuf {
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    let error = |kind, message: String| Args::command().error(kind, message).exit();
+    match (config, checked) {
+        (Some(config), Some(checked)) if !same_file(&config, &checked) => error(
+            ErrorKind::ArgumentConflict,
+            format!(
+                "--check-config {} and --config {} name different files; give the file once",
+                checked.display(),
+                config.display()
+            ),
+        ),
+        (Some(path), _) | (None, Some(path)) => path,
+        (None, None) => error(
+            ErrorKind::MissingRequiredArgument,
+            "--check-config needs the file: --check-config FILE or --config FILE".to_owned(),
+        ),
+    }
+}
+
+/// Returns whether `a` and `b` name the same file: equal as written or once resolved.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(a), Ok(b)) if a == b
+        )
 }
 
 fn init_logging() {

@@ -38,6 +38,54 @@ fn valid_config_prints_ok() {
 }
 
 #[test]
+fn file_given_to_check_config() {
+    let dir = TestDir::new("check-value");
+    let eal_args = common::eal_args("check-value", "0,1", &["--vdev", "net_null0"]);
+    let config = common::example_config() + &common::dpdk_section(&eal_args, "net_null0", "");
+    let path = dir.write_config(&config);
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(common::BINARY)
+            .args(args)
+            .output()
+            .expect("run spike-dataplane --check-config")
+    };
+    let ok = format!("{}: ok\n", path.display());
+
+    let output = run(&["--check-config".as_ref(), path.as_os_str()]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).ends_with(&ok),
+        "{output:?}"
+    );
+
+    let same = [
+        "--check-config".as_ref(),
+        path.as_os_str(),
+        "--config".as_ref(),
+        path.as_os_str(),
+    ];
+    let output = run(&same);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+
+    let other = dir.path().join("other.toml");
+    let differ = [
+        "--check-config".as_ref(),
+        path.as_os_str(),
+        "--config".as_ref(),
+        other.as_os_str(),
+    ];
+    let output = run(&differ);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(stderr.contains("name different files"), "{stderr}");
+
+    let output = run(&["--check-config".as_ref()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(stderr.contains("--check-config needs the file"), "{stderr}");
+}
+
+#[test]
 fn invalid_config_exits_2() {
     let dir = TestDir::new("check-invalid");
     let eal_args = common::eal_args("check-invalid", "0,1", &["--vdev", "net_null0"]);
