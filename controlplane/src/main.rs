@@ -12,8 +12,8 @@
 //! through BIRD: SIGTERM leaves them announced (for a restart), SIGUSR1 withdraws them,
 //! waits `bgp.drain_s` and stops (see `bgp`). Exit codes: 0 after a stop, 2 for an
 //! invalid config, 1 for other failures, including a planned stop whose withdrawal
-//! failed. `--check-config` validates the file without binding sockets or opening the
-//! ring and exits 0 or 2. `--withdraw` writes the routes file without VIPs and reloads
+//! failed. `--check-config FILE` (or `--check-config --config FILE`) validates the file
+//! without binding sockets or opening the ring and exits 0 or 2. `--withdraw` writes the routes file without VIPs and reloads
 //! BIRD, touching nothing of a running control plane. The dataplane's unit runs it
 //! after every stop of the dataplane, because a stopped control plane cannot withdraw.
 
@@ -40,14 +40,14 @@ use tracing_subscriber::EnvFilter;
 #[command(version, about, after_help = AFTER_HELP)]
 pub struct Args {
     /// Control plane config file (TOML).
-    #[arg(short, long)]
-    config: PathBuf,
+    #[arg(short, long, required_unless_present = "check_config")]
+    config: Option<PathBuf>,
 
-    /// Check the config file and exit, without binding sockets or opening the ring:
-    /// print warnings and "FILE: ok" (exit 0), or the error (exit 2, or 1 when the TLS
-    /// identity cannot be read). Run it before a reload or an upgrade.
-    #[arg(long)]
-    check_config: bool,
+    /// Check FILE, or the file of --config, and exit without binding sockets or opening
+    /// the ring: print warnings and "FILE: ok" (exit 0), or the error (exit 2, or 1 when
+    /// the TLS identity cannot be read). Run it before a reload or an upgrade.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check_config: Option<Option<PathBuf>>,
 
     /// Withdraw every VIP from BGP and exit. With [bgp], write bgp.routes_file with the
     /// sessions and no VIP routes, then reload BIRD (exit 1 when the file cannot be
@@ -75,11 +75,12 @@ Logs go to stderr. RUST_LOG sets the filter (default: info), e.g. RUST_LOG=debug
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.check_config {
-        return check_config(&args.config);
+    let path = config_path(args.config, args.check_config.clone().flatten());
+    if args.check_config.is_some() {
+        return check_config(&path);
     }
     if args.withdraw {
-        return withdraw(&args.config);
+        return withdraw(&path);
     }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -93,13 +94,47 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(publish::run(&args.config)) {
+    match runtime.block_on(publish::run(&path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("spike-controlplane: {error}");
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+/// Returns the config file that `--config` and `--check-config FILE` name, or exits
+/// with a command line error (status 2) when they name different files or neither
+/// names one.
+fn config_path(config: Option<PathBuf>, checked: Option<PathBuf>) -> PathBuf {
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    let error = |kind, message: String| Args::command().error(kind, message).exit();
+    match (config, checked) {
+        (Some(config), Some(checked)) if !same_file(&config, &checked) => error(
+            ErrorKind::ArgumentConflict,
+            format!(
+                "--check-config {} and --config {} name different files; give the file once",
+                checked.display(),
+                config.display()
+            ),
+        ),
+        (Some(path), _) | (None, Some(path)) => path,
+        (None, None) => error(
+            ErrorKind::MissingRequiredArgument,
+            "--check-config needs the file: --check-config FILE or --config FILE".to_owned(),
+        ),
+    }
+}
+
+/// Returns whether `a` and `b` name the same file: equal as written or once resolved.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(a), Ok(b)) if a == b
+        )
 }
 
 /// Validates the config as a start would before it binds the metrics socket, the TLS

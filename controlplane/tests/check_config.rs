@@ -44,6 +44,56 @@ fn valid_config_prints_ok() {
 }
 
 #[test]
+fn file_given_to_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("ring");
+    let text = example().replace("/dev/shm/spike-ring", &ring.display().to_string());
+    let path = dir.path().join("controlplane.toml");
+    std::fs::write(&path, text).unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(CONTROLPLANE)
+            .args(args)
+            .output()
+            .expect("run spike-controlplane --check-config")
+    };
+    let ok = format!("{}: ok\n", path.display());
+
+    let output = run(&["--check-config".as_ref(), path.as_os_str()]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).ends_with(&ok),
+        "{output:?}"
+    );
+
+    let same = [
+        "--check-config".as_ref(),
+        path.as_os_str(),
+        "--config".as_ref(),
+        path.as_os_str(),
+    ];
+    let output = run(&same);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+
+    let other = dir.path().join("other.toml");
+    let differ = [
+        "--check-config".as_ref(),
+        path.as_os_str(),
+        "--config".as_ref(),
+        other.as_os_str(),
+    ];
+    let output = run(&differ);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(stderr.contains("name different files"), "{stderr}");
+
+    let output = run(&["--check-config".as_ref()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(stderr.contains("--check-config needs the file"), "{stderr}");
+    assert!(!ring.exists(), "the check created no ring");
+}
+
+#[test]
 fn invalid_config_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("controlplane.toml");
