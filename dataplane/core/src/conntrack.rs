@@ -219,7 +219,7 @@ impl<V: Copy> Conntrack<V> {
         self.table.find(hash, now_ns).map(to_slot)
     }
 
-    /// Prefetches the cache line of the bucket that holds most flows' entries. Call
+    /// Prefetches the cache line of the bucket that contains most flows' entries. Call
     /// [`Conntrack::prefetch_overflow`] for the same hash once that line has arrived.
     #[inline]
     pub fn prefetch(&self, hash: u64) {

@@ -168,7 +168,7 @@ impl<V: Copy> FlowTable<V> {
         &mut self.buckets[slot / BUCKET_ENTRIES].0[slot % BUCKET_ENTRIES]
     }
 
-    /// Prefetches the cache line of the first candidate bucket of `hash`, which holds the
+    /// Prefetches the cache line of the first candidate bucket of `hash`, which contains the
     /// flow's entry unless that bucket was full when the flow was inserted.
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
@@ -186,7 +186,7 @@ impl<V: Copy> FlowTable<V> {
         }
     }
 
-    /// Returns whether the first candidate bucket of `hash` holds an entry for it.
+    /// Returns whether the first candidate bucket of `hash` contains an entry for it.
     #[inline]
     fn in_first_bucket(&self, hash: u64) -> bool {
         let stored = stored_hash(hash);

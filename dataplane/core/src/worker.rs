@@ -358,7 +358,7 @@ impl Worker {
     }
 
     /// Prepares a burst: prefetches each frame's first cache line, computes each TCP or UDP
-    /// frame's flow hash and prefetches the conntrack bucket that holds most flows' entries,
+    /// frame's flow hash and prefetches the conntrack bucket that contains most flows' entries,
     /// so that the memory latency overlaps across the burst instead of stalling each packet
     /// in turn. For the few flows whose entry sits in their other bucket, `process`
     /// prefetches that line a few frames ahead, once the first has arrived. Then call
