@@ -19,7 +19,7 @@ const MAX_STATUS_LINE_BYTES: usize = 1024;
 /// section 3.2.1): a '/', then path characters, and optionally '?' and a query. Each
 /// byte outside RFC 3986's `pchar` set, `/` and `?` must be percent-encoded. A CR or LF
 /// would end the request line and start a header line, and servers reject a request
-/// whose target holds a space or a non-ASCII character.
+/// whose target contains a space or a non-ASCII character.
 pub fn request_target_problem(path: &str) -> Option<String> {
     if !path.starts_with('/') {
         return Some("it does not start with '/'".to_owned());

@@ -357,14 +357,15 @@ impl Worker {
         self.counters.conntrack_insert_failed = stats.insert_failed;
     }
 
-    /// Prepares a burst: prefetches each frame's first cache line, computes each TCP or UDP
-    /// frame's flow hash and prefetches the conntrack bucket that contains most flows' entries,
-    /// so that the memory latency overlaps across the burst instead of stalling each packet
-    /// in turn. For the few flows whose entry sits in their other bucket, `process`
-    /// prefetches that line a few frames ahead, once the first has arrived. Then call
-    /// [`Worker::process`] on the same frames in the same order, which reuses the hashes
-    /// and, for a TCP or UDP frame passed as the same slice, the parsed headers: the frames
-    /// must not change in between. Frames beyond [`BURST_SIZE`] are ignored.
+    /// Prepares a burst. It prefetches each frame's first cache line, computes each TCP or
+    /// UDP frame's flow hash and prefetches the first conntrack bucket of that flow. The
+    /// memory latency then overlaps across the burst instead of stalling each packet in
+    /// turn. For the few flows whose entry sits in their second bucket, `process` prefetches
+    /// that line a few frames ahead, once the first line has arrived.
+    ///
+    /// Then call [`Worker::process`] on the same frames in the same order. It reuses the
+    /// hashes and, for a TCP or UDP frame passed as the same slice, the parsed headers, so
+    /// the frames must not change in between. Frames beyond [`BURST_SIZE`] are ignored.
     pub fn prefetch_burst<'a>(
         &mut self,
         snapshot: &Snapshot,

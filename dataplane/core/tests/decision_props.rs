@@ -373,7 +373,7 @@ proptest! {
         // damaged, a snapshot drains a backend, and the MAC filter is on or off.
         // Some frames come 20 s after the one before: past the closing timeout and
         // within the others, so an entry's expiry shows in the next selection.
-        // Every output field and counter must match a worker that sees each frame alone.
+        // Every output field and counter must match a worker that decides each frame alone.
         let mut single = new_worker();
         let mut prefetched = new_worker();
         if mac_filter {

@@ -325,7 +325,7 @@ mod tests {
             .expect_err("the control plane's file")
             .to_string();
         assert!(error.contains("spike-controlplane config"), "{error}");
-        // The file the message names must have the section the message asks for.
+        // The file that the message names must contain the section that the message names.
         let example = error
             .split_whitespace()
             .find(|word| word.ends_with(".toml") && word.contains('/'))
